@@ -575,7 +575,7 @@ def build(name: str, num_classes: int = 10, *, seed: int | None = None, **option
     Returns
     -------
     nn.Module
-        The model, in training mode.
+        The model, in training mode, with its default ``input_shape`` attribute (C, H, W).
 
     Raises
     ------
@@ -592,10 +592,13 @@ def build(name: str, num_classes: int = 10, *, seed: int | None = None, **option
     """
     factory = _spec(name).factory
     if seed is None:
-        return factory(num_classes, **options)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory(num_classes, **options)
+        model = factory(num_classes, **options)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = factory(num_classes, **options)
+    model.input_shape = input_shape(name, **options)  # lets to_graph(model) work without one
+    return model
 
 
 def input_shape(name: str, **options) -> tuple[int, ...]:

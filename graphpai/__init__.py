@@ -1,0 +1,28 @@
+"""graphpai: graph-theoretic audits, spectral metrics and mask generators for sparse neural
+networks pruned at initialization.
+
+The core (graph, masks, functional edges, paths, spectral metrics, budgets, generators) needs
+numpy and scipy only; torch is imported by the adapter, ``graphpai.torch``, when it is used.
+SPEC.md defines every quantity; docstrings cite its sections.
+"""
+
+from .errors import (BudgetError, DataError, GraphpaiError, MaskError, ModelError, SolverError,
+                     UnknownMethodError, UnknownModelError, UnsupportedOpError)
+from .graph import Group, Layer, Link, NetGraph, as_graph
+from .masks import MaskSet
+
+
+def to_graph(model, input_shape=None) -> NetGraph:
+    """The NetGraph of a torch model (SPEC §2); see :func:`graphpai.torch.extract.to_graph`."""
+    from .torch.extract import to_graph as _to_graph
+
+    return _to_graph(model, input_shape)
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NetGraph", "Group", "Layer", "Link", "MaskSet", "to_graph", "as_graph",
+    "GraphpaiError", "MaskError", "ModelError", "UnsupportedOpError", "UnknownModelError",
+    "UnknownMethodError", "BudgetError", "DataError", "SolverError",
+]

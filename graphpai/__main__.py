@@ -1,0 +1,7 @@
+"""``python -m graphpai``: the graphpai command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""The ``graphpai`` command: a thin shell over the Python API.
+
+Each subcommand is registered in ``COMMANDS`` with its arguments and a ``run(args) -> int``.
+Errors graphpai raises on purpose print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from ._results import jsonable
+from .errors import GraphpaiError, ModelError
+
+__all__ = ["main", "COMMANDS"]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register ``run(args) -> int`` as subcommand `name`."""
+
+    def add(run):
+        if name in COMMANDS:
+            raise ValueError(f"command {name!r} registered twice")
+        COMMANDS[name] = Command(name, help, arguments, run)
+        return run
+
+    return add
+
+
+# ---------------------------------------------------------------- shared arguments
+def model_arguments(parser: argparse.ArgumentParser, *, masks: bool = True) -> None:
+    """--model NAME | --model-file FILE.py:factory, --num-classes, --input-shape[, --masks]."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a zoo model name (see `graphpai models`)")
+    source.add_argument("--model-file", metavar="FILE.py:FACTORY",
+                        help="a Python file and the function in it that returns an nn.Module")
+    parser.add_argument("--num-classes", type=int, default=10, help="classes of a zoo model")
+    parser.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                        help="one input without batch, e.g. 3,32,32 (zoo models know theirs)")
+    if masks:
+        parser.add_argument("--masks", metavar="FILE",
+                            help="masks (.pt or .npz); without it the dense model is used")
+
+
+def output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--json (print the result as JSON) and --out FILE (write JSON there)."""
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape {text!r} is not like 3,32,32") from None
+    if not shape or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"input shape {text!r} needs positive sizes, like 3,32,32")
+    return shape
+
+
+def load_model(args):
+    """The nn.Module named by --model or --model-file (with ``input_shape`` set)."""
+    from .torch import models
+
+    if args.model:
+        model = models.build(args.model, num_classes=args.num_classes)
+    else:
+        path, _, factory = args.model_file.rpartition(":")
+        if not path or not factory:
+            raise ModelError(f"--model-file {args.model_file!r} must look like FILE.py:factory")
+        try:
+            spec = importlib.util.spec_from_file_location("graphpai_user_model", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except FileNotFoundError:
+            raise ModelError(f"model file {path!r} does not exist") from None
+        if not hasattr(module, factory):
+            raise ModelError(f"{path!r} has no function {factory!r}")
+        model = getattr(module, factory)()
+    if args.input_shape:
+        model.input_shape = args.input_shape
+    return model
+
+
+def load_graph_and_masks(args):
+    """(model, NetGraph, MaskSet or None) for --model/--model-file and --masks."""
+    from .masks import MaskSet
+    from .torch.extract import to_graph
+
+    model = load_model(args)
+    graph = to_graph(model)
+    masks = None
+    if getattr(args, "masks", None):
+        masks = MaskSet.load(args.masks).validate(graph)
+    return model, graph, masks
+
+
+def emit(args, data: dict, table: str) -> None:
+    """Print the table (or JSON with --json) and write JSON to --out if given."""
+    if getattr(args, "out", None):
+        from .report.tables import write_json
+
+        write_json(data, args.out)
+    if getattr(args, "json", False):
+        print(json.dumps(jsonable(data), indent=2, allow_nan=False))
+    else:
+        print(table)
+
+
+# ---------------------------------------------------------------- models
+def _models_arguments(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+@command("models", "list the model zoo with layer counts and prunable weights", _models_arguments)
+def _models(args) -> int:
+    from .report.tables import format_table
+    from .torch import models
+    from .torch.extract import prunable_modules
+
+    rows = []
+    for name, spec in sorted(models.MODELS.items()):
+        layers = prunable_modules(models.build(name)).values()
+        rows.append({"model": name, "input_shape": "x".join(map(str, spec.input_shape)),
+                     "layers": len(layers), "prunable_weights": sum(m.weight.numel() for m in layers),
+                     "description": spec.description})
+    emit(args, {"models": rows}, format_table(rows))
+    return 0
+
+
+# ---------------------------------------------------------------- graph
+def _graph_arguments(parser):
+    model_arguments(parser)
+    output_arguments(parser)
+
+
+@command("graph", "summarise a model's graph: groups, links, per-layer shapes and density",
+         _graph_arguments)
+def _graph(args) -> int:
+    from .report.tables import format_table
+
+    _, graph, masks = load_graph_and_masks(args)
+    summary = graph.summary(masks)
+    rows = [{"layer": l["name"], "kind": l["kind"], "weight_shape": "x".join(map(str, l["weight_shape"])),
+             "in_size": "x".join(map(str, l["in_size"])) or "-", "weights": l["weights"],
+             "kept": l["kept"], "density": l["density"]} for l in summary["layers"]]
+    links = ", ".join(f"{k['kind']} {k['name']}" for k in summary["links"])
+    kept = sum(l["kept"] for l in summary["layers"])
+    text = (f"{graph}\nlinks: {links or 'none'}\n\n{format_table(rows)}\n\n"
+            f"total: {kept:,} of {graph.num_weights:,} weights kept "
+            f"(density {kept / graph.num_weights:.4g})")
+    emit(args, summary, text)
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graphpai", description="Graph-theoretic audits, metrics and masks for sparse networks "
+                                     "pruned at initialization.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        sub_parser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.arguments(sub_parser)
+        sub_parser.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the graphpai command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except GraphpaiError as exc:
+        print(f"graphpai: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("graphpai: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""MaskSet: one boolean keep-mask per prunable layer (SPEC §1).
+
+Keys are layer names (module paths such as ``features.3`` or ``layer1.0.conv1``), the names
+:class:`~graphpai.graph.NetGraph` uses. True keeps a weight.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from ._results import atomic_path
+from .errors import MaskError
+
+__all__ = ["MaskSet"]
+
+_SUFFIXES = (".weight_mask", ".weight")
+
+
+def _as_bool(name: str, value) -> np.ndarray:
+    """Check one mask is 0/1 with no NaN and return it as a bool array."""
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype == bool:
+        return array
+    if not (np.issubdtype(array.dtype, np.number)):
+        raise MaskError(f"mask for {name!r} has dtype {array.dtype}; masks must be 0/1 numbers or bools")
+    if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
+        raise MaskError(f"mask for {name!r} contains NaN; masks must be 0/1")
+    bad = (array != 0) & (array != 1)
+    if bad.any():
+        example = array[bad].flat[0]
+        raise MaskError(
+            f"mask for {name!r} has value {example!r} ({int(bad.sum())} entries not 0/1); "
+            "masks must be binary: threshold scores before building a MaskSet"
+        )
+    return array.astype(bool)
+
+
+class MaskSet(Mapping[str, np.ndarray]):
+    """Layer name -> bool keep-mask, with counts, density and compression (SPEC §1).
+
+    Parameters
+    ----------
+    masks : mapping of str to array-like
+        One 0/1 or bool array (numpy or torch) per layer. Keys ending in ``.weight_mask`` or
+        ``.weight`` (state-dict style) are stripped to the layer name.
+
+    Raises
+    ------
+    MaskError
+        If a mask has a value other than 0/1, is NaN, or two keys name the same layer.
+
+    Examples
+    --------
+    >>> m = MaskSet({"fc": [[1, 0], [1, 1]]})
+    >>> m.kept(), m.numel(), m.compression()
+    (3, 4, 1.3333333333333333)
+    """
+
+    def __init__(self, masks: Mapping):
+        self._masks: dict[str, np.ndarray] = {}
+        for key, value in masks.items():
+            name = self.layer_name(key)
+            if name in self._masks:
+                raise MaskError(f"two masks given for layer {name!r} (key {key!r})")
+            self._masks[name] = _as_bool(name, value)
+
+    @staticmethod
+    def layer_name(key: str) -> str:
+        """Strip a state-dict suffix: ``'features.0.weight_mask'`` -> ``'features.0'``."""
+        for suffix in _SUFFIXES:
+            if key.endswith(suffix):
+                return key[: -len(suffix)]
+        return key
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self._masks[name]
+        except KeyError:
+            raise MaskError(f"no mask for layer {name!r}; masks exist for {list(self._masks)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __contains__(self, name) -> bool:
+        return name in self._masks
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Mapping) or set(self) != set(other):
+            return False
+        return all(np.array_equal(self[k], np.asarray(other[k])) for k in self)
+
+    def __repr__(self):
+        return f"MaskSet({len(self)} layers, kept {self.kept()}/{self.numel()}, density {self.density():.4g})"
+
+    # constructors
+    @classmethod
+    def dense(cls, graph) -> "MaskSet":
+        """All-ones masks for every layer of a NetGraph."""
+        return cls({name: np.ones(layer.weight_shape, dtype=bool) for name, layer in graph.layers.items()})
+
+    # counts
+    def kept(self, layer: str | None = None) -> int:
+        """|M|: kept weights in `layer`, or in total."""
+        if layer is not None:
+            return int(np.count_nonzero(self[layer]))
+        return sum(int(np.count_nonzero(m)) for m in self._masks.values())
+
+    def numel(self, layer: str | None = None) -> int:
+        """Number of weights in `layer`, or N in total."""
+        if layer is not None:
+            return int(self[layer].size)
+        return sum(int(m.size) for m in self._masks.values())
+
+    def density(self, layer: str | None = None) -> float:
+        """|M| / N for `layer` or in total."""
+        return self.kept(layer) / self.numel(layer)
+
+    def compression(self, layer: str | None = None) -> float:
+        """Direct compression N / |M|; ``inf`` when nothing is kept."""
+        kept = self.kept(layer)
+        return float("inf") if kept == 0 else self.numel(layer) / kept
+
+    def counts(self) -> dict[str, int]:
+        """Kept weights per layer."""
+        return {name: int(np.count_nonzero(m)) for name, m in self._masks.items()}
+
+    # relation to a graph
+    def validate(self, graph) -> "MaskSet":
+        """Check the masks cover exactly the graph's layers with the right shapes; return self."""
+        unknown = [k for k in self._masks if k not in graph.layers]
+        if unknown:
+            raise MaskError(
+                f"masks for unknown layer(s) {unknown}; this model's prunable layers are "
+                f"{list(graph.layers)}"
+            )
+        missing = [k for k in graph.layers if k not in self._masks]
+        if missing:
+            raise MaskError(
+                f"no mask for layer(s) {missing}; give every prunable layer a mask "
+                "(MaskSet.dense(graph) gives all-ones masks to start from)"
+            )
+        for name, layer in graph.layers.items():
+            shape = self._masks[name].shape
+            if shape != tuple(layer.weight_shape):
+                raise MaskError(
+                    f"mask for {name!r} has shape {shape} but the weight is "
+                    f"{tuple(layer.weight_shape)}; regenerate the mask for this model"
+                )
+        return self
+
+    def rename(self, mapping: Mapping[str, str]) -> "MaskSet":
+        """A copy with layers renamed by `mapping` (names not in it are kept)."""
+        return MaskSet({mapping.get(k, k): v for k, v in self._masks.items()})
+
+    def intersect(self, other: Mapping) -> "MaskSet":
+        """Elementwise AND with another mask set over the same layers."""
+        return MaskSet({k: self[k] & np.asarray(other[k], dtype=bool) for k in self})
+
+    # files
+    def save(self, path) -> None:
+        """Write ``.npz`` (numpy) or ``.pt`` (torch, ``{name: bool tensor}``) atomically."""
+        path = os.fspath(path)
+        kind = _file_kind(path)
+        with atomic_path(path) as tmp:
+            if kind == "npz":
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, **self._masks)
+            else:
+                import torch
+
+                torch.save({k: torch.from_numpy(v.copy()) for k, v in self._masks.items()}, tmp)
+
+    @classmethod
+    def load(cls, path) -> "MaskSet":
+        """Read a ``.npz`` or ``.pt`` file: plain masks, a ``{name.weight_mask: ...}`` state dict,
+        or a whole pruned model's state dict (only the ``weight_mask`` buffers are taken)."""
+        path = os.fspath(path)
+        kind = _file_kind(path)
+        if not os.path.exists(path):
+            raise MaskError(f"mask file {path!r} does not exist")
+        try:
+            if kind == "npz":
+                with np.load(path, allow_pickle=False) as data:
+                    raw = {k: data[k] for k in data.files}
+            else:
+                import torch
+
+                raw = torch.load(path, map_location="cpu", weights_only=True)
+        except MaskError:
+            raise
+        except Exception as exc:  # a corrupt or foreign file
+            raise MaskError(f"cannot read masks from {path!r}: {exc}") from None
+        return cls.from_state_dict(raw, source=path)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping, *, source: str = "state dict") -> "MaskSet":
+        """Masks from ``{name: tensor}``, ``{name.weight_mask: tensor}`` or a pruned model's
+        full state dict (then only ``*.weight_mask`` entries are masks)."""
+        if not isinstance(state, Mapping):
+            raise MaskError(f"{source} holds a {type(state).__name__}, not a mapping of layer masks")
+        if any(k.endswith(".weight_mask") for k in state):
+            state = {k: v for k, v in state.items() if k.endswith(".weight_mask")}
+        return cls(state)
+
+
+def _file_kind(path: str) -> str:
+    if path.endswith(".npz"):
+        return "npz"
+    if path.endswith((".pt", ".pth")):
+        return "pt"
+    raise MaskError(f"unknown mask file type {path!r}; use a .npz or .pt file")
