@@ -1,0 +1,484 @@
+"""Exact spatial activity: 0/1 maps per pixel through the real geometry (SPEC §3, §4).
+
+The algorithm is stated on the :class:`~graphpai.graph.NetGraph`; torch only runs the
+convolutions (the analyses in :mod:`graphpai.functional` and :mod:`graphpai.paths` call in here).
+
+Every op of the graph is a *linear* map with nonnegative coefficients once the network is
+linearised (BN, biases and ReLU removed, every kept weight replaced by 1):
+
+- conv: the convolution with the 0/1 mask as its weight, with the layer's exact zero padding
+  (``(before, after)`` pairs, asymmetric included), stride, dilation and groups;
+- linear: the 0/1 mask as a matrix;
+- pool: the **sum over the window** (max and average pools alike), with the link's kernel,
+  stride, padding, dilation and ``ceil_mode`` (the window grid is the one PyTorch uses: the input
+  is zero-padded or cropped at the end so that the output has the target group's size); adaptive
+  pools sum over PyTorch's adaptive windows ``[floor(i L / T), ceil((i + 1) L / T))``; a global
+  pool sums over all pixels;
+- add: the sum; concat: stacking on channels; flatten: PyTorch's ``(C, H, W)`` order.
+
+**Forward maps** ``f``: all-ones input, each op applied, then clamped ``f = (op(f) > 0)``.
+**Backward maps** ``g``: all-ones at the logits, each op's transpose applied in reverse
+topological order, clamped, and OR-ed over the consumers of a group. Because every coefficient
+is nonnegative, a clamped value is 1 exactly when some path of kept weights reaches that pixel, so
+nothing can overflow or underflow at any depth. A kept conv weight ``(o, i, a, b)`` is
+**functional** iff some output pixel ``p`` has ``g[o, p] = 1`` and
+``f[i, p * stride + (a, b) * dilation - padding] = 1`` inside the image: the weight gradient of the
+conv with ``f`` as input and ``g`` as output gradient is ``> 0``. This is the gradient test of
+[VK]: ``dR/dw`` for ``R = sum(net(1))`` in the linearised net with weights ``|w| > 0`` is a sum of
+positive products over exactly these (pixel, path) pairs.
+
+Maps are float tensors holding 0/1 (float32: every intermediate value is an integer count below
+2**24, and the threshold is 0.5, so results are exact on any convolution algorithm).
+
+References
+----------
+.. [VK] A. Vysogorets, J. Kempe, "Connectivity Matters: Neural Network Pruning Through the Lens
+   of Effective Sparsity", JMLR 2023.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import GraphpaiError, MaskError
+from ..graph import Layer, Link, NetGraph
+from ..masks import MaskSet
+
+__all__ = [
+    "Activity",
+    "forward_maps",
+    "backward_maps",
+    "active_fan_in",
+    "activity",
+    "functional_masks",
+    "log10_paths",
+]
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+# ---------------------------------------------------------------------------------- geometry
+def _pad_arg(pairs) -> list[int]:
+    """(before, after) per spatial dim -> F.pad's flat list (last dimension first)."""
+    return [int(p) for pair in reversed(tuple(pairs)) for p in pair]
+
+
+def _symmetric(pairs) -> bool:
+    return all(a == b for a, b in pairs)
+
+
+def _check_size(y, size, what):
+    if tuple(y.shape[2:]) != tuple(size):
+        raise GraphpaiError(
+            f"{what}: the geometry gives an output of spatial size {tuple(y.shape[2:])} but the "
+            f"graph says {tuple(size)}; the NetGraph does not match its layer parameters")
+
+
+def _conv(x, w, layer: Layer):
+    """The conv of `layer` on a batch `x` with weight `w`, exact (asymmetric) zero padding."""
+    conv = _CONV[len(layer.kernel)]
+    if _symmetric(layer.padding):
+        return conv(x, w, None, layer.stride, [a for a, _ in layer.padding], layer.dilation,
+                    layer.groups)
+    return conv(F.pad(x, _pad_arg(layer.padding)), w, None, layer.stride, 0, layer.dilation,
+                layer.groups)
+
+
+def _conv_backward(g, x, w, layer: Layer, need_input: bool, need_weight: bool):
+    """(grad_input, grad_weight) of `layer`'s conv for output gradient `g` at input `x`."""
+    nd = len(layer.kernel)
+    if _symmetric(layer.padding):
+        padding, xin = [a for a, _ in layer.padding], x
+    else:
+        padding, xin = [0] * nd, F.pad(x, _pad_arg(layer.padding))
+    gi, gw, _ = torch.ops.aten.convolution_backward(
+        g, xin, w, None, list(layer.stride), padding, list(layer.dilation), False, [0] * nd,
+        layer.groups, [need_input, need_weight, False])
+    if gi is not None and not _symmetric(layer.padding):
+        crop = (slice(None), slice(None)) + tuple(
+            slice(a, a + n) for (a, _), n in zip(layer.padding, x.shape[2:]))
+        gi = gi[crop]
+    return gi, gw
+
+
+def _adaptive_matrix(length: int, target: int, like) -> torch.Tensor:
+    """0/1 (target, length) matrix of PyTorch's adaptive pooling windows."""
+    i = torch.arange(target, device=like.device)
+    start = (i * length) // target
+    end = -((-(i + 1) * length) // target)
+    pos = torch.arange(length, device=like.device)
+    return ((pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])).to(like.dtype)
+
+
+def _pool_sum(x, link: Link, target_size):
+    """Sum over every pooling window of `link` (the linear form of "any input active")."""
+    params = link.params
+    if not target_size:  # global pooling to a feature vector
+        return x.sum(dim=tuple(range(2, x.dim())))
+    size = tuple(x.shape[2:])
+    if len(size) != len(target_size):
+        raise GraphpaiError(f"pool {link.name!r} maps spatial size {size} to {tuple(target_size)}; "
+                            "graphpai expects the same number of spatial dimensions")
+    if params.get("adaptive"):
+        for d, (length, target) in enumerate(zip(size, target_size)):
+            if length != target:
+                p = _adaptive_matrix(length, target, x)
+                x = (x.movedim(2 + d, -1) @ p.T).movedim(-1, 2 + d)
+        return x
+    nd = len(size)
+    kernel = tuple(params["kernel"])
+    stride = tuple(params.get("stride") or kernel)
+    dilation = tuple(params.get("dilation") or (1,) * nd)
+    padding = tuple(params.get("padding") or ((0, 0),) * nd)
+    pads = []
+    for d in range(nd):
+        before = padding[d][0]
+        need = (target_size[d] - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1
+        pads.append((before, need - size[d] - before))  # PyTorch's window grid; after may be < 0
+    channels = x.shape[1]
+    ones = torch.ones((channels, 1) + kernel, dtype=x.dtype, device=x.device)
+    return _CONV[nd](F.pad(x, _pad_arg(pads)), ones, None, stride, 0, dilation, channels)
+
+
+def _pool_reference(x, link: Link, target_size):
+    """The pool as [NPB] runs it: max pools take the max, functional average pools divide by
+    their window (PyTorch's own op), average-pool modules sum (as :func:`_pool_sum`)."""
+    params = link.params
+    mode = params.get("mode", "avg")
+    if mode == "avg" and not params.get("functional"):
+        return _pool_sum(x, link, target_size)
+    dims = tuple(range(2, x.dim()))
+    if not target_size:
+        return x.amax(dim=dims) if mode == "max" else x.mean(dim=dims)
+    nd = len(target_size)
+    if params.get("adaptive"):
+        fn = getattr(F, f"adaptive_{mode}_pool{nd}d")
+        return fn(x, tuple(target_size))
+    kernel = tuple(params["kernel"])
+    stride = tuple(params.get("stride") or kernel)
+    padding = [a for a, _ in (params.get("padding") or ((0, 0),) * nd)]
+    if mode == "max":
+        fn = getattr(F, f"max_pool{nd}d")
+        return fn(x, kernel, stride, padding, tuple(params.get("dilation") or (1,) * nd),
+                  ceil_mode=bool(params.get("ceil_mode")))
+    fn = getattr(F, f"avg_pool{nd}d")
+    kw = {"ceil_mode": bool(params.get("ceil_mode")),
+          "count_include_pad": bool(params.get("count_include_pad", True))}
+    if nd == 2 and params.get("divisor_override"):
+        kw["divisor_override"] = params["divisor_override"]
+    return fn(x, kernel, stride, padding, **kw)
+
+
+def _link_forward(xs, link: Link, graph: NetGraph, pool=_pool_sum):
+    """Apply a parameter-free link to its source batches `xs` (one per position)."""
+    target = graph.groups[link.target]
+    if link.kind == "add":
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        return y
+    if link.kind == "concat":
+        return torch.cat(xs, dim=1)
+    if link.kind == "flatten":
+        return xs[0].reshape(xs[0].shape[0], -1)
+    if link.kind == "pool":
+        y = pool(xs[0], link, target.size)
+        if tuple(y.shape[2:]) != tuple(target.size):
+            _check_size(y, target.size, f"pool {link.name!r}")
+        return y
+    raise GraphpaiError(f"unknown link kind {link.kind!r} of {link.name!r}")
+
+
+def _link_transpose(g, xs_shapes, link: Link, graph: NetGraph):
+    """The transposed link applied to `g`: one gradient per source position (autograd)."""
+    if link.kind == "add":
+        return [g for _ in xs_shapes]
+    if link.kind == "flatten":
+        return [g.reshape(xs_shapes[0])]
+    if link.kind == "concat":
+        sizes = [s[1] for s in xs_shapes]
+        return list(torch.split(g, sizes, dim=1))
+    x = torch.zeros(xs_shapes[0], dtype=g.dtype, device=g.device, requires_grad=True)
+    with torch.enable_grad():
+        y = _link_forward([x], link, graph)
+        (gx,) = torch.autograd.grad(y, x, g)
+    return [gx]
+
+
+def _binary(y):
+    return (y > 0.5).to(y.dtype)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _checked_masks(graph: NetGraph, masks):
+    if masks is None:
+        return None
+    return (masks if isinstance(masks, MaskSet) else MaskSet(masks)).validate(graph)
+
+
+def _mask(layer: Layer, masks) -> np.ndarray:
+    if masks is None:
+        return np.ones(layer.weight_shape, dtype=bool)
+    return masks[layer.name]
+
+
+def _placed(layer: Layer, mask) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != tuple(layer.weight_shape):
+        raise MaskError(f"place() returned a mask of shape {mask.shape} for {layer.name!r}, whose "
+                        f"weight is {tuple(layer.weight_shape)}")
+    if mask.dtype != bool:
+        mask = MaskSet({layer.name: mask})[layer.name]
+    return mask
+
+
+def _weight(mask: np.ndarray, like) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(mask)).to(device=like.device, dtype=like.dtype)
+
+
+def _ones(group, dtype, device):
+    return torch.ones((1, group.channels) + tuple(group.size), dtype=dtype, device=device)
+
+
+def _layer_forward(x, w, layer: Layer, graph: NetGraph):
+    if layer.kind == "linear":
+        return x @ w.T
+    y = _conv(x, w, layer)
+    _check_size(y, graph.groups[layer.target].size, f"layer {layer.name!r}")
+    return y
+
+
+def _numpy(t) -> np.ndarray:
+    return (t[0] > 0.5).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------- API
+def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None,
+                 device="cpu") -> dict[str, np.ndarray]:
+    """0/1 forward activity map of every group, from an all-ones input (SPEC §3).
+
+    Parameters
+    ----------
+    graph : NetGraph
+    masks : MaskSet or mapping, optional
+        Layer name -> keep-mask; None (and no `place`) means dense.
+    place : callable, optional
+        ``place(layer, input_map) -> mask`` is called for every layer in topological order with
+        the layer's :class:`~graphpai.graph.Layer` and the bool forward map of its input
+        (``(C_in, *size)``, or ``(features,)`` for a linear layer); the returned bool array of the
+        weight's shape is used as that layer's mask (masks then may be None). This lets a
+        generator place a layer's edges knowing what reaches it ([MiCA]).
+    device : str or torch.device
+        Where the convolutions run.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        Group name -> map of shape ``(channels, *size)``: True where some path of kept weights
+        reaches that pixel (pools as "any input in the window active", adds as OR, concat as
+        stack, flatten in PyTorch order).
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 1, (3,)), Group("y", 1, (3,))],
+    ...              [Layer("c", "conv", (1, 1, 3), "x", "y", (1,), ((1, 1),), (1,),
+    ...                     in_size=(3,), out_size=(3,))], [], ["x"], ["y"])
+    >>> forward_maps(g, {"c": [[[1, 0, 0]]]})["y"]  # tap 0 reads the pixel on the left
+    array([[False,  True,  True]])
+    """
+    masks = _checked_masks(graph, masks) if place is None else masks
+    maps = _forward(graph, masks, place=place, device=device, keep=True)
+    return {name: _numpy(t) for name, t in maps.items()}
+
+
+def _forward(graph, masks, *, place=None, device="cpu", keep=True, dtype=torch.float32):
+    """Binary forward pass; returns group -> (1, C, *size) 0/1 tensor (masks already checked)."""
+    maps = {name: _ones(graph.groups[name], dtype, device) for name in graph.inputs}
+    with torch.no_grad():
+        for op in graph.order:
+            if isinstance(op, Layer):
+                x = maps[op.source]
+                mask = _placed(op, place(op, _numpy(x))) if place is not None else _mask(op, masks)
+                maps[op.target] = _binary(_layer_forward(x, _weight(mask, x), op, graph))
+            else:
+                maps[op.target] = _binary(_link_forward([maps[s] for s in op.sources], op, graph))
+    return maps
+
+
+def active_fan_in(layer: Layer, input_map) -> np.ndarray:
+    """Which fan-in positions of `layer` can see an active input pixel (SPEC §2, §3).
+
+    Position ``c*kh*kw + a*kw + b`` (the order of ``weight.reshape(C_out, -1)[o]``) is active iff
+    some output pixel ``p`` reads an active input pixel at that tap, inside the image:
+    ``input_map[c, p*stride + (a, b)*dilation - padding] = 1`` (padding-exact).
+
+    Parameters
+    ----------
+    layer : Layer
+    input_map : array-like of bool
+        The forward map of the layer's input, ``(C_in, *in_size)`` (a linear layer: ``(features,)``).
+
+    Returns
+    -------
+    ndarray of bool
+        Shape ``(fan_in,)`` when ``layer.groups == 1`` (a linear layer: the input map itself);
+        shape ``(groups, fan_in)`` for a grouped conv, row ``k`` for the outputs of group ``k``
+        (output ``o`` is in group ``o // (C_out // groups)``).
+
+    Examples
+    --------
+    >>> from graphpai.graph import Layer
+    >>> conv = Layer("c", "conv", (1, 1, 3), "x", "y", (1,), ((1, 1),), (1,),
+    ...              in_size=(2,), out_size=(2,))
+    >>> active_fan_in(conv, [[False, True]])  # tap 0 sees only padding or the inactive pixel 0
+    array([False,  True,  True])
+    """
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(input_map, dtype=bool))).to(torch.float32)
+    if layer.kind == "linear":
+        if x.shape != (layer.weight_shape[1],):
+            raise GraphpaiError(f"input map of {layer.name!r} has shape {tuple(x.shape)}, "
+                                f"expected ({layer.weight_shape[1]},)")
+        return x.numpy() > 0.5
+    expected = (layer.in_channels,) + tuple(layer.in_size)
+    if tuple(x.shape) != expected:
+        raise GraphpaiError(f"input map of {layer.name!r} has shape {tuple(x.shape)}, "
+                            f"expected {expected}")
+    kernel = layer.kernel
+    w = torch.ones((layer.groups, layer.weight_shape[1]) + kernel)
+    out = _conv(x[None], w, layer)  # only the output size matters
+    g = torch.ones_like(out)
+    with torch.no_grad():
+        _, gw = _conv_backward(g, x[None], w, layer, need_input=False, need_weight=True)
+    active = (gw > 0.5).reshape(layer.groups, -1).numpy()
+    return active[0] if layer.groups == 1 else active
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Spatial activity of a masked graph (SPEC §3).
+
+    ``forward`` and ``backward``: group name -> bool map ``(channels, *size)``;
+    ``functional``: layer name -> bool mask of the functional weights.
+    """
+
+    forward: dict
+    backward: dict
+    functional: dict
+
+
+def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
+    """Forward maps, backward maps and the functional weights in one pass (SPEC §3).
+
+    The functional mask of a conv is ``mask & (grad_weight(f_in, g_out) > 0)``; of a linear
+    layer ``mask & g_out[:, None] & f_in[None, :]``. See the module docstring for the algorithm.
+    """
+    masks = _checked_masks(graph, masks)
+    with torch.no_grad():
+        f = _forward(graph, masks, device=device)
+        g = {}
+        functional = {}
+        for name in graph.outputs:
+            g[name] = _ones(graph.groups[name], torch.float32, device)
+        for op in reversed(graph.order):
+            gt = g.get(op.target)
+            if isinstance(op, Layer):
+                mask = _mask(op, masks)
+                if gt is None:  # nothing downstream reaches the logits
+                    functional[op.name] = np.zeros(op.weight_shape, dtype=bool)
+                    continue
+                x = f[op.source]
+                w = _weight(mask, x)
+                if op.kind == "linear":
+                    gi = gt @ w
+                    functional[op.name] = mask & np.outer(_numpy(gt), _numpy(x))
+                else:
+                    gi, gw = _conv_backward(gt, x, w, op, need_input=True, need_weight=True)
+                    functional[op.name] = mask & (gw > 0.5).cpu().numpy()
+                gis = [gi]
+                sources = [op.source]
+            else:
+                if gt is None:
+                    continue
+                sources = list(op.sources)
+                gis = _link_transpose(gt, [tuple(f[s].shape) for s in sources], op, graph)
+            for source, gi in zip(sources, gis):
+                gi = _binary(gi)
+                g[source] = gi if source not in g else torch.maximum(g[source], gi)
+        for name, group in graph.groups.items():
+            if name not in g:
+                g[name] = torch.zeros((1, group.channels) + tuple(group.size))
+    return Activity(
+        forward={name: _numpy(t) for name, t in f.items()},
+        backward={name: _numpy(g[name]) for name in graph.groups},
+        functional={name: functional[name] for name in graph.layers},
+    )
+
+
+def backward_maps(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, np.ndarray]:
+    """0/1 backward map of every group, from all-ones at the logits (SPEC §3): True where some
+    path of kept weights leads from that pixel to a logit."""
+    return activity(graph, masks, device=device).backward
+
+
+def functional_masks(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, np.ndarray]:
+    """Layer name -> bool mask of the spatially functional weights (SPEC §3)."""
+    return activity(graph, masks, device=device).functional
+
+
+def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device="cpu") -> float:
+    """log10 of the number of input-output paths of the unrolled all-ones network (SPEC §4).
+
+    Every kept weight is 1, biases 0, BN removed, ReLU ignored, pools sum over their window
+    (profile ``"npb"``: biases 1 on layers that have one, max pools take the max, functional
+    average pools divide). Computed in float64 with per-op renormalisation: each group is a pair
+    (values / max, log10 of the scale), so no depth overflows. Returns ``-inf`` when no path
+    exists.
+    """
+    if profile not in ("default", "npb"):
+        from ..errors import UnknownMethodError
+        raise UnknownMethodError(f"unknown paths profile {profile!r}; use 'default' or 'npb'")
+    masks = _checked_masks(graph, masks)
+    pool = _pool_reference if profile == "npb" else _pool_sum
+    dtype = torch.float64
+    state = {name: (_ones(graph.groups[name], dtype, device), 0.0) for name in graph.inputs}
+    with torch.no_grad():
+        for op in graph.order:
+            if isinstance(op, Layer):
+                x, scale = state[op.source]
+                y = _layer_forward(x, _weight(_mask(op, masks), x), op, graph)
+                if profile == "npb" and op.bias:
+                    if scale == -math.inf:
+                        y, scale = torch.ones_like(y), 0.0
+                    else:
+                        y = y + 10.0 ** (-scale)
+            else:
+                xs, scale = _common_scale([state[s] for s in op.sources])
+                y = _link_forward(xs, op, graph, pool=pool)
+            state[op.target] = _renormalise(y, scale)
+        ys, scale = _common_scale([state[name] for name in graph.outputs])
+        total = float(sum(float(y.sum()) for y in ys))
+    if total <= 0 or scale == -math.inf:
+        return -math.inf
+    return math.log10(total) + scale
+
+
+def _renormalise(y, scale):
+    top = float(y.max()) if y.numel() else 0.0
+    if top <= 0:
+        return torch.zeros_like(y), -math.inf
+    return y / top, scale + math.log10(top)
+
+
+def _common_scale(pairs):
+    """Bring (values, log10 scale) pairs to their largest scale."""
+    scale = max(s for _, s in pairs)
+    if scale == -math.inf:
+        return [y for y, _ in pairs], -math.inf
+    return [y if s == scale else y * 10.0 ** (s - scale) for y, s in pairs], scale

@@ -1,0 +1,149 @@
+"""The exact spatial activity engine (SPEC §3) against naive oracles."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from graphpai.errors import GraphpaiError, MaskError
+from graphpai.graph import Group, Layer, NetGraph
+from graphpai.torch.spatial import activity, active_fan_in, backward_maps, forward_maps
+
+from oracles import UnrolledGraph, naive_active_fan_in, vk_functional
+from strategies import graph_and_mask, random_masks, tiny_graph, tiny_models
+
+TINY = sorted(tiny_models())
+
+
+def _same(a, b):
+    assert set(a) == set(b)
+    for key in a:
+        assert a[key].shape == b[key].shape, key
+        assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("density", [0.15, 0.4, 1.0])
+def test_maps_and_functional_equal_unrolled_graph(name, density):
+    graph, _ = tiny_graph(name)
+    for seed in range(4):
+        masks = random_masks(graph, density, seed)
+        oracle = UnrolledGraph(graph, masks)
+        result = activity(graph, masks)
+        _same(result.forward, oracle.maps(oracle.forward_reach()))
+        _same(result.backward, oracle.maps(oracle.backward_reach()))
+        _same(result.functional, oracle.functional())
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_functional_equals_vk_gradient_test(name):
+    graph, model = tiny_graph(name)
+    shape = tiny_models()[name][1]
+    for seed, density in enumerate([0.1, 0.3, 0.6, 1.0]):
+        masks = random_masks(graph, density, seed)
+        _same(activity(graph, masks).functional, vk_functional(model, masks, shape))
+
+
+@given(graph_and_mask(torch_models=False))
+def test_hand_graphs_match_unrolled_graph(case):
+    graph, masks = case
+    oracle = UnrolledGraph(graph, masks)
+    result = activity(graph, masks)
+    _same(result.forward, oracle.maps(oracle.forward_reach()))
+    _same(result.functional, oracle.functional())
+    _same(forward_maps(graph, masks), result.forward)
+    _same(backward_maps(graph, masks), result.backward)
+
+
+def test_dense_maps_are_all_ones_without_padding_effects():
+    graph, _ = tiny_graph("tiny_resnet")
+    for name, m in forward_maps(graph).items():
+        assert m.all(), name
+
+
+@st.composite
+def conv_layers(draw):
+    nd = draw(st.sampled_from([1, 2]))
+    k = draw(st.integers(1, 3))
+    stride = draw(st.integers(1, 3))
+    dilation = draw(st.integers(1, 2))
+    pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(nd))
+    size = tuple(draw(st.integers(1, 5)) for _ in range(nd))
+    out = tuple((n + a + b - dilation * (k - 1) - 1) // stride + 1 for n, (a, b) in zip(size, pads))
+    if min(out) < 1:
+        out = None
+    c_in = draw(st.integers(1, 3))
+    layer = Layer("c", "conv", (2, c_in) + (k,) * nd, "x", "y", (stride,) * nd, pads,
+                  (dilation,) * nd, in_size=size, out_size=out or ())
+    return layer, draw(st.integers(0, 2**16)), out is not None
+
+
+@given(conv_layers())
+def test_active_fan_in_matches_naive_loops(case):
+    layer, seed, valid = case
+    if not valid:
+        return
+    rng = np.random.default_rng(seed)
+    input_map = rng.random((layer.in_channels,) + layer.in_size) < 0.5
+    got = active_fan_in(layer, input_map)
+    assert got.shape == (layer.fan_in,)
+    assert np.array_equal(got, naive_active_fan_in(layer, input_map))
+
+
+def test_active_fan_in_grouped_and_linear():
+    layer = Layer("g", "conv", (4, 1, 3, 3), "x", "y", (1, 1), ((1, 1), (1, 1)), (1, 1),
+                  groups=2, in_size=(3, 3), out_size=(3, 3))
+    input_map = np.zeros((2, 3, 3), dtype=bool)
+    input_map[1, 0, 0] = True  # only channel 1 (group 1), top-left pixel
+    got = active_fan_in(layer, input_map)
+    assert got.shape == (2, 9)
+    assert not got[0].any()
+    # pixel (0, 0) is read at tap (a, b) by output pixel (1 - a, 1 - b): taps a, b in {0, 1}
+    expected = np.zeros((3, 3), dtype=bool)
+    expected[:2, :2] = True
+    assert np.array_equal(got[1].reshape(3, 3), expected)
+    linear = Layer("fc", "linear", (3, 4), "x", "y")
+    assert np.array_equal(active_fan_in(linear, [1, 0, 0, 1]), [True, False, False, True])
+    with pytest.raises(GraphpaiError, match="expected"):
+        active_fan_in(layer, np.ones((2, 4, 4), dtype=bool))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_place_sees_the_forward_map_of_its_input(name):
+    graph, _ = tiny_graph(name)
+    masks = random_masks(graph, 0.5, 7)
+    maps = forward_maps(graph, masks)
+    seen = []
+
+    def place(layer, input_map):
+        seen.append(layer.name)
+        assert np.array_equal(input_map, maps[layer.source])
+        return masks[layer.name]
+
+    _same(forward_maps(graph, None, place=place), maps)
+    assert seen == list(graph.layers)
+
+
+def test_place_mask_with_wrong_shape_is_a_mask_error():
+    graph, _ = tiny_graph("conv1d")
+    with pytest.raises(MaskError, match="place"):
+        forward_maps(graph, place=lambda layer, x: np.ones((1, 1), dtype=bool))
+
+
+def test_one_empty_layer_disconnects_everything_downstream():
+    graph, _ = tiny_graph("tiny_resnet")
+    masks = dict(random_masks(graph, 1.0, 0))
+    masks["stem"] = np.zeros_like(masks["stem"])
+    result = activity(graph, masks)
+    assert not result.forward[graph.outputs[0]].any()
+    assert not any(m.any() for m in result.functional.values())
+
+
+def test_asymmetric_padding_in_one_dimension():
+    # a 2-tap conv with padding (0, 1): the last output pixel reads the padding at tap 1
+    graph = NetGraph(
+        [Group("x", 1, (3,)), Group("y", 1, (3,))],
+        [Layer("c", "conv", (1, 1, 2), "x", "y", (1,), ((0, 1),), (1,), in_size=(3,),
+               out_size=(3,))], [], ["x"], ["y"])
+    assert forward_maps(graph, {"c": [[[0, 1]]]})["y"].tolist() == [[True, True, False]]
+    assert forward_maps(graph, {"c": [[[1, 0]]]})["y"].tolist() == [[True, True, True]]
