@@ -120,8 +120,9 @@ def to_graph(model: nn.Module, input_shape=None) -> NetGraph:
     try:
         gm = fx.symbolic_trace(model)
     except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
         raise ModelError(
-            f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: {exc}. graphpai "
+            f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: {reason}. graphpai "
             "needs a forward without data-dependent Python control flow"
         ) from None
     shapes = _propagate_shapes(model, gm, input_shape)
@@ -150,9 +151,11 @@ def _propagate_shapes(model, gm, input_shape):
         with torch.no_grad():
             Recorder(gm).run(*inputs)
     except Exception as exc:
+        # torch appends the fx node and a hint on further lines; the first line says what failed
+        reason = (str(exc).strip().splitlines() or [""])[0]
         raise ModelError(
             f"running {type(model).__name__} on an input of shape {(2,) + input_shape} failed: "
-            f"{type(exc).__name__}: {exc}; pass the input_shape the model expects"
+            f"{type(exc).__name__}: {reason}; pass the input_shape the model expects"
         ) from None
     finally:
         model.train(was_training)
