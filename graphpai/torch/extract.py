@@ -145,7 +145,7 @@ def _propagate_shapes(model, gm, input_shape):
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     device = param.device if param is not None else "cpu"
     inputs = [torch.zeros((2,) + input_shape, dtype=dtype, device=device) for _ in placeholders]
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
@@ -158,7 +158,8 @@ def _propagate_shapes(model, gm, input_shape):
             f"{type(exc).__name__}: {reason}; pass the input_shape the model expects"
         ) from None
     finally:
-        model.train(was_training)
+        for module, training in modes:  # restore each module's own mode (e.g. frozen BN)
+            module.training = training
     return shapes
 
 
