@@ -7,6 +7,7 @@ Keys are layer names (module paths such as ``features.3`` or ``layer1.0.conv1``)
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -189,6 +190,9 @@ class MaskSet(Mapping[str, np.ndarray]):
             raise MaskError(f"mask file {path!r} does not exist")
         try:
             if kind == "npz":
+                if not zipfile.is_zipfile(path):  # np.load would report "pickled data"
+                    raise MaskError(f"cannot read masks from {path!r}: it is not a .npz archive "
+                                    "(MaskSet.save or numpy.savez write one)")
                 with np.load(path, allow_pickle=False) as data:
                     raw = {k: data[k] for k in data.files}
             else:
@@ -197,8 +201,17 @@ class MaskSet(Mapping[str, np.ndarray]):
                 raw = torch.load(path, map_location="cpu", weights_only=True)
         except MaskError:
             raise
-        except Exception as exc:  # a corrupt or foreign file
-            raise MaskError(f"cannot read masks from {path!r}: {exc}") from None
+        except Exception as exc:  # a corrupt or foreign file; torch's messages span many lines
+            if "Unsupported global" in str(exc):  # torch's weights_only refuses Python objects
+                raise MaskError(
+                    f"cannot read masks from {path!r}: it holds pickled Python objects (a whole "
+                    "model?); save a state dict instead: torch.save(model.state_dict(), path) or "
+                    "torch.save({name: mask}, path)") from None
+            if "Weights only load failed" in str(exc):
+                raise MaskError(f"cannot read masks from {path!r}: it is not a file written by "
+                                "torch.save (or it is damaged)") from None
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MaskError(f"cannot read masks from {path!r}: {reason}") from None
         return cls.from_state_dict(raw, source=path)
 
     @classmethod
