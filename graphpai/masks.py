@@ -33,7 +33,7 @@ def _as_bool(name: str, value) -> np.ndarray:
         raise MaskError(f"mask for {name!r} contains NaN; masks must be 0/1")
     bad = (array != 0) & (array != 1)
     if bad.any():
-        example = array[bad].flat[0]
+        example = array[bad].flat[0].item()  # 0.5, not np.float64(0.5)
         raise MaskError(
             f"mask for {name!r} has value {example!r} ({int(bad.sum())} entries not 0/1); "
             "masks must be binary: threshold scores before building a MaskSet"
