@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import GraphpaiError, MaskError
+from .masks import _as_bool
 
 __all__ = ["Group", "Layer", "Link", "NetGraph", "as_graph"]
 
@@ -214,13 +215,13 @@ class NetGraph:
             if layer.name not in mask:
                 raise MaskError(f"no mask for layer {layer.name!r}; pass one or use MaskSet.dense")
             mask = mask[layer.name]
-        mask = np.asarray(mask)
+        mask = _as_bool(layer.name, mask)  # a 0.5 or NaN must not count as kept
         if mask.shape != layer.weight_shape:
             raise MaskError(
                 f"mask for {layer.name!r} has shape {mask.shape} but the weight is "
                 f"{layer.weight_shape}; regenerate the mask for this model"
             )
-        return mask.astype(bool, copy=False)
+        return mask
 
     def multiplicity(self, layer, mask=None) -> sp.csr_array:
         """Channel view: sparse (C_out, C_in) count of kept taps per kernel (SPEC §2).
