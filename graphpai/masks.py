@@ -160,7 +160,14 @@ class MaskSet(Mapping[str, np.ndarray]):
 
     def rename(self, mapping: Mapping[str, str]) -> "MaskSet":
         """A copy with layers renamed by `mapping` (names not in it are kept)."""
-        return MaskSet({mapping.get(k, k): v for k, v in self._masks.items()})
+        renamed: dict[str, np.ndarray] = {}
+        for key, value in self._masks.items():
+            name = mapping.get(key, key)
+            if name in renamed:  # a dict comprehension would silently drop one of the two
+                raise MaskError(f"renaming gives two masks the name {name!r}; the mapping must "
+                                "give every layer its own name")
+            renamed[name] = value
+        return MaskSet(renamed)
 
     def intersect(self, other: Mapping) -> "MaskSet":
         """Elementwise AND with another mask set over the same layers."""
