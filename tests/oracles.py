@@ -208,19 +208,72 @@ def naive_active_fan_in(layer, input_map):
 
 
 # ---------------------------------------------------------------------------------------------
-# [VK] gradient test on the real torch model (SPEC §3): linearise the model with torch.fx (BN,
-# ReLU, dropout removed; max pools replaced by average pools, a positive multiple of the sum;
-# biases 0; weights |w| * mask in float64), R = sum(f(1)), functional iff dR/dw != 0.
+# Linearised torch model (SPEC §3, §4): rewrite the real model with torch.fx (BN, ReLU, dropout
+# removed; weights replaced; biases set) and evaluate R = sum(f(1)) in float64.
+# - [VK] gradient test: weights |w| * mask, biases 0, max pools -> average pools (a positive
+#   multiple of the window sum, so the zero pattern of dR/dw is that of the sum); functional iff
+#   dR/dw != 0.
+# - path count: weights = mask, biases 0, every pool an exact window sum (loops below);
+#   profile "npb": biases 1, max pools kept, average-pool modules summed, functional average
+#   pools kept (they divide).
 # ---------------------------------------------------------------------------------------------
 
 
-def vk_functional(model, masks, input_shape, *, rescale=True):
-    """Layer name -> bool: kept weights with dR/dw != 0 in the linearised float64 model.
+def _pool_out(length, k, s, p, d, ceil_mode):
+    """PyTorch's pooling output length."""
+    num = length + 2 * p - d * (k - 1) - 1
+    out = (-(-num // s) if ceil_mode else num // s) + 1
+    if ceil_mode and (out - 1) * s >= length + p:
+        out -= 1
+    return out
 
-    With `rescale`, each layer's |w| is divided by its largest per-output sum: this only scales
-    R's terms by positive constants (the zero pattern of dR/dw is unchanged) and keeps dense deep
-    models far from float64 overflow.
-    """
+
+def _window_sum(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, **_):
+    """Sum over PyTorch's pooling windows, by loops over output pixels."""
+    import torch
+
+    nd = x.dim() - 2
+    tup = lambda v: (v,) * nd if isinstance(v, int) else tuple(v)  # noqa: E731
+    k, p, d = tup(kernel_size), tup(padding), tup(dilation)
+    s = tup(stride) if stride not in (None, (), []) else k
+    sizes = x.shape[2:]
+    outs = [_pool_out(sizes[i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(nd)]
+    windows = [[[o * s[i] - p[i] + j * d[i] for j in range(k[i])
+                 if 0 <= o * s[i] - p[i] + j * d[i] < sizes[i]] for o in range(outs[i])]
+               for i in range(nd)]
+    y = torch.zeros(x.shape[:2] + tuple(outs), dtype=x.dtype)
+    for pix in itertools.product(*[range(n) for n in outs]):
+        part = x
+        for i in range(nd):
+            part = part.index_select(2 + i, torch.tensor(windows[i][pix[i]], dtype=torch.long))
+        y[(slice(None), slice(None)) + pix] = part.sum(dim=tuple(range(2, 2 + nd)))
+    return y
+
+
+def _adaptive_sum(x, output_size, **_):
+    import torch
+
+    nd = x.dim() - 2
+    outs = (output_size,) * nd if isinstance(output_size, int) else tuple(output_size)
+    outs = tuple(x.shape[2 + i] if o is None else o for i, o in enumerate(outs))
+    y = torch.zeros(x.shape[:2] + outs, dtype=x.dtype)
+    for pix in itertools.product(*[range(n) for n in outs]):
+        part = x
+        for i in range(nd):
+            n = x.shape[2 + i]
+            lo, hi = (pix[i] * n) // outs[i], -((-(pix[i] + 1) * n) // outs[i])
+            part = part.narrow(2 + i, lo, hi - lo)
+        y[(slice(None), slice(None)) + pix] = part.sum(dim=tuple(range(2, 2 + nd)))
+    return y
+
+
+def _mean_as_sum(x, dim=None, keepdim=False, **_):
+    return x.sum(dim=dim, keepdim=keepdim)
+
+
+def linearise(model, masks, *, weights="abs", pools="avg", bias=0.0, rescale=False):
+    """The model as a float64 linear fx GraphModule (see the comment above); returns
+    (module, {layer name: weight parameter})."""
     import copy
 
     import torch
@@ -233,47 +286,82 @@ def vk_functional(model, masks, input_shape, *, rescale=True):
     identity_modules = (nn.modules.batchnorm._NormBase, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
                         nn.modules.dropout._DropoutNd, nn.Identity, nn.Softmax, nn.LogSoftmax)
     identity_functions = {F.relu, torch.relu, F.relu6, F.dropout, F.leaky_relu}
+    max_modules = (nn.MaxPool1d, nn.MaxPool2d)
+    avg_modules = (nn.AvgPool1d, nn.AvgPool2d)
+    adaptive_max = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+    adaptive_avg = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
     for node in list(gm.graph.nodes):
         if node.op == "call_module":
             module = gm.get_submodule(node.target)
             if isinstance(module, identity_modules):
                 node.replace_all_uses_with(node.args[0])
                 gm.graph.erase_node(node)
-            elif isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
-                # a positive multiple of the window sum: the zero pattern of dR/dw is the same
+                continue
+            summed = (pools == "sum" and isinstance(module, max_modules + avg_modules)) or (
+                pools == "npb" and isinstance(module, avg_modules))
+            adaptive_summed = (pools == "sum" and isinstance(module, adaptive_max + adaptive_avg)) or (
+                pools == "npb" and isinstance(module, adaptive_avg))
+            if summed:
+                _to_function(gm, node, _window_sum, kernel_size=module.kernel_size,
+                             stride=module.stride, padding=module.padding,
+                             dilation=getattr(module, "dilation", 1), ceil_mode=module.ceil_mode)
+            elif adaptive_summed:
+                _to_function(gm, node, _adaptive_sum, output_size=module.output_size)
+            elif pools == "avg" and isinstance(module, max_modules):
                 nd = 2 if isinstance(module, nn.MaxPool2d) else 1
                 if module.dilation not in (1, (1,) * nd):
                     raise NotImplementedError("dilated max pools")
                 cls = nn.AvgPool2d if nd == 2 else nn.AvgPool1d
                 _replace_module(gm, node, cls(module.kernel_size, module.stride, module.padding,
                                               ceil_mode=module.ceil_mode))
-            elif isinstance(module, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
-                nd = 2 if "2d" in type(module).__name__ else 1
-                cls = nn.AdaptiveAvgPool2d if nd == 2 else nn.AdaptiveAvgPool1d
+            elif pools == "avg" and isinstance(module, adaptive_max):
+                cls = nn.AdaptiveAvgPool2d if "2d" in type(module).__name__ else nn.AdaptiveAvgPool1d
                 _replace_module(gm, node, cls(module.output_size))
         elif node.op in ("call_function", "call_method"):
-            if node.target in (F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d,
-                               F.adaptive_max_pool2d):
-                node.target = _AVG_FOR_MAX[node.target.__name__]
-            elif node.target in identity_functions or node.target in ("relu", "relu_"):
+            name = getattr(node.target, "__name__", node.target)
+            if node.target in identity_functions or node.target in ("relu", "relu_"):
                 node.replace_all_uses_with(node.args[0])
                 gm.graph.erase_node(node)
+            elif pools == "avg" and name in _AVG_FOR_MAX:
+                node.target = _AVG_FOR_MAX[name]
+            elif pools == "sum" and name in ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+                                             "_max_pool1d", "_max_pool2d"):
+                node.target = _window_sum
+            elif pools == "sum" and "adaptive" in str(name):
+                node.target = _adaptive_sum
+            elif pools == "sum" and name in ("mean", "amax"):
+                node.target = _mean_as_sum
+                if node.op == "call_method":
+                    node.op = "call_function"
     gm.graph.lint()
     gm.recompile()
-    weights = {}
+    params = {}
     with torch.no_grad():
         for name, module in gm.named_modules():
             if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 m = torch.as_tensor(np.asarray(masks[name], dtype=bool))
-                w = module.weight.abs() * m
+                w = module.weight.abs() * m if weights == "abs" else m.double()
                 if rescale:
                     top = w.reshape(w.shape[0], -1).sum(1).max()
                     if top > 0:
                         w = w / top
                 module.weight.copy_(w)
                 if module.bias is not None:
-                    module.bias.zero_()
-                weights[name] = module.weight
+                    module.bias.fill_(bias)
+                params[name] = module.weight
+    return gm, params
+
+
+def vk_functional(model, masks, input_shape, *, rescale=True):
+    """Layer name -> bool: kept weights with dR/dw != 0 in the linearised float64 model.
+
+    With `rescale`, each layer's |w| is divided by its largest per-output sum: this only scales
+    R's terms by positive constants (the zero pattern of dR/dw is unchanged) and keeps dense deep
+    models far from float64 overflow.
+    """
+    import torch
+
+    gm, weights = linearise(model, masks, weights="abs", pools="avg", rescale=rescale)
     x = torch.ones((1,) + tuple(input_shape), dtype=torch.float64)
     r = gm(x).sum()
     names = list(weights)
@@ -284,8 +372,28 @@ def vk_functional(model, masks, input_shape, *, rescale=True):
         if grad is None:
             out[name] = np.zeros_like(kept)
         else:
+            assert torch.isfinite(grad).all(), f"float64 overflow in {name}"
             out[name] = kept & (grad.detach().numpy() != 0)
     return out
+
+
+def linearised_log10_paths(model, masks, input_shape, *, profile="default"):
+    """log10 of R = sum(f(1)) of the model with kept weights 1 (SPEC §4), plain float64."""
+    import torch
+
+    pools, bias = ("npb", 1.0) if profile == "npb" else ("sum", 0.0)
+    gm, _ = linearise(model, masks, weights="ones", pools=pools, bias=bias)
+    with torch.no_grad():
+        r = float(gm(torch.ones((1,) + tuple(input_shape), dtype=torch.float64)).sum())
+    assert np.isfinite(r), "float64 overflow"
+    return float(np.log10(r)) if r > 0 else -np.inf
+
+
+def _to_function(gm, node, fn, **kwargs):
+    with gm.graph.inserting_after(node):
+        new = gm.graph.call_function(fn, (node.args[0],), kwargs)
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
 
 
 def _avg_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -317,3 +425,96 @@ def _replace_module(gm, node, new_module):
         new = gm.graph.call_module(name, node.args, node.kwargs)
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel graph with networkx (SPEC §2, §3): nodes (group, channel); an edge (i -> o) per layer
+# where kernel (o, i) keeps a tap (with the number of kept taps as multiplicity), and link edges
+# per SPEC §2. Reach = descendants of the input channels, co-reach = ancestors of the logits.
+# ---------------------------------------------------------------------------------------------
+
+
+def channel_multigraph(graph, masks, attributes=True):
+    """networkx MultiDiGraph of channels; layer edges carry ``layer`` and ``count`` (kept taps).
+    With `attributes` False: a plain DiGraph without attributes (faster, for reachability)."""
+    import networkx as nx
+
+    g = nx.MultiDiGraph() if attributes else nx.DiGraph()
+    for name, group in graph.groups.items():
+        g.add_nodes_from((name, c) for c in range(group.channels))
+    for op in graph.order:
+        if hasattr(op, "weight_shape"):
+            mask = np.asarray(masks[op.name], dtype=bool)
+            c_out, c_in_g = op.weight_shape[:2]
+            counts = mask.reshape(c_out, c_in_g, -1).sum(axis=2)
+            outs, ins = np.nonzero(counts)
+            group_base = (outs // (c_out // op.groups)) * c_in_g
+            if attributes:
+                g.add_edges_from(((op.source, int(gb + i)), (op.target, int(o)),
+                                  {"layer": op.name, "count": int(counts[o, i])})
+                                 for o, i, gb in zip(outs, ins, group_base))
+            else:
+                g.add_edges_from(zip(zip([op.source] * len(outs), (group_base + ins).tolist()),
+                                     zip([op.target] * len(outs), outs.tolist())))
+        else:
+            tgt = graph.groups[op.target]
+            offset = 0
+            for name in op.sources:
+                src = graph.groups[name]
+                per = int(np.prod(src.size)) if op.kind == "flatten" else 1
+                for c in range(src.channels):
+                    if op.kind == "flatten":
+                        targets = range(c * per, (c + 1) * per)
+                    elif op.kind == "concat":
+                        targets = [offset + c]
+                    else:
+                        targets = [c]
+                    for t in targets:
+                        if attributes:
+                            g.add_edge((name, c), (tgt.name, t), count=1)
+                        else:
+                            g.add_edge((name, c), (tgt.name, t))
+                offset += src.channels
+    return g
+
+
+def networkx_functional(graph, masks):
+    """Layer -> bool: kept weights whose input channel is reachable from the input and whose
+    output channel reaches a logit (networkx reachability on the channel graph, with a virtual
+    source before the input channels and a virtual sink after the logits)."""
+    import networkx as nx
+
+    g = channel_multigraph(graph, masks, attributes=False)
+    source, sink = ("<source>", 0), ("<sink>", 0)
+    g.add_edges_from((source, (name, c)) for name in graph.inputs
+                     for c in range(graph.groups[name].channels))
+    g.add_edges_from(((name, c), sink) for name in graph.outputs
+                     for c in range(graph.groups[name].channels))
+    reached = nx.descendants(g, source)
+    coreached = nx.ancestors(g, sink)
+    out = {}
+    for op in graph.layers.values():
+        c_out, c_in_g = op.weight_shape[:2]
+        r = np.array([(op.source, i) in reached for i in range(op.in_channels)])
+        c = np.array([(op.target, o) in coreached for o in range(c_out)])
+        group = np.arange(c_out) // (c_out // op.groups)
+        r_per_out = r.reshape(op.groups, c_in_g)[group]  # (c_out, c_in_g)
+        ok = (r_per_out & c[:, None]).reshape((c_out, c_in_g) + (1,) * (len(op.weight_shape) - 2))
+        out[op.name] = np.asarray(masks[op.name], dtype=bool) & ok
+    return out, reached, coreached
+
+
+def exact_channel_paths(graph, masks):
+    """1^T (prod of multiplicity matrices) 1 as an exact Python int (DP over a topological order
+    of the networkx channel multigraph)."""
+    import networkx as nx
+
+    g = channel_multigraph(graph, masks)
+    count = {}
+    starts = {(name, c) for name in graph.inputs for c in range(graph.groups[name].channels)}
+    for node in nx.topological_sort(g):
+        total = 1 if node in starts else 0
+        for pred, _, data in g.in_edges(node, data=True):
+            total += count[pred] * data["count"]
+        count[node] = total
+    return sum(count[(name, c)] for name in graph.outputs for c in range(graph.groups[name].channels))

@@ -104,6 +104,42 @@ def tiny_models():
     }
 
 
+def custom_dag():
+    """(model, input_shape): a mid-sized DAG (~240k weights) with a concat of four branches
+    (1x1, 3x3, dilated 3x3, even-kernel 'same' conv), a grouped conv, a residual add, ceil-mode
+    max pool and an adaptive pool: the custom-DAG case of the oracle tests."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class InceptionDAG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 32, 3, padding=1, bias=False)
+            self.b1 = nn.Conv2d(32, 16, 1, bias=False)
+            self.b3 = nn.Conv2d(32, 24, 3, padding=1, bias=False)
+            self.bd = nn.Conv2d(32, 16, 3, padding=2, dilation=2, bias=False)
+            self.b4 = nn.Conv2d(32, 8, 4, padding="same", bias=False)
+            self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.group = nn.Conv2d(64, 64, 3, padding=1, groups=4, bias=False)
+            self.mix = nn.Conv2d(64, 128, 3, stride=2, padding=1, bias=False)
+            self.res = nn.Conv2d(128, 128, 3, padding=1, bias=False)
+            self.gap = nn.AdaptiveAvgPool2d(2)
+            self.fc = nn.Linear(512, 10)
+
+        def forward(self, x):
+            x = F.relu(self.stem(x))
+            x = torch.cat([self.b1(x), self.b3(x), self.bd(x), self.b4(x)], dim=1)
+            x = self.pool(F.relu(x))
+            x = F.relu(self.group(x))
+            x = F.relu(self.mix(x))
+            x = x + self.res(x)
+            return self.fc(torch.flatten(self.gap(x), 1))
+
+    torch.manual_seed(0)
+    return InceptionDAG(), (3, 16, 16)
+
+
 def tiny_graph(name):
     """(NetGraph, model) of one of :func:`tiny_models`, seeded weights."""
     import torch
@@ -199,3 +235,36 @@ def graph_and_mask(draw, torch_models=True):
     density = draw(st.sampled_from([0.05, 0.2, 0.5, 0.8, 1.0]))
     seed = draw(st.integers(0, 2**16))
     return graph, random_masks(graph, density, seed)
+
+
+def budget_masks(graph, compression, seed, backbone=0):
+    """Random masks at overall `compression` with an ERK-like layerwise budget (density
+    proportional to sum(shape) / prod(shape), capped at 1), exactly that many weights per layer:
+    every layer keeps some weights even at 10^4, unlike uniform Bernoulli masks.
+
+    With `backbone` > 0, each layer also keeps weight (o, o mod C_in, random tap) for its first
+    `backbone` outputs, so that some signal tends to survive at high compression."""
+    rng = np.random.default_rng(seed)
+    layers = list(graph.layers.values())
+    sizes = np.array([layer.numel for layer in layers], dtype=float)
+    raw = np.array([sum(layer.weight_shape) / layer.numel for layer in layers])
+    target = sizes.sum() / compression
+    lo, hi = 0.0, 1.0 / raw.min()
+    for _ in range(100):
+        eps = (lo + hi) / 2
+        if (np.minimum(1.0, eps * raw) * sizes).sum() < target:
+            lo = eps
+        else:
+            hi = eps
+    counts = np.maximum(1, np.round(np.minimum(1.0, hi * raw) * sizes)).astype(int)
+    masks = {}
+    for layer, k in zip(layers, counts):
+        flat = np.zeros(layer.numel, dtype=bool)
+        flat[rng.permutation(layer.numel)[:k]] = True
+        mask = flat.reshape(layer.weight_shape)
+        c_out, c_in_g = layer.weight_shape[:2]
+        outs = np.arange(min(backbone, c_out))
+        taps = [rng.integers(0, k, size=len(outs)) for k in layer.weight_shape[2:]]
+        mask[(outs, outs % c_in_g, *taps)] = True
+        masks[layer.name] = mask
+    return MaskSet(masks)

@@ -136,6 +136,17 @@ def _pool_sum(x, link: Link, target_size):
     stride = tuple(params.get("stride") or kernel)
     dilation = tuple(params.get("dilation") or (1,) * nd)
     padding = tuple(params.get("padding") or ((0, 0),) * nd)
+    if (nd in (1, 2) and all(d == 1 for d in dilation) and _symmetric(padding)
+            and all(2 * a <= k for (a, _), k in zip(padding, kernel))):
+        # PyTorch's own window grid, summed (divisor 1): the fast path
+        pads = [a for a, _ in padding]
+        x2 = x.unsqueeze(2) if nd == 1 else x
+        y = F.avg_pool2d(x2, ((1,) * (2 - nd)) + kernel, ((1,) * (2 - nd)) + stride,
+                         ([0] * (2 - nd)) + pads, ceil_mode=bool(params.get("ceil_mode")),
+                         count_include_pad=True, divisor_override=1)
+        y = y.squeeze(2) if nd == 1 else y
+        if tuple(y.shape[2:]) == tuple(target_size):
+            return y
     pads = []
     for d in range(nd):
         before = padding[d][0]
@@ -239,7 +250,9 @@ def _placed(layer: Layer, mask) -> np.ndarray:
 
 
 def _weight(mask: np.ndarray, like) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(mask)).to(device=like.device, dtype=like.dtype)
+    # numpy's bool -> float cast is much faster than torch's on CPU
+    dtype = np.float64 if like.dtype == torch.float64 else np.float32
+    return torch.from_numpy(np.asarray(mask, dtype=dtype)).to(device=like.device, dtype=like.dtype)
 
 
 def _ones(group, dtype, device):
@@ -294,19 +307,24 @@ def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None,
     array([[False,  True,  True]])
     """
     masks = _checked_masks(graph, masks) if place is None else masks
-    maps = _forward(graph, masks, place=place, device=device, keep=True)
+    maps = _forward(graph, masks, place=place, device=device)
     return {name: _numpy(t) for name, t in maps.items()}
 
 
-def _forward(graph, masks, *, place=None, device="cpu", keep=True, dtype=torch.float32):
-    """Binary forward pass; returns group -> (1, C, *size) 0/1 tensor (masks already checked)."""
+def _forward(graph, masks, *, place=None, device="cpu", weights=None, dtype=torch.float32):
+    """Binary forward pass; returns group -> (1, C, *size) 0/1 tensor (masks already checked).
+
+    With a dict `weights`, the float weight tensor of each layer is stored in it."""
     maps = {name: _ones(graph.groups[name], dtype, device) for name in graph.inputs}
     with torch.no_grad():
         for op in graph.order:
             if isinstance(op, Layer):
                 x = maps[op.source]
                 mask = _placed(op, place(op, _numpy(x))) if place is not None else _mask(op, masks)
-                maps[op.target] = _binary(_layer_forward(x, _weight(mask, x), op, graph))
+                w = _weight(mask, x)
+                if weights is not None:
+                    weights[op.name] = w
+                maps[op.target] = _binary(_layer_forward(x, w, op, graph))
             else:
                 maps[op.target] = _binary(_link_forward([maps[s] for s in op.sources], op, graph))
     return maps
@@ -380,29 +398,29 @@ def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
     layer ``mask & g_out[:, None] & f_in[None, :]``. See the module docstring for the algorithm.
     """
     masks = _checked_masks(graph, masks)
+    weights = {}
     with torch.no_grad():
-        f = _forward(graph, masks, device=device)
-        g = {}
+        f = _forward(graph, masks, device=device, weights=weights)
+        g = {name: _ones(graph.groups[name], torch.float32, device) for name in graph.outputs}
         functional = {}
-        for name in graph.outputs:
-            g[name] = _ones(graph.groups[name], torch.float32, device)
         for op in reversed(graph.order):
             gt = g.get(op.target)
+            if gt is not None and not bool(gt.any()):
+                gt = None
             if isinstance(op, Layer):
-                mask = _mask(op, masks)
-                if gt is None:  # nothing downstream reaches the logits
-                    functional[op.name] = np.zeros(op.weight_shape, dtype=bool)
+                mask, x, w = _mask(op, masks), f[op.source], weights.pop(op.name)
+                functional[op.name] = np.zeros(op.weight_shape, dtype=bool)
+                if gt is None or not mask.any():  # nothing reaches the logits through it
                     continue
-                x = f[op.source]
-                w = _weight(mask, x)
                 if op.kind == "linear":
                     gi = gt @ w
                     functional[op.name] = mask & np.outer(_numpy(gt), _numpy(x))
                 else:
-                    gi, gw = _conv_backward(gt, x, w, op, need_input=True, need_weight=True)
-                    functional[op.name] = mask & (gw > 0.5).cpu().numpy()
-                gis = [gi]
-                sources = [op.source]
+                    live = bool(x.any())
+                    gi, gw = _conv_backward(gt, x, w, op, need_input=True, need_weight=live)
+                    if live:
+                        functional[op.name] = mask & (gw > 0.5).cpu().numpy()
+                gis, sources = [gi], [op.source]
             else:
                 if gt is None:
                     continue

@@ -1,0 +1,454 @@
+"""Functional (effective) weights and channels of a masked network, and the audit (SPEC §1, §3).
+
+A kept weight is **functional** when it can carry signal from the input to the logits. Two
+semantics, and every result says which it used:
+
+- ``"channel"`` (graph only, fast): forward reach R over channels from the input (all input
+  channels reached; an output channel is reached if a kept tap connects it to a reached input
+  channel; residual adds take the union, concat stacks, flatten and pooling follow SPEC §2) and
+  backward co-reach C from the logits (a channel is co-reached if a kept tap connects it to a
+  co-reached output channel of any layer that consumes it). A kept weight ``(o, i, a, b)`` is
+  functional iff ``i in R`` and ``o in C``. This is [VK]'s graph method and [MiCA]'s measure.
+  Computed with boolean mat-vecs over the masks in topological order, forward then backward.
+- ``"spatial"`` (exact at initialization, [VK]'s reference): 0/1 activity maps per pixel through
+  the real geometry, forward from an all-ones input and backward from the logits, clamped after
+  every op; a kept conv weight is functional iff its weight gradient with the forward map as input
+  and the backward map as output gradient is positive. The algorithm is documented in
+  :mod:`graphpai.torch.spatial`, where torch runs the convolutions.
+
+Channel functional weights always contain the spatial ones; they differ only where a tap only ever
+sees padding or a channel is active on too few pixels.
+
+A **functional node** is a hidden channel (an output channel of a layer that does not produce the
+logits) with at least one functional incoming weight in that layer and one functional outgoing
+weight downstream (through adds, concat, pooling and flatten). A logit counts as functional with
+one functional incoming weight.
+
+References
+----------
+.. [VK] A. Vysogorets, J. Kempe, "Connectivity Matters: Neural Network Pruning Through the Lens
+   of Effective Sparsity", JMLR 2023.
+.. [MiCA] H. Otsuka et al., "Restricted Random Pruning at Initialization for High Compression
+   Range", TMLR 2024.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._results import jsonable
+from .errors import UnknownMethodError
+from .graph import Layer, NetGraph, as_graph
+from .masks import MaskSet
+
+__all__ = [
+    "SEMANTICS",
+    "LayerAudit",
+    "AuditResult",
+    "audit",
+    "functional_edges",
+    "reach",
+    "coreach",
+]
+
+SEMANTICS = ("channel", "spatial")
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _prepare(net, masks, input_shape=None):
+    """(NetGraph, validated MaskSet) from a graph or torch model and masks (None = dense)."""
+    graph = as_graph(net, input_shape)
+    if masks is None:
+        return graph, MaskSet.dense(graph)
+    masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
+    return graph, masks.validate(graph)
+
+
+def _check_semantics(semantics: str) -> None:
+    if semantics not in SEMANTICS:
+        raise UnknownMethodError(f"unknown semantics {semantics!r}; use 'channel' or 'spatial'")
+
+
+def _rows(layer: Layer, mask: np.ndarray) -> np.ndarray:
+    """The mask as (C_out, fan_in): row o holds kernel o in ``weight.reshape(C_out, -1)`` order."""
+    return mask.reshape(layer.out_channels, -1)
+
+
+def _per_output(layer: Layer, vector: np.ndarray) -> np.ndarray:
+    """Input-channel vector -> (C_out, C_in/groups): the inputs each output's group reads."""
+    c_in_g = layer.weight_shape[1]
+    per = layer.out_channels // layer.groups
+    return np.repeat(vector.reshape(layer.groups, c_in_g), per, axis=0)
+
+
+def _taps(layer: Layer) -> int:
+    return layer.fan_in // layer.weight_shape[1]
+
+
+def _forward_layer(layer: Layer, mask: np.ndarray, reached: np.ndarray) -> np.ndarray:
+    """Output channels with a kept tap from a True input channel."""
+    rows = _rows(layer, mask)
+    if reached.all():
+        return rows.any(axis=1)
+    seen = np.repeat(_per_output(layer, reached), _taps(layer), axis=1)
+    return (rows & seen).any(axis=1)
+
+
+def _backward_layer(layer: Layer, mask: np.ndarray, coreached: np.ndarray) -> np.ndarray:
+    """Input channels with a kept tap to a True output channel."""
+    per = layer.out_channels // layer.groups
+    rows = _rows(layer, mask).reshape(layer.groups, per, -1)
+    if not coreached.all():
+        rows = rows & coreached.reshape(layer.groups, per, 1)
+    taps = rows.any(axis=1)  # (groups, fan_in)
+    return taps.reshape(layer.groups, layer.weight_shape[1], _taps(layer)).any(axis=2).reshape(-1)
+
+
+def _link_forward(graph: NetGraph, link, vectors) -> np.ndarray:
+    out = np.zeros(graph.groups[link.target].channels, dtype=bool)
+    for position, source in enumerate(link.sources):
+        out |= graph.link_matrix(link, position) @ vectors[source].astype(np.float64) > 0
+    return out
+
+
+def reach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
+    """Channel-level forward reach R of every group (SPEC §3).
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        Group name -> (channels,): True if a path of kept weights leads from the input to it.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 2), Group("y", 2)], [Layer("fc", "linear", (2, 2), "x", "y")],
+    ...              [], ["x"], ["y"])
+    >>> reach(g, {"fc": [[1, 0], [0, 0]]})["y"]
+    array([ True, False])
+    """
+    graph, masks = _prepare(graph, masks)
+    return _reach(graph, masks)
+
+
+def _reach(graph, masks):
+    vectors = {name: np.ones(graph.groups[name].channels, dtype=bool) for name in graph.inputs}
+    for op in graph.order:
+        if isinstance(op, Layer):
+            vectors[op.target] = _forward_layer(op, masks[op.name], vectors[op.source])
+        else:
+            vectors[op.target] = _link_forward(graph, op, vectors)
+    return vectors
+
+
+def coreach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
+    """Channel-level backward co-reach C of every group (SPEC §3): True if a path of kept weights
+    leads from the channel to a logit (all logits are co-reached).
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 2), Group("y", 2)], [Layer("fc", "linear", (2, 2), "x", "y")],
+    ...              [], ["x"], ["y"])
+    >>> coreach(g, {"fc": [[1, 0], [0, 0]]})["x"]
+    array([ True, False])
+    """
+    graph, masks = _prepare(graph, masks)
+    return _coreach(graph, masks)
+
+
+def _coreach(graph, masks):
+    vectors = {name: np.zeros(group.channels, dtype=bool) for name, group in graph.groups.items()}
+    for name in graph.outputs:
+        vectors[name][:] = True
+    for op in reversed(graph.order):
+        target = vectors[op.target]
+        if not target.any():
+            continue
+        if isinstance(op, Layer):
+            vectors[op.source] |= _backward_layer(op, masks[op.name], target)
+        else:
+            for position, source in enumerate(op.sources):
+                back = graph.link_matrix(op, position).T @ target.astype(np.float64) > 0
+                vectors[source] |= back
+    return vectors
+
+
+def _functional_channel(layer: Layer, mask, reached_in, coreached_out) -> np.ndarray:
+    """Kept weights (o, i, ...) with i reached and o co-reached."""
+    if reached_in.all() and coreached_out.all():
+        return mask.copy()
+    ok = _per_output(layer, reached_in) & coreached_out[:, None]  # (C_out, C_in/groups)
+    shape = (layer.out_channels, layer.weight_shape[1], _taps(layer))
+    return (mask.reshape(shape) & ok[:, :, None]).reshape(layer.weight_shape)
+
+
+@dataclass(frozen=True)
+class _Activity:
+    reached: dict      # group -> bool (channels,)
+    coreached: dict    # group -> bool (channels,)
+    functional: dict   # layer -> bool mask
+
+
+def _activity(graph, masks, semantics, device):
+    if semantics == "channel":
+        reached, coreached = _reach(graph, masks), _coreach(graph, masks)
+        functional = {
+            name: _functional_channel(layer, masks[name], reached[layer.source],
+                                      coreached[layer.target])
+            for name, layer in graph.layers.items()
+        }
+        return _Activity(reached, coreached, functional)
+    from .torch.spatial import activity
+
+    act = activity(graph, masks, device=device)
+
+    def channels(maps):
+        return {name: m.reshape(m.shape[0], -1).any(axis=1) for name, m in maps.items()}
+
+    return _Activity(channels(act.forward), channels(act.backward), act.functional)
+
+
+def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape=None,
+                     device="cpu") -> MaskSet:
+    """The functional weights F ⊆ M as a MaskSet (SPEC §3).
+
+    Parameters
+    ----------
+    net : NetGraph or torch.nn.Module
+    masks : MaskSet or mapping, optional
+        Layer name -> keep-mask; None audits the dense network.
+    semantics : {"channel", "spatial"}
+    input_shape : tuple of int, optional
+        For a torch model without ``input_shape`` (see :func:`graphpai.to_graph`).
+    device : str
+        Where the spatial semantics runs its convolutions.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 2), Group("h", 2), Group("y", 1)],
+    ...              [Layer("a", "linear", (2, 2), "x", "h"), Layer("b", "linear", (1, 2), "h", "y")],
+    ...              [], ["x"], ["y"])
+    >>> f = functional_edges(g, {"a": [[1, 1], [1, 0]], "b": [[1, 0]]})  # h[1] is a dead end
+    >>> f["a"].astype(int).tolist(), f["b"].astype(int).tolist()
+    ([[1, 1], [0, 0]], [[1, 0]])
+    """
+    _check_semantics(semantics)
+    graph, masks = _prepare(net, masks, input_shape)
+    return MaskSet(_activity(graph, masks, semantics, device).functional)
+
+
+# ---------------------------------------------------------------------------------- audit
+@dataclass(frozen=True)
+class LayerAudit:
+    """One layer's row of an audit (SPEC §3).
+
+    ``reached``, ``co_reached`` and ``functional_channels`` count the layer's output channels;
+    ``lost_inputs`` counts its reached input channels (features for a linear layer) with no kept
+    weight in this layer. ``functional_ratio`` is functional / kept (None when nothing is kept).
+    """
+
+    layer: str
+    kind: str
+    weights: int
+    kept: int
+    functional: int
+    functional_ratio: float | None
+    in_channels: int
+    out_channels: int
+    reached: int
+    co_reached: int
+    functional_channels: int
+    lost_inputs: int
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Functional edges and nodes, direct and corrected compression of a mask (SPEC §1, §3).
+
+    ``functional_masks`` is the MaskSet of functional weights: save it, apply it, or use it as a
+    budget. ``corrected_compression`` is N / functional, ``inf`` when nothing is functional
+    (``disconnected``). ``nodes`` counts hidden channels (output channels of layers that do not
+    produce the logits), ``functional_nodes`` those that are functional.
+    """
+
+    semantics: str
+    layers: tuple[LayerAudit, ...]
+    N: int
+    kept: int
+    functional: int
+    direct_compression: float
+    corrected_compression: float
+    nodes: int
+    functional_nodes: int
+    functional_node_ratio: float | None
+    disconnected: bool
+    functional_masks: MaskSet
+
+    @property
+    def total(self) -> dict:
+        """The network totals, as in ``to_dict()["total"]`` (before JSON conversion)."""
+        return {
+            "N": self.N, "kept": self.kept, "functional": self.functional,
+            "density": self.kept / self.N if self.N else None,
+            "functional_density": self.functional / self.N if self.N else None,
+            "functional_ratio": self.functional / self.kept if self.kept else None,
+            "direct_compression": self.direct_compression,
+            "corrected_compression": self.corrected_compression,
+            "disconnected": self.disconnected, "nodes": self.nodes,
+            "functional_nodes": self.functional_nodes,
+            "functional_node_ratio": self.functional_node_ratio,
+        }
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{"semantics", "layers": [...], "total": {...}}`` (inf as "inf")."""
+        return {
+            "semantics": self.semantics,
+            "layers": [jsonable(asdict(row)) for row in self.layers],
+            "total": jsonable(self.total),
+        }
+
+    def table(self) -> str:
+        """A readable per-layer table with the totals below it."""
+        head = ["layer", "kept", "functional", "ratio", "reached", "co-reached", "func. ch.",
+                "lost in"]
+        rows = [[r.layer, f"{r.kept}/{r.weights}", str(r.functional), _fmt_ratio(r.functional_ratio),
+                 f"{r.reached}/{r.out_channels}", f"{r.co_reached}/{r.out_channels}",
+                 f"{r.functional_channels}/{r.out_channels}", str(r.lost_inputs)]
+                for r in self.layers]
+        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+        lines = ["  ".join(x.ljust(w) if k == 0 else x.rjust(w)
+                           for k, (x, w) in enumerate(zip(line, widths)))
+                 for line in [head] + rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines += [
+            "",
+            f"semantics: {self.semantics}",
+            f"weights N = {self.N}, kept = {self.kept}, functional = {self.functional}",
+            f"direct compression = {_fmt_compression(self.direct_compression, self.kept == 0)}",
+            f"corrected compression = "
+            f"{_fmt_compression(self.corrected_compression, self.disconnected)}",
+            f"functional nodes = {self.functional_nodes}/{self.nodes}"
+            + (f" ({_fmt_ratio(self.functional_node_ratio)})" if self.nodes else ""),
+        ]
+        return "\n".join(lines)
+
+
+def _fmt_ratio(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _fmt_compression(value: float, empty: bool) -> str:
+    if math.isinf(value):
+        return "inf (disconnected)" if empty else "inf"
+    return f"{value:.4g}"
+
+
+def _has_outgoing(graph: NetGraph, functional) -> dict[str, np.ndarray]:
+    """Group -> channels with a functional weight downstream (logits: True)."""
+    out = {name: np.zeros(group.channels, dtype=bool) for name, group in graph.groups.items()}
+    for name in graph.outputs:
+        out[name][:] = True
+    for op in reversed(graph.order):
+        if isinstance(op, Layer):
+            out[op.source] |= _backward_layer(op, functional[op.name],
+                                              np.ones(op.out_channels, dtype=bool))
+        else:
+            target = out[op.target]
+            if target.any():
+                for position, source in enumerate(op.sources):
+                    out[source] |= graph.link_matrix(op, position).T @ target.astype(float) > 0
+    return out
+
+
+def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
+          device="cpu") -> AuditResult:
+    """Audit a mask: which weights and channels are functional, and the real compression.
+
+    Per layer: kept, functional and their ratio; reached, co-reached and functional output
+    channels; lost inputs (reached input channels with no kept weight). In total: N, kept,
+    functional, direct compression N/|M| and corrected compression N/|F| (SPEC §1; ``inf`` when
+    nothing is functional: the network is disconnected), functional nodes and their ratio, and the
+    functional MaskSet.
+
+    Parameters
+    ----------
+    net : NetGraph or torch.nn.Module
+    masks : MaskSet or mapping, optional
+        Layer name -> keep-mask (0/1 or bool). None audits the dense network.
+    semantics : {"channel", "spatial"}
+        ``"channel"``: reachability on the channel graph (SPEC §3, fast). ``"spatial"``: exact
+        per-pixel activity at initialization ([VK]'s gradient test; needs torch).
+    input_shape : tuple of int, optional
+        Input shape (C, H, W) for a torch model that does not carry one.
+    device : str
+        Where the spatial semantics runs its convolutions.
+
+    Returns
+    -------
+    AuditResult
+
+    Raises
+    ------
+    MaskError
+        If a mask is missing, not 0/1, has the wrong shape or names an unknown layer.
+    UnknownMethodError
+        If `semantics` is not one of ``SEMANTICS``.
+
+    References
+    ----------
+    .. [VK] A. Vysogorets, J. Kempe, "Connectivity Matters: Neural Network Pruning Through the
+       Lens of Effective Sparsity", JMLR 2023.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 2), Group("h", 2), Group("y", 1)],
+    ...              [Layer("a", "linear", (2, 2), "x", "h"), Layer("b", "linear", (1, 2), "h", "y")],
+    ...              [], ["x"], ["y"])
+    >>> r = audit(g, {"a": [[1, 1], [1, 0]], "b": [[1, 0]]})
+    >>> r.N, r.kept, r.functional, r.direct_compression, r.corrected_compression
+    (6, 4, 3, 1.5, 2.0)
+    >>> audit(g, {"a": [[1, 1], [1, 0]], "b": [[0, 0]]}).corrected_compression
+    inf
+    """
+    _check_semantics(semantics)
+    graph, masks = _prepare(net, masks, input_shape)
+    act = _activity(graph, masks, semantics, device)
+    outgoing = _has_outgoing(graph, act.functional)
+    rows = []
+    nodes = functional_nodes = 0
+    for name, layer in graph.layers.items():
+        mask, func = masks[name], act.functional[name]
+        kept, n_func = int(np.count_nonzero(mask)), int(np.count_nonzero(func))
+        incoming = _rows(layer, func).any(axis=1)
+        channels = int(np.count_nonzero(incoming & outgoing[layer.target]))
+        used = _backward_layer(layer, mask, np.ones(layer.out_channels, dtype=bool))
+        rows.append(LayerAudit(
+            layer=name, kind=layer.kind, weights=layer.numel, kept=kept, functional=n_func,
+            functional_ratio=n_func / kept if kept else None,
+            in_channels=layer.in_channels, out_channels=layer.out_channels,
+            reached=int(np.count_nonzero(act.reached[layer.target])),
+            co_reached=int(np.count_nonzero(act.coreached[layer.target])),
+            functional_channels=channels,
+            lost_inputs=int(np.count_nonzero(act.reached[layer.source] & ~used)),
+        ))
+        if layer.target not in graph.outputs:
+            nodes += layer.out_channels
+            functional_nodes += channels
+    n = graph.num_weights
+    kept = sum(r.kept for r in rows)
+    functional = sum(r.functional for r in rows)
+    return AuditResult(
+        semantics=semantics, layers=tuple(rows), N=n, kept=kept, functional=functional,
+        direct_compression=n / kept if kept else math.inf,
+        corrected_compression=n / functional if functional else math.inf,
+        nodes=nodes, functional_nodes=functional_nodes,
+        functional_node_ratio=functional_nodes / nodes if nodes else None,
+        disconnected=functional == 0,
+        functional_masks=MaskSet(act.functional),
+    )
