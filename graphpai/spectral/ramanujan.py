@@ -1,0 +1,361 @@
+r"""Ramanujan quantities of one layer's bipartite graph: Delta_r, Delta_s, NaRC, IMDB ([RAM]).
+
+Every function takes the fan-in biadjacency ``B`` of a layer (SPEC §2): rows are the fan-in
+positions (the left nodes), columns the output channels (the right nodes), 0/1 entries; use
+:meth:`graphpai.graph.NetGraph.biadjacency`. Conventions, stated once (SPEC §5):
+
+- Isolated nodes are dropped first; ``n_l, n_r`` count the rest, ``E`` the edges, and the mean
+  degrees are ``d_L = E / n_l`` and ``d_R = E / n_r``.
+- ``sigma_1 >= sigma_2`` are the two largest singular values of ``B`` counted with multiplicity
+  (the two largest eigenvalue magnitudes of ``[[0, B], [B^T, 0]]``); ``mu_hat = sigma_2``. They
+  come from :func:`graphpai.spectral.solvers.top_singular_values`.
+- A quantity is *scored* only if the mean degrees pass the profile's gate (`GATES`); an
+  unscored quantity is None, never 0.
+
+References
+----------
+.. [RAM] D. Hoang, S. Liu, R. Marculescu, Z. Wang, "Revisiting Pruning at Initialization through
+   the Lens of Ramanujan Graph", ICLR 2023. Code: VITA-Group/ramanujan-on-pai.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._results import jsonable
+from ..errors import UnknownMethodError
+from .solvers import DENSE_MAX, drop_isolated, singular_values_compact
+
+__all__ = [
+    "Gate", "GATES", "FS_SUBGRAPH_GATE", "Spectrum", "Imdb", "spectrum", "ramanujan_gap",
+    "canonical_gap", "narc", "imdb", "degree_groups", "get_gate",
+]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A mean-degree gate: a (sub)graph is scored only if ``d_L`` and ``d_R`` pass it.
+
+    ``d_L`` is the mean degree of the fan-in positions (left), ``d_R`` that of the output
+    channels (right). A bound is ``>=`` unless its ``strict_*`` flag makes it ``>``.
+    """
+
+    name: str
+    rule: str
+    min_d_L: float
+    min_d_R: float
+    strict_L: bool = False
+    strict_R: bool = False
+
+    def failure(self, d_L, d_R) -> str | None:
+        """None if (d_L, d_R) passes, else the reason, e.g. ``"gate iclr23: d_L = 2.5 < 3"``."""
+        if d_L is None or d_R is None:
+            return "empty layer"
+        for label, value, bound, strict in (("d_L", d_L, self.min_d_L, self.strict_L),
+                                            ("d_R", d_R, self.min_d_R, self.strict_R)):
+            if (value <= bound) if strict else (value < bound):
+                return f"gate {self.name}: {label} = {value:.4g} {'<=' if strict else '<'} {bound:g}"
+        return None
+
+    def passes(self, d_L, d_R) -> bool:
+        return self.failure(d_L, d_R) is None
+
+
+GATES: dict[str, Gate] = {
+    # [RAM]: both mean degrees at least 3.
+    "iclr23": Gate("iclr23", "d_L >= 3 and d_R >= 3", 3, 3),
+    # [FS] orients left = output channels: mean output-channel degree >= 3, mean fan-in degree > 1.
+    "neurips23": Gate("neurips23", "d_R >= 3 and d_L > 1", 1, 3, strict_L=True),
+}
+"""The profiles' whole-layer gates (SPEC §5). The profile's gate applies to every whole-layer
+quantity and to the [RAM] IMDB subgraphs."""
+
+FS_SUBGRAPH_GATE = Gate("fs-subgraph", "d >= 3 and d_R(K_d) > 1", 3, 1, strict_R=True)
+"""[FS]'s gate on a degree-group subgraph K_d (left degree d, mean output degree d_R(K_d))."""
+
+
+def get_gate(profile: str) -> Gate:
+    """The whole-layer gate of `profile` ("iclr23" or "neurips23")."""
+    try:
+        return GATES[profile]
+    except (KeyError, TypeError):
+        raise UnknownMethodError(f"unknown spectral profile {profile!r}; profiles are "
+                                 f"{', '.join(sorted(GATES))}") from None
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Sizes, mean degrees and top-2 singular values of a bipartite graph (SPEC §5).
+
+    ``d_L``/``d_R`` are None for a graph with no edge (then ``sigma_1 = sigma_2 = 0``).
+    For a weighted matrix ``E`` counts the nonzero entries.
+    """
+
+    n_l: int
+    n_r: int
+    E: int
+    d_L: float | None
+    d_R: float | None
+    sigma_1: float
+    sigma_2: float
+
+    def to_dict(self) -> dict:
+        return jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class Imdb:
+    """IMDB of a layer ([RAM]): mean normalised Delta_r over scored degree subgraphs K_d.
+
+    ``normalized``/``raw`` are None when no K_d is scored; ``subgraphs`` counts the scored ones.
+    """
+
+    normalized: float | None
+    raw: float | None
+    subgraphs: int
+
+    def to_dict(self) -> dict:
+        return jsonable(asdict(self))
+
+
+def _binary(matrix) -> bool:
+    if sp.issparse(matrix):
+        return bool(np.all(matrix.data == 1))
+    return bool(np.all((matrix == 0) | (matrix == 1)))
+
+
+def spectrum(biadjacency, *, layer=None, dense_max=DENSE_MAX) -> Spectrum:
+    """Sizes, mean degrees and ``sigma_1, sigma_2`` of a biadjacency after dropping isolated nodes.
+
+    Parameters
+    ----------
+    biadjacency : scipy.sparse array or ndarray, shape (n_in, n_out)
+        0/1 fan-in biadjacency, or a weighted one (``|W * M|``: zero entries are not edges).
+    layer : str, optional
+        Named in a :class:`~graphpai.errors.SolverError`.
+    dense_max : int
+        Passed to the solver (dense Gram up to this smaller side, ARPACK above).
+
+    Returns
+    -------
+    Spectrum
+
+    Examples
+    --------
+    >>> s = spectrum(np.ones((3, 4)))   # K_{3,4}: sigma_1 = sqrt(12), sigma_2 = 0
+    >>> s.n_l, s.n_r, s.E, s.d_L, s.d_R, round(s.sigma_1 ** 2, 9), s.sigma_2
+    (3, 4, 12, 4.0, 3.0, 12.0, 0.0)
+    """
+    compact, _, _ = drop_isolated(biadjacency)
+    return _spectrum_compact(compact, binary=_binary(compact), layer=layer, dense_max=dense_max)
+
+
+def _spectrum_compact(compact, *, binary, layer=None, dense_max=DENSE_MAX) -> Spectrum:
+    n_l, n_r = compact.shape
+    edges = int(compact.nnz if sp.issparse(compact) else np.count_nonzero(compact))
+    if edges == 0:
+        return Spectrum(0, 0, 0, None, None, 0.0, 0.0)
+    s1, s2 = singular_values_compact(compact, 2, binary=binary, layer=layer, dense_max=dense_max)
+    return Spectrum(n_l, n_r, edges, edges / n_l, edges / n_r, float(s1), float(s2))
+
+
+# ----------------------------------------------------------------------------- formulas
+def ramanujan_bound(d_L: float, d_R: float) -> float:
+    """``sqrt(d_L - 1) + sqrt(d_R - 1)``, the Ramanujan bound on ``mu_hat`` (SPEC §5)."""
+    return math.sqrt(d_L - 1) + math.sqrt(d_R - 1)
+
+
+def _delta_r(s: Spectrum, normalized: bool) -> float:
+    bound = ramanujan_bound(s.d_L, s.d_R)
+    gap = bound - s.sigma_2
+    return gap / bound if normalized else gap
+
+
+def _delta_s(s: Spectrum, normalized: bool) -> float | None:
+    bound = 2 * math.sqrt(s.sigma_1 - 1) if s.sigma_1 >= 1 else 0.0
+    gap = bound - s.sigma_2
+    if normalized:
+        return gap / bound if bound > 0 else None
+    return gap
+
+
+def _narc(s: Spectrum, n_in: int, n_out: int) -> float:
+    # The 2E is [RAM]'s reference behaviour: its edge list holds every edge in both directions.
+    mu = s.sigma_2
+    return (((mu * mu / 4 + 1) * math.sqrt(s.n_l * s.n_r)
+             - abs(2 * s.E - (s.d_L / n_out) * s.n_l * s.n_r)) / (n_in * n_out))
+
+
+# ----------------------------------------------------------------------------- public metrics
+def ramanujan_gap(biadjacency, *, normalized=False, profile="iclr23"):
+    r"""Ramanujan gap of one layer's bipartite graph ([RAM]; SPEC §5).
+
+    :math:`\Delta_r = \sqrt{d_L - 1} + \sqrt{d_R - 1} - \hat\mu` with :math:`\hat\mu = \sigma_2(B)`
+    and mean degrees d_L = E/n_l, d_R = E/n_r after isolated nodes are dropped.
+
+    Parameters
+    ----------
+    biadjacency : scipy.sparse array or ndarray, shape (n_in, n_out)
+        0/1 fan-in biadjacency, as from `NetGraph.biadjacency`.
+    normalized : bool
+        Divide by sqrt(d_L - 1) + sqrt(d_R - 1), the form plotted in [RAM].
+    profile : {"iclr23", "neurips23"}
+        Whose gate applies: iclr23 needs d_L >= 3 and d_R >= 3, neurips23 d_R >= 3 and d_L > 1.
+
+    Returns
+    -------
+    float or None
+        The gap; None if the layer fails the gate or has no edge (an unscored layer is never 0).
+
+    Examples
+    --------
+    >>> round(ramanujan_gap(1 - np.eye(4)), 6)  # K_{4,4} minus a matching: sigma_2 = 1
+    1.828427
+    """
+    s = spectrum(biadjacency)
+    if get_gate(profile).failure(s.d_L, s.d_R):
+        return None
+    return _delta_r(s, normalized)
+
+
+def canonical_gap(biadjacency, *, normalized=False, profile="iclr23"):
+    r"""Canonical spectral gap ([RAM]; SPEC §5): :math:`\Delta_s = 2\sqrt{\sigma_1 - 1} - \hat\mu`.
+
+    Parameters
+    ----------
+    biadjacency : scipy.sparse array or ndarray, shape (n_in, n_out)
+        0/1 fan-in biadjacency.
+    normalized : bool
+        Divide by ``2 sqrt(sigma_1 - 1)``.
+    profile : {"iclr23", "neurips23"}
+        Whose gate applies (see `GATES`).
+
+    Returns
+    -------
+    float or None
+        None if the layer fails the gate or has no edge.
+
+    Examples
+    --------
+    >>> round(canonical_gap(np.ones((5, 5))), 6)  # K_{5,5}: sigma_1 = 5, sigma_2 = 0
+    4.0
+    """
+    s = spectrum(biadjacency)
+    if get_gate(profile).failure(s.d_L, s.d_R):
+        return None
+    return _delta_s(s, normalized)
+
+
+def narc(biadjacency, *, profile="iclr23"):
+    r"""NaRC, the normalised Ramanujan criterion of [RAM] (SPEC §5).
+
+    .. math:: \mathrm{NaRC} = \frac{(\hat\mu^2/4 + 1)\sqrt{n_l n_r}
+              - |2E - (d_L / n_{out})\, n_l n_r|}{n_{in} n_{out}}
+
+    with ``n_in, n_out`` the unfiltered shape of `biadjacency`. The ``2E`` is [RAM]'s reference
+    behaviour (its edge list stores each edge twice). With no isolated node this equals
+    ``(mu_hat^2/4 + 1)/sqrt(n_in n_out) - density``. NaRC <= 0 reads as pseudo-random, > 0 as
+    structured.
+
+    Parameters
+    ----------
+    biadjacency : scipy.sparse array or ndarray, shape (n_in, n_out)
+        0/1 fan-in biadjacency.
+    profile : {"iclr23", "neurips23"}
+        Whose gate applies (see `GATES`).
+
+    Returns
+    -------
+    float or None
+        None if the layer fails the gate or has no edge.
+
+    Examples
+    --------
+    >>> round(narc(np.ones((4, 4))), 6)  # K_{4,4}: 1/4 - 1
+    -0.75
+    """
+    s = spectrum(biadjacency)
+    if get_gate(profile).failure(s.d_L, s.d_R):
+        return None
+    n_in, n_out = biadjacency.shape
+    return _narc(s, n_in, n_out)
+
+
+def degree_groups(biadjacency, *, min_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(d, rows)`` for each left degree d > 0 shared by at least `min_size` left nodes.
+
+    Degrees are taken in the full layer; `rows` are the indices of the left nodes (fan-in
+    positions) of degree d, in increasing order. Groups come in increasing d.
+
+    Examples
+    --------
+    >>> b = np.array([[1, 1], [1, 1], [0, 1], [0, 0]])
+    >>> [(d, rows.tolist()) for d, rows in degree_groups(b, min_size=1)]
+    [(1, [2]), (2, [0, 1])]
+    """
+    b = biadjacency
+    if sp.issparse(b):
+        degrees = np.asarray((b != 0).sum(axis=1)).ravel()
+    else:
+        degrees = np.count_nonzero(np.asarray(b), axis=1)
+    yield from _groups(degrees, min_size)
+
+
+def _groups(degrees: np.ndarray, min_size: int):
+    order = np.argsort(degrees, kind="stable")
+    values, starts, counts = np.unique(degrees[order], return_index=True, return_counts=True)
+    for d, start, count in zip(values.tolist(), starts.tolist(), counts.tolist()):
+        if d > 0 and count >= min_size:
+            yield d, order[start:start + count]
+
+
+def imdb(biadjacency, *, profile="iclr23") -> Imdb:
+    r"""Iterative mean difference of bound, IMDB ([RAM]; SPEC §5).
+
+    Left nodes are grouped by their degree d in the full layer; d = 0 and groups of fewer than 3
+    nodes are skipped ([RAM]'s reference compares its threshold 3 with the group's size, not with
+    d). K_d is a group plus the output channels it touches; a K_d is scored if its mean degrees
+    (``d_L = d``, ``d_R = n_d d / n_out_d``) pass the profile's gate. IMDB is the mean of the
+    normalised Delta_r over scored K_d, with equal weights.
+
+    Parameters
+    ----------
+    biadjacency : scipy.sparse array or ndarray, shape (n_in, n_out)
+        0/1 fan-in biadjacency.
+    profile : {"iclr23", "neurips23"}
+        Whose gate applies to each K_d (see `GATES`).
+
+    Returns
+    -------
+    Imdb
+        ``normalized`` (IMDB), ``raw`` (mean unnormalised Delta_r) and ``subgraphs`` (scored K_d).
+
+    Examples
+    --------
+    Three left nodes of degree 4 into K_{3,4}: one K_d with sigma_2 = 0, d_L = 4, d_R = 3.
+
+    >>> r = imdb(np.ones((3, 4)))
+    >>> r.subgraphs, round(r.raw, 6), r.normalized
+    (1, 3.146264, 1.0)
+    """
+    gate = get_gate(profile)
+    b = sp.csr_array(biadjacency) if sp.issparse(biadjacency) else np.asarray(biadjacency)
+    binary = _binary(b)
+    raw, norm = [], []
+    for d, rows in degree_groups(b, min_size=3):
+        sub, _, _ = drop_isolated(b[rows])
+        n_d, n_out_d = sub.shape
+        d_R = n_d * d / n_out_d
+        if gate.failure(d, d_R):
+            continue
+        s = _spectrum_compact(sub, binary=binary)
+        raw.append(_delta_r(s, False))
+        norm.append(_delta_r(s, True))
+    if not raw:
+        return Imdb(None, None, 0)
+    return Imdb(float(np.mean(norm)), float(np.mean(raw)), len(raw))
