@@ -175,6 +175,80 @@ def _graph(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- prune
+def _prune_arguments(parser):
+    model_arguments(parser, masks=False)
+    parser.add_argument("--method", required=True,
+                        help="rpi, magnitude, snip, grasp, synflow or another registered method")
+    parser.add_argument("--budget", help="placement methods (rpi, mica): uniform, erk, igq, epl, a "
+                        "method name (its mask's per-layer counts: RPI-X) or a mask file; default erk")
+    parser.add_argument("--compression", help="target N/|M|, written 1000, 1e3 or 10^3")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the model's init and the mask")
+    parser.add_argument("--data", choices=["synthetic"], help="prune batches for snip/grasp: "
+                        "'synthetic' draws 10 x classes random images (a demo, not real data)")
+    parser.add_argument("--out", required=True, metavar="FILE.pt", help="write the masks (.pt or .npz)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+@command("prune", "generate a mask with a method and budget; print the per-layer budget",
+         _prune_arguments)
+def _prune(args) -> int:
+    import inspect
+
+    import torch
+
+    from .budgets import from_mask
+    from .errors import DataError, MaskError
+    from .generators import GENERATORS, get_generator
+    from .masks import MaskSet
+    from .prune import prune
+    from .report.tables import format_table
+    from .torch.extract import to_graph
+
+    if not args.out.endswith((".pt", ".pth", ".npz")):
+        raise MaskError(f"--out {args.out!r} must end in .pt or .npz")
+    generator = get_generator(args.method)
+    budget = args.budget
+    if budget and budget.endswith((".pt", ".pth", ".npz")):
+        budget = MaskSet.load(budget)
+    users = [generator] + ([GENERATORS[budget.lower()]]
+                           if isinstance(budget, str) and budget.lower() in GENERATORS else [])
+    hungry = [g.name for g in users if g.needs_data]
+    if hungry and args.data is None:
+        raise DataError(f"{hungry[0]} needs prune batches: add --data synthetic (random images, a "
+                        "demo) or call graphpai.prune from Python with data=your DataLoader")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = load_model(args)
+    graph = to_graph(model)
+    data = None
+    if hungry:
+        from .torch.data import synthetic_batches
+
+        classes = sum(graph.groups[name].channels for name in graph.outputs)
+        data = synthetic_batches(model.input_shape, classes, seed=args.seed)
+    options = {"progress": True} if "progress" in inspect.signature(generator.func).parameters else {}
+    masks = prune(model, generator.name, budget=budget, compression=args.compression,
+                  seed=args.seed, data=data, **options)
+    masks.save(args.out)
+    table = from_mask(masks, graph, source=generator.name)
+    rows = [{"layer": r.layer, "weights": r.numel, "kept": r.count, "density": r.density}
+            for r in table.layers]
+    label = args.budget if isinstance(budget, str) else (generator.default_budget if budget is None
+                                                         else f"mask {args.budget}")
+    lines = [format_table(rows), "",
+             f"{generator.name}" + (f" with budget {label}" if generator.kind == "placement" else "")
+             + f", seed {args.seed}: kept {table.total:,} of {table.num_weights:,} weights, "
+             f"compression {table.achieved_compression:.6g}; masks written to {args.out}"]
+    if table.zero_layers:
+        lines.append(f"warning: layer(s) {', '.join(table.zero_layers)} keep no weight: the "
+                     "network is disconnected")
+    result = {**table.to_dict(), "method": generator.name, "seed": args.seed, "out": args.out,
+              "budget": label if generator.kind == "placement" else None}
+    emit(argparse.Namespace(json=args.json), result, "\n".join(lines))  # --out holds the masks
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

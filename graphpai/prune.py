@@ -1,0 +1,161 @@
+"""``graphpai.prune``: one entry point for every mask generator (SPEC §6-7).
+
+The module is callable: ``graphpai.prune(model, "snip", compression=100, data=batches)`` is
+:func:`prune`, and ``graphpai.prune.resolve_budget`` is reachable too.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ._callable import callable_module
+from .budgets import BUDGETS, Budget, check_compression, from_mask, make_budget
+from .errors import BudgetError, DataError, GraphpaiError, ModelError, UnknownMethodError
+from .generators import GENERATORS, get_generator
+from .graph import NetGraph, as_graph
+from .masks import MaskSet
+
+__all__ = ["prune", "resolve_budget"]
+
+
+def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None, data=None,
+          input_shape=None, **options) -> MaskSet:
+    """Generate a mask with a registered method (SPEC §7).
+
+    Parameters
+    ----------
+    net_or_model : torch.nn.Module or NetGraph
+        Placement methods (``rpi``, ``mica``) need only the graph (a model is converted with
+        :func:`~graphpai.graph.as_graph`); ranking methods (``magnitude``, ``snip``, ``grasp``,
+        ``synflow``) score the weights of a torch model.
+    method : str
+        A key of ``graphpai.generators.GENERATORS``.
+    budget : str, Budget, MaskSet or None
+        Placement methods only: a budget name (``"uniform"``, ``"erk"``, ``"igq"``, ``"epl"``), a
+        method name for that method's per-layer counts at the same compression (``budget="snip"``
+        with ``method="rpi"`` is RPI-SNIP), a mask (from-mask: its per-layer counts) or a ready
+        :class:`~graphpai.budgets.Budget`. None: the method's default (ERK for rpi).
+    compression : float or str
+        Target compression in [1, N] (``1000``, ``"1e3"``, ``"10^3"``). Leave it out when
+        `budget` is a mask or a Budget, which fix it.
+    seed : int or numpy.random.Generator, optional
+        Every random choice; the same seed gives the same mask on every machine.
+    data : iterable of (inputs, labels), optional
+        Prune batches for SNIP and GraSP (also for a ``budget="snip"``); see
+        :func:`graphpai.torch.data.synthetic_batches` for demos.
+    input_shape : tuple of int, optional
+        One input without the batch dimension, for models that do not carry ``input_shape``.
+    **options
+        Passed to the method (``temperature`` for grasp, ``iterations`` for synflow, ...).
+
+    Returns
+    -------
+    MaskSet
+
+    Raises
+    ------
+    UnknownMethodError
+        If `method` or a budget name is unknown; the message lists the known ones.
+    BudgetError
+        If the compression is outside [1, N] or missing, or a budget is given to a ranking method.
+    DataError
+        If SNIP or GraSP get no data.
+    ModelError
+        If a ranking method gets a NetGraph instead of a model.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 8), Group("h", 8), Group("y", 2)],
+    ...              [Layer("a", "linear", (8, 8), "x", "h"), Layer("b", "linear", (2, 8), "h", "y")],
+    ...              [], ["x"], ["y"])
+    >>> prune(g, "rpi", budget="uniform", compression=4, seed=0).counts()
+    {'a': 16, 'b': 4}
+    """
+    generator = get_generator(method)
+    if generator.kind == "ranking":
+        if budget is not None:
+            raise BudgetError(
+                f"{generator.name} ranks all weights globally and takes no budget; to place "
+                f"{generator.name}'s per-layer counts at random use method='rpi', "
+                f"budget='{generator.name}'"
+            )
+        if compression is None:
+            raise BudgetError(f"{generator.name} needs compression= (like 100, '1e2' or '10^2')")
+        if isinstance(net_or_model, NetGraph):
+            raise ModelError(f"{generator.name} scores the weights of a torch model; pass the "
+                             "nn.Module itself, not its NetGraph")
+        if generator.needs_data and data is None:
+            raise DataError(
+                f"{generator.name} needs batches: pass data=, an iterable of (inputs, labels) such "
+                "as a DataLoader, or for a demo graphpai.torch.data.synthetic_batches(input_shape, "
+                "num_classes) (SPEC §8 uses 10 x classes images)"
+            )
+        return generator.func(net_or_model, compression, seed=seed, data=data,
+                              input_shape=input_shape, **options)
+
+    graph = as_graph(net_or_model, input_shape)
+    chosen = resolve_budget(net_or_model, generator.default_budget if budget is None else budget,
+                            compression, seed=seed, data=data, input_shape=input_shape, graph=graph)
+    masks = generator.func(graph, chosen, seed=seed, **options)
+    masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
+    masks.validate(graph)
+    broken = {k: (masks.kept(k), n) for k, n in chosen.counts.items() if masks.kept(k) != n}
+    if broken:
+        raise GraphpaiError(f"method {generator.name!r} did not keep its budget (layer: (kept, "
+                            f"budget)) {broken}; this is a bug in the generator")
+    return masks
+
+
+def resolve_budget(net_or_model, budget, compression=None, *, seed=None, data=None,
+                   input_shape=None, graph=None) -> Budget:
+    """The :class:`~graphpai.budgets.Budget` that `budget` names for this network (SPEC §6).
+
+    Parameters
+    ----------
+    net_or_model : torch.nn.Module or NetGraph
+    budget : str, Budget or mask
+        A key of ``graphpai.budgets.BUDGETS``; a method name (its mask's per-layer counts at
+        `compression`, made with the same `seed` and `data`); a MaskSet or mapping of masks; or a
+        Budget (checked against the graph).
+    compression : float or str, optional
+        Required for names, refused for masks and Budgets (they fix it).
+    seed, data, input_shape
+        As in :func:`prune`, used when `budget` is a method name.
+    graph : NetGraph, optional
+        The graph of `net_or_model` if already built.
+
+    Raises
+    ------
+    UnknownMethodError
+        If a name is neither a budget nor a method; the message lists both.
+    BudgetError
+        If the compression is missing, out of range, or given with a mask or Budget.
+    """
+    graph = graph if graph is not None else as_graph(net_or_model, input_shape)
+    if isinstance(budget, (Budget, Mapping)):
+        if compression is not None:
+            raise BudgetError("this budget already fixes the compression; leave compression out "
+                              "when budget is a mask or a Budget")
+        if isinstance(budget, Budget):
+            return budget.check(graph)
+        return from_mask(budget, graph)
+    if not isinstance(budget, str):
+        raise UnknownMethodError(f"budget {budget!r} is not a budget name, a mask or a Budget")
+    key = budget.lower()
+    if key not in BUDGETS and key not in GENERATORS:
+        raise UnknownMethodError(
+            f"unknown budget {budget!r}; known budgets: {', '.join(sorted(BUDGETS))}; or a "
+            f"method's per-layer counts: {', '.join(sorted(GENERATORS))}; or a MaskSet"
+        )
+    if compression is None:
+        raise BudgetError(f"budget {budget!r} needs compression= (like 100, '1e2' or '10^2')")
+    compression = check_compression(compression, graph.num_weights)
+    if key in BUDGETS:
+        return make_budget(graph, key, compression)
+    masks = prune(net_or_model, key, compression=compression, seed=seed, data=data,
+                  input_shape=input_shape)
+    return from_mask(masks, graph, source=key)
+
+
+callable_module(__name__, prune)
