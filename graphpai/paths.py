@@ -1,0 +1,283 @@
+"""Effective paths and effective nodes of a masked network ([NPB]; SPEC §4).
+
+- **Effective paths**: the number R of input-to-output paths in the spatially unrolled network
+  with every kept weight set to 1, biases 0, BN removed, ReLU ignored and every pooling window
+  summed; equivalently R = sum(f(1)) for that linear network. Reported as log10(R) (``-inf`` when
+  no path exists). Computed in float64 with per-op renormalisation (each activation is divided by
+  its maximum and the log10 of the scale is carried), so no depth overflows. The propagation runs
+  in :mod:`graphpai.torch.spatial`, where torch performs the convolutions.
+- **Channel-level paths**: ``1^T (prod of channel multiplicity matrices through the DAG) 1``, where
+  the multiplicity of (o, i) is the number of kept taps of kernel (o, i) and links follow SPEC §2
+  (a residual add sums, concat stacks, flatten repeats a channel over its pixels). Reported as
+  log10, with the same renormalisation, with numpy/scipy only.
+- **Effective nodes** as [NPB] counts them: every activation tensor that a layer consumes is
+  counted once, through its consumers, skipping 1x1 shortcut convs (a 1x1 conv whose output is
+  added to a residual sum, when the tensor has another consumer); a channel counts if it has at
+  least one functional outgoing weight in those consumers; the logits count if they have a
+  functional incoming weight. Dense ResNet-20 has 701.
+
+``profile="npb"`` reproduces the authors' measure: biases set to 1 on layers that have one (a
+disconnected ResNet-20 then has R = 10), max pools take the max and average pools called as
+functions (``F.avg_pool2d``, ``torch.mean``, ``F.adaptive_avg_pool2d``) divide by their window.
+
+References
+----------
+.. [NPB] H. Pham et al., "Towards Data-Agnostic Pruning at Initialization: What Makes a Good
+   Sparse Mask?", NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._callable import callable_module
+from ._results import jsonable
+from .errors import UnknownMethodError
+from .functional import _activity, _check_semantics, _prepare
+from .graph import Layer, NetGraph
+
+__all__ = [
+    "PROFILES",
+    "TensorNodes",
+    "PathsResult",
+    "paths",
+    "effective_paths",
+    "channel_paths",
+    "effective_nodes",
+]
+
+PROFILES = ("default", "npb")
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise UnknownMethodError(f"unknown paths profile {profile!r}; use one of {list(PROFILES)}")
+
+
+def effective_paths(net, masks=None, *, profile: str = "default", input_shape=None,
+                    device="cpu") -> float:
+    """log10 of the number of effective input-output paths (SPEC §4; needs torch).
+
+    Parameters
+    ----------
+    net : NetGraph or torch.nn.Module
+    masks : MaskSet or mapping, optional
+        Layer name -> keep-mask; None counts the dense network.
+    profile : {"default", "npb"}
+        ``"npb"``: biases 1, max pools as max, functional average pools divide ([NPB]).
+    input_shape : tuple of int, optional
+        For a torch model without ``input_shape``.
+    device : str
+        Where the convolutions run.
+
+    Returns
+    -------
+    float
+        log10(R); ``-inf`` when no path exists (the network is disconnected).
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 3), Group("h", 4), Group("y", 2)],
+    ...              [Layer("a", "linear", (4, 3), "x", "h"), Layer("b", "linear", (2, 4), "h", "y")],
+    ...              [], ["x"], ["y"])
+    >>> round(10 ** effective_paths(g))  # dense MLP: 3 * 4 * 2 paths
+    24
+    """
+    _check_profile(profile)
+    graph, masks = _prepare(net, masks, input_shape)
+    from .torch.spatial import log10_paths
+
+    return log10_paths(graph, masks, profile=profile, device=device)
+
+
+def _renormalise(values: np.ndarray, scale: float):
+    top = float(values.max()) if values.size else 0.0
+    if top <= 0:
+        return np.zeros_like(values), -math.inf
+    return values / top, scale + math.log10(top)
+
+
+def channel_paths(net, masks=None, *, input_shape=None) -> float:
+    """log10 of ``1^T (prod of channel multiplicity matrices) 1`` through the DAG (SPEC §4).
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 1, (4,)), Group("y", 2, (4,))],
+    ...              [Layer("c", "conv", (2, 1, 3), "x", "y", (1,), ((1, 1),), (1,),
+    ...                     in_size=(4,), out_size=(4,))], [], ["x"], ["y"])
+    >>> round(10 ** channel_paths(g, {"c": [[[1, 1, 0]], [[0, 0, 1]]]}))  # 2 + 1 kept taps
+    3
+    """
+    graph, masks = _prepare(net, masks, input_shape)
+    state = {name: (np.ones(graph.groups[name].channels), 0.0) for name in graph.inputs}
+    for op in graph.order:
+        if isinstance(op, Layer):
+            values, scale = state[op.source]
+            out = graph.multiplicity(op, masks[op.name]) @ values
+        else:
+            pairs = [state[s] for s in op.sources]
+            scale = max(s for _, s in pairs)
+            out = np.zeros(graph.groups[op.target].channels)
+            if scale > -math.inf:
+                for position, (values, s) in enumerate(pairs):
+                    out += graph.link_matrix(op, position) @ (values * 10.0 ** (s - scale))
+        state[op.target] = _renormalise(out, scale)
+    pairs = [state[name] for name in graph.outputs]
+    scale = max(s for _, s in pairs)
+    if scale == -math.inf:
+        return -math.inf
+    total = sum(float(v.sum()) * 10.0 ** (s - scale) for v, s in pairs)
+    return math.log10(total) + scale if total > 0 else -math.inf
+
+
+@dataclass(frozen=True)
+class TensorNodes:
+    """One activation tensor in the effective-node count: ``group`` counted through the layers
+    ``via`` (``"logits"`` for an output), ``channels`` of it, ``effective`` of them."""
+
+    group: str
+    via: tuple[str, ...]
+    channels: int
+    effective: int
+
+
+@dataclass(frozen=True)
+class PathsResult:
+    """Effective paths, channel paths and effective nodes (SPEC §4).
+
+    ``log10_paths`` and ``log10_channel_paths`` are ``-inf`` when the network is disconnected;
+    ``effective_nodes`` of ``nodes`` counted channels are effective (functional weights from
+    ``semantics``).
+    """
+
+    profile: str
+    semantics: str
+    log10_paths: float
+    log10_channel_paths: float
+    effective_nodes: int
+    nodes: int
+    tensors: tuple[TensorNodes, ...]
+
+    @property
+    def disconnected(self) -> bool:
+        return self.log10_paths == -math.inf
+
+    def to_dict(self) -> dict:
+        """JSON-ready (``-inf`` as "-inf")."""
+        return jsonable({
+            "profile": self.profile, "semantics": self.semantics,
+            "log10_paths": self.log10_paths, "log10_channel_paths": self.log10_channel_paths,
+            "disconnected": self.disconnected, "effective_nodes": self.effective_nodes,
+            "nodes": self.nodes, "tensors": [asdict(t) for t in self.tensors],
+        })
+
+
+def _is_shortcut(graph: NetGraph, layer: Layer) -> bool:
+    """A 1x1 conv whose output goes straight into a residual add."""
+    if layer.kind != "conv" or any(k != 1 for k in layer.kernel):
+        return False
+    return any(getattr(op, "kind", None) == "add" for op in graph.consumers(layer.target))
+
+
+def _node_rows(graph: NetGraph, functional) -> list[TensorNodes]:
+    from .functional import _backward_layer, _rows
+
+    rows = []
+    sources = dict.fromkeys(layer.source for layer in graph.layers.values())
+    for group in sources:
+        consumers = [op for op in graph.consumers(group) if isinstance(op, Layer)]
+        counted = [op for op in consumers if not _is_shortcut(graph, op)] or consumers
+        used = np.zeros(graph.groups[group].channels, dtype=bool)
+        for layer in counted:
+            used |= _backward_layer(layer, functional[layer.name],
+                                    np.ones(layer.out_channels, dtype=bool))
+        rows.append(TensorNodes(group, tuple(op.name for op in counted), len(used),
+                                int(np.count_nonzero(used))))
+    incoming = {name: np.zeros(g.channels, dtype=bool) for name, g in graph.groups.items()}
+    for op in graph.order:
+        if isinstance(op, Layer):
+            incoming[op.target] |= _rows(op, functional[op.name]).any(axis=1)
+        else:
+            for position, source in enumerate(op.sources):
+                incoming[op.target] |= (graph.link_matrix(op, position)
+                                        @ incoming[source].astype(float)) > 0
+    for name in graph.outputs:
+        rows.append(TensorNodes(name, ("logits",), graph.groups[name].channels,
+                                int(np.count_nonzero(incoming[name]))))
+    return rows
+
+
+def effective_nodes(net, masks=None, *, semantics: str = "spatial", input_shape=None,
+                    device="cpu") -> int:
+    """The number of effective nodes as [NPB] counts them (SPEC §4; see the module docstring).
+
+    The functional weights come from :func:`graphpai.functional.functional_edges` with
+    `semantics` (``"spatial"``, the exact one, needs torch).
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 3), Group("h", 4), Group("y", 2)],
+    ...              [Layer("a", "linear", (4, 3), "x", "h"), Layer("b", "linear", (2, 4), "h", "y")],
+    ...              [], ["x"], ["y"])
+    >>> effective_nodes(g, semantics="channel")  # 3 inputs + 4 hidden + 2 logits
+    9
+    """
+    _check_semantics(semantics)
+    graph, masks = _prepare(net, masks, input_shape)
+    functional = _activity(graph, masks, semantics, device).functional
+    return sum(row.effective for row in _node_rows(graph, functional))
+
+
+def paths(net, masks=None, *, profile: str = "default", semantics: str = "spatial",
+          input_shape=None, device="cpu") -> PathsResult:
+    """Effective paths, channel-level paths and effective nodes of a mask (SPEC §4, [NPB]).
+
+    Parameters
+    ----------
+    net : NetGraph or torch.nn.Module
+    masks : MaskSet or mapping, optional
+        Layer name -> keep-mask; None counts the dense network.
+    profile : {"default", "npb"}
+        Conventions of the path count (see the module docstring).
+    semantics : {"spatial", "channel"}
+        Which functional weights decide the effective nodes.
+    input_shape : tuple of int, optional
+        For a torch model without ``input_shape``.
+    device : str
+        Where the convolutions run.
+
+    Returns
+    -------
+    PathsResult
+
+    Examples
+    --------
+    >>> import graphpai.paths
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 3), Group("h", 4), Group("y", 2)],
+    ...              [Layer("a", "linear", (4, 3), "x", "h"), Layer("b", "linear", (2, 4), "h", "y")],
+    ...              [], ["x"], ["y"])
+    >>> r = graphpai.paths(g)  # the module is callable
+    >>> round(10 ** r.log10_paths), r.effective_nodes
+    (24, 9)
+    """
+    _check_profile(profile)
+    _check_semantics(semantics)
+    graph, masks = _prepare(net, masks, input_shape)
+    rows = _node_rows(graph, _activity(graph, masks, semantics, device).functional)
+    return PathsResult(
+        profile=profile, semantics=semantics,
+        log10_paths=effective_paths(graph, masks, profile=profile, device=device),
+        log10_channel_paths=channel_paths(graph, masks),
+        effective_nodes=sum(r.effective for r in rows), nodes=sum(r.channels for r in rows),
+        tensors=tuple(rows),
+    )
+
+
+callable_module(__name__, paths)

@@ -1,0 +1,152 @@
+"""graphpai.paths: effective paths, channel paths, effective nodes (SPEC §4, [NPB]).
+
+Expected values come from brute-force path enumeration on the unrolled pixel graph, exact
+integer dynamic programming on the networkx channel graph, the plain float64 forward pass of the
+linearised torch model, closed forms, and counts derived here from the architectures' plans.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import graphpai.paths
+from graphpai.errors import UnknownMethodError
+from graphpai.masks import MaskSet
+from graphpai.paths import channel_paths, effective_nodes, effective_paths
+
+from oracles import UnrolledGraph, exact_channel_paths, linearised_log10_paths
+from strategies import conv_graph, graph_and_mask, mlp_graph, random_masks, tiny_graph, tiny_models
+
+
+def _assert_count(log10_value, count):
+    if count == 0:
+        assert log10_value == -math.inf
+    else:
+        assert round(10 ** log10_value) == count
+        assert log10_value == pytest.approx(math.log10(count), abs=1e-9)
+
+
+# ------------------------------------------------------------------ brute force, tiny nets
+@pytest.mark.parametrize("channels,size,residual,concat,nd",
+                         [(2, 4, True, False, 2), (2, 3, True, True, 2), (1, 4, False, True, 2),
+                          (3, 4, True, True, 1)])
+@pytest.mark.parametrize("density", [0.3, 0.6])
+def test_paths_equal_brute_force_enumeration_on_hand_graphs(channels, size, residual, concat, nd,
+                                                             density):
+    graph = conv_graph(channels, size, residual, concat, nd)
+    for seed in range(2):
+        masks = random_masks(graph, density, seed)
+        _assert_count(effective_paths(graph, masks), UnrolledGraph(graph, masks).count_paths())
+
+
+@pytest.mark.parametrize("name,density", [("tiny_resnet", 0.3), ("tiny_resnet", 0.5),
+                                          ("conv1d", 1.0), ("concat_dag", 0.25),
+                                          ("same_asym", 0.15)])
+def test_paths_equal_brute_force_enumeration_on_tiny_models(name, density):
+    # padding (incl. asymmetric 'same'), stride, dilation, residual, pools, concat, flatten
+    graph, _ = tiny_graph(name)
+    for seed in range(2):
+        masks = random_masks(graph, density, seed)
+        _assert_count(effective_paths(graph, masks), UnrolledGraph(graph, masks).count_paths())
+
+
+@given(graph_and_mask())
+def test_channel_paths_equal_exact_integer_count(case):
+    graph, masks = case
+    _assert_count(channel_paths(graph, masks), exact_channel_paths(graph, masks))
+
+
+# ------------------------------------------------------------------ depth: no overflow
+def test_200_layer_dense_mlp_does_not_overflow():
+    graph = mlp_graph([100] * 201)  # 200 layers of width 100: 100^201 paths, past float64
+    assert effective_paths(graph) == pytest.approx(402.0, abs=1e-9)
+    assert channel_paths(graph) == pytest.approx(402.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["vgg19", "resnet20"])
+def test_dense_zoo_paths_equal_plain_float64_forward(name):
+    from graphpai.torch.extract import to_graph
+    from graphpai.torch.models import build
+
+    model = build(name, seed=0)
+    graph = to_graph(model, (3, 32, 32))
+    dense = MaskSet.dense(graph)
+    for profile in ("default", "npb"):
+        expected = linearised_log10_paths(model, dense, (3, 32, 32), profile=profile)
+        assert effective_paths(graph, profile=profile) == pytest.approx(expected, abs=1e-9)
+    # the clean definition sums every pool: 10^47.5 * 64 for ResNet-20's 8x8 global pool
+    assert effective_paths(graph) > (54 if name == "vgg19" else 49)
+
+
+@pytest.mark.parametrize("name", sorted(tiny_models()))
+def test_npb_profile_equals_linearised_model(name):
+    graph, model = tiny_graph(name)
+    shape = tiny_models()[name][1]
+    for seed, density in enumerate([0.2, 0.5, 1.0]):
+        masks = random_masks(graph, density, seed)
+        for profile in ("default", "npb"):
+            expected = linearised_log10_paths(model, masks, shape, profile=profile)
+            assert effective_paths(graph, masks, profile=profile) == pytest.approx(expected, abs=1e-9)
+
+
+# ------------------------------------------------------------------ effective nodes
+@pytest.fixture(scope="module")
+def resnet20():
+    from graphpai.torch.extract import to_graph
+    from graphpai.torch.models import build
+
+    return to_graph(build("resnet20", seed=0), (3, 32, 32))
+
+
+def test_dense_resnet20_has_701_effective_nodes(resnet20):
+    # each tensor once through its consumer (1x1 shortcuts skipped) plus the logits:
+    # 3 + 6 * 16 + (16 + 5 * 32) + (32 + 5 * 64) + 64 + 10
+    assert 3 + 6 * 16 + 16 + 5 * 32 + 32 + 5 * 64 + 64 + 10 == 701
+    result = graphpai.paths(resnet20)
+    assert result.effective_nodes == result.nodes == 701
+    assert effective_nodes(resnet20, semantics="channel") == 701
+
+
+def test_dense_vgg16_effective_nodes_from_its_plan():
+    from graphpai.torch.extract import to_graph
+    from graphpai.torch.models import build
+
+    plan = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    expected = 3 + sum(plan[:-1]) + 512 + 10  # conv inputs, fc input, logits
+    graph = to_graph(build("vgg16", seed=0), (3, 32, 32))
+    assert effective_nodes(graph, semantics="channel") == expected
+
+
+def test_disconnected_resnet20(resnet20):
+    masks = dict(MaskSet.dense(resnet20))
+    masks["conv"] = np.zeros_like(masks["conv"])
+    result = graphpai.paths(resnet20, masks)
+    assert result.disconnected and result.log10_paths == -math.inf
+    assert result.log10_channel_paths == -math.inf and result.effective_nodes == 0
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["log10_paths"] == "-inf"
+    # [NPB]'s convention: biases 1, so the 10 logits each carry R = 1 (SPEC §4)
+    assert effective_paths(resnet20, masks, profile="npb") == pytest.approx(1.0, abs=1e-12)
+
+
+def test_effective_nodes_of_a_hand_graph():
+    graph = mlp_graph([3, 4, 2])
+    a = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]])  # h1 dead end, h2 no input
+    b = np.array([[1, 0, 1, 0], [0, 0, 0, 1]])
+    # functional: a(h0<-x0), a(h3<-x0), b(y0<-h0), b(y1<-h3): inputs {x0}, hidden {h0, h3}, 2 logits
+    assert effective_nodes(graph, {"fc0": a, "fc1": b}, semantics="channel") == 1 + 2 + 2
+    assert effective_nodes(graph, {"fc0": a, "fc1": b}) == 5
+
+
+# ------------------------------------------------------------------ API
+def test_module_is_callable_and_keeps_its_functions():
+    graph = mlp_graph([3, 4, 2])
+    result = graphpai.paths(graph)
+    assert result.log10_paths == pytest.approx(math.log10(24))
+    assert result.log10_channel_paths == pytest.approx(math.log10(24))
+    assert graphpai.paths.channel_paths is channel_paths
+    with pytest.raises(UnknownMethodError, match="unknown paths profile 'x'"):
+        graphpai.paths(graph, profile="x")
