@@ -518,3 +518,104 @@ def exact_channel_paths(graph, masks):
             total += count[pred] * data["count"]
         count[node] = total
     return sum(count[(name, c)] for name in graph.outputs for c in range(graph.groups[name].channels))
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral quantities (SPEC §5) from their definitions: dense numpy SVD, explicit loops over
+# nodes and degree groups, the gates written out literally. Shares no code with graphpai.spectral.
+# ---------------------------------------------------------------------------------------------
+
+
+def dense_top_singular_values(matrix, k=2):
+    """The k largest singular values by numpy's dense SVD, padded with zeros."""
+    a = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix, dtype=float)
+    values = np.linalg.svd(a, compute_uv=False) if a.size else np.zeros(0)
+    out = np.zeros(k)
+    out[: min(k, len(values))] = values[:k]
+    return out
+
+
+def _spectral_gate(profile, d_l, d_r):
+    if profile == "iclr23":
+        return d_l >= 3 and d_r >= 3
+    if profile == "neurips23":
+        return d_r >= 3 and d_l > 1
+    if profile == "fs-subgraph":
+        return d_l >= 3 and d_r > 1
+    raise ValueError(profile)
+
+
+def _bipartite(a):
+    """(n_l, n_r, E, sigma_1, sigma_2) of a matrix after dropping empty rows/columns by loops."""
+    rows = [i for i in range(a.shape[0]) if any(a[i, j] != 0 for j in range(a.shape[1]))]
+    cols = [j for j in range(a.shape[1]) if any(a[i, j] != 0 for i in range(a.shape[0]))]
+    edges = sum(1 for i in rows for j in cols if a[i, j] != 0)
+    s1, s2 = dense_top_singular_values(a[np.ix_(rows, cols)]) if edges else (0.0, 0.0)
+    return len(rows), len(cols), edges, s1, s2
+
+
+def naive_layer_spectrum(b, x=None, *, profile="iclr23"):
+    """Every SPEC §5 quantity of one layer, as a dict (None = not scored).
+
+    `b` is the 0/1 fan-in biadjacency (n_in x n_out), `x` the weighted |W * M| or None.
+    """
+    b = np.asarray(b.toarray() if hasattr(b, "toarray") else b, dtype=float)
+    n_in, n_out = b.shape
+    out = {}
+    n_l, n_r, E, s1, s2 = _bipartite(b)
+    out.update(n_l=n_l, n_r=n_r, E=E, sigma_1=s1 if E else None, sigma_2=s2 if E else None)
+    d_l = E / n_l if E else None
+    d_r = E / n_r if E else None
+    out.update(d_L=d_l, d_R=d_r)
+    scored = E > 0 and _spectral_gate(profile, d_l, d_r)
+    bound = (d_l - 1) ** 0.5 + (d_r - 1) ** 0.5 if E else None
+    out["delta_r"] = bound - s2 if scored else None
+    out["delta_r_norm"] = (bound - s2) / bound if scored else None
+    canon = 2 * (s1 - 1) ** 0.5 if E else None
+    out["delta_s"] = canon - s2 if scored else None
+    out["delta_s_norm"] = (canon - s2) / canon if scored else None
+    out["narc"] = (((s2 ** 2 / 4 + 1) * (n_l * n_r) ** 0.5 - abs(2 * E - d_l / n_out * n_l * n_r))
+                   / (n_in * n_out)) if scored else None
+
+    degree = {}
+    for i in range(n_in):
+        degree.setdefault(int(sum(b[i] != 0)), []).append(i)
+    ram_raw, ram_norm, fs_r, fs_l = [], [], [], []
+    for d in sorted(degree):
+        rows = degree[d]
+        if d == 0 or len(rows) < 2:
+            continue
+        cols = [j for j in range(n_out) if any(b[i, j] != 0 for i in rows)]
+        n_d, n_o = len(rows), len(cols)
+        d_r_k = n_d * d / n_o
+        mu = dense_top_singular_values(b[np.ix_(rows, cols)])[1]
+        gap = (d - 1) ** 0.5 + (d_r_k - 1) ** 0.5 - mu
+        if len(rows) >= 3 and _spectral_gate(profile, d, d_r_k):
+            ram_raw.append(gap)
+            ram_norm.append(gap / ((d - 1) ** 0.5 + (d_r_k - 1) ** 0.5))
+        if _spectral_gate("fs-subgraph", d, d_r_k):
+            cheeger = max(n_d, n_o) / (n_d + n_o - 1)
+            fs_r.append(cheeger * gap)
+            if x is not None:
+                xs = dense_top_singular_values(np.asarray(x, dtype=float)[np.ix_(rows, cols)])
+                fs_l.append(cheeger * (xs[0] - xs[1]))
+    out["imdb"] = float(np.mean(ram_norm)) if ram_norm else None
+    out["imdb_raw"] = float(np.mean(ram_raw)) if ram_raw else None
+    out["imdb_subgraphs"] = len(ram_raw)
+    out["imdb_r"] = float(np.mean(fs_r)) if fs_r else None
+    out["fs_subgraphs"] = len(fs_r)
+    out["imdb_lambda"] = float(np.mean(fs_l)) if fs_l else None
+
+    if x is None:
+        out.update(weighted_sigma_1=None, weighted_sigma_2=None, weighted_gap=None,
+                   coordinate=None, coordinate_norm=None)
+        return out
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=float)
+    wl, wr, wE, w1, w2 = _bipartite(x)
+    out.update(weighted_sigma_1=w1 if wE else None, weighted_sigma_2=w2 if wE else None)
+    out["weighted_gap"] = w1 - w2 if wE and _spectral_gate(profile, wE / wl, wE / wr) else None
+    v = [out[k] if out[k] is not None else 0.0
+         for k in ("delta_r", "weighted_gap", "imdb_r", "imdb_lambda")]
+    out["coordinate"] = tuple(v)
+    out["coordinate_norm"] = sum(e * e for e in v) ** 0.5
+    return out

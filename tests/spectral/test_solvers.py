@@ -1,0 +1,183 @@
+"""Top-k singular values (SPEC §5): accuracy against numpy's dense SVD, closed forms, failures."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from oracles import dense_top_singular_values
+
+from graphpai.errors import SolverError
+from graphpai.spectral import solvers
+from graphpai.spectral.solvers import drop_isolated, top_singular_values
+
+SHAPES = [(1, 1), (1, 7), (9, 1), (2, 2), (3, 40), (40, 3), (17, 23), (64, 64), (120, 35),
+          (35, 120)]
+DENSITIES = [0.0, 0.01, 0.05, 0.2, 0.5, 1.0]
+
+
+def _random(shape, density, rng, weighted=False):
+    a = (rng.random(shape) < density).astype(float)
+    if weighted:
+        a *= rng.standard_normal(shape)
+    return a
+
+
+def _close(got, ref):
+    scale = max(ref[0], 1e-300)
+    assert np.all(np.abs(got - ref) <= 1e-9 * scale), (got, ref)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("density", DENSITIES)
+def test_matches_numpy_dense_svd(shape, density):
+    rng = np.random.default_rng([shape[0], shape[1], int(density * 100)])
+    for weighted in (False, True):
+        a = _random(shape, density, rng, weighted)
+        ref = dense_top_singular_values(a, 3)
+        for matrix in (a, sp.csr_array(a), sp.csc_array(a), sp.coo_array(a)):
+            _close(top_singular_values(matrix, 3), ref)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_arpack_branch_matches_numpy(seed):
+    # dense_max=0 sends every matrix with min side > k to seeded ARPACK
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(5, 150)), int(rng.integers(5, 150)))
+    a = _random(shape, rng.choice([0.03, 0.1, 0.5, 1.0]), rng, weighted=bool(seed % 2))
+    ref = dense_top_singular_values(a)
+    _close(top_singular_values(sp.csr_array(a), dense_max=0), ref)
+    _close(top_singular_values(a, dense_max=0), ref)
+
+
+def test_empty_and_all_zero_matrices_have_zero_singular_values():
+    for a in (np.zeros((0, 5)), np.zeros((4, 0)), np.zeros((3, 6)), sp.csr_array((7, 2))):
+        assert top_singular_values(a, 2).tolist() == [0.0, 0.0]
+
+
+def test_single_row_and_column_have_sigma_2_zero():
+    row = np.arange(1.0, 6.0)[None, :]
+    assert top_singular_values(row)[1] == 0.0
+    assert top_singular_values(row)[0] == pytest.approx(np.linalg.norm(row), rel=1e-14)
+    assert top_singular_values(row.T)[1] == 0.0
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (2, 9), (147, 64), (500, 3), (64, 2100)])
+def test_complete_bipartite_closed_form(m, n):
+    s1, s2 = top_singular_values(sp.csr_array(np.ones((m, n))))
+    assert s1 == pytest.approx(np.sqrt(m * n), rel=1e-13)
+    assert s2 == 0.0  # rank 1: exactly zero, not sqrt(rounding noise)
+
+
+def test_rank_one_weighted_matrix_has_exact_zero_sigma_2():
+    rng = np.random.default_rng(3)
+    a = np.outer(rng.random(300) + 0.1, rng.random(40) + 0.1)
+    s1, s2 = top_singular_values(a)
+    assert s1 == pytest.approx(np.linalg.norm(a, 2), rel=1e-13)
+    assert s2 == 0.0
+
+
+def test_disjoint_complete_blocks():
+    blocks = [(3, 5), (4, 4), (2, 9), (6, 1)]  # singular values sqrt(ab): 3.87, 4, 4.24, 2.45
+    a = sp.block_diag([np.ones(b) for b in blocks]).tocsr()
+    expected = sorted((np.sqrt(p * q) for p, q in blocks), reverse=True)
+    np.testing.assert_allclose(top_singular_values(a, 4), expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("dense_max", [2000, 0])
+def test_repeated_top_singular_value_is_counted_twice(dense_max):
+    rng = np.random.default_rng(7)
+    block = _random((60, 45), 0.2, rng)
+    a = sp.block_diag([block, block]).tocsr()
+    s1, s2 = top_singular_values(a, dense_max=dense_max)
+    assert s2 == pytest.approx(s1, rel=1e-12)
+
+
+@pytest.mark.parametrize("n, d", [(10, 3), (37, 5), (64, 8)])
+def test_regular_bipartite_from_permutations(n, d):
+    # B[i, pi((i + j) mod n)] = 1 for j < d: a column-permuted circulant. Its singular values are
+    # |sum_j w^(jk)| with w = exp(2 pi i / n): d for k = 0, and |sin(pi k d / n) / sin(pi k / n)|.
+    rng = np.random.default_rng(n)
+    perm = rng.permutation(n)
+    b = np.zeros((n, n))
+    for j in range(d):
+        b[np.arange(n), perm[(np.arange(n) + j) % n]] = 1
+    k = np.arange(1, n)
+    sigma_2 = np.max(np.abs(np.sin(np.pi * k * d / n) / np.sin(np.pi * k / n)))
+    s1, s2 = top_singular_values(sp.csr_array(b))
+    assert s1 == pytest.approx(d, rel=1e-13)
+    assert s2 == pytest.approx(sigma_2, rel=1e-12)
+
+
+@given(st.integers(0, 2 ** 32 - 1), st.integers(1, 30), st.integers(1, 30),
+       st.sampled_from([0.05, 0.3, 1.0]))
+def test_invariant_under_permutation_transpose_and_padding(seed, m, n, density):
+    rng = np.random.default_rng(seed)
+    a = _random((m, n), density, rng, weighted=True)
+    ref = top_singular_values(a)
+    permuted = a[rng.permutation(m)][:, rng.permutation(n)]
+    padded = np.zeros((m + 3, n + 2))
+    padded[1:m + 1, 2:] = a
+    for other in (permuted, a.T, padded, sp.csc_array(padded)):
+        np.testing.assert_allclose(top_singular_values(other), ref, rtol=1e-10,
+                                   atol=1e-12 * max(ref[0], 1e-300))
+
+
+def test_deterministic():
+    rng = np.random.default_rng(11)
+    a = sp.csr_array(_random((300, 250), 0.05, rng))
+    runs = [top_singular_values(a, dense_max=0, seed=5) for _ in range(3)]
+    assert all(np.array_equal(runs[0], r) for r in runs)
+    runs = [top_singular_values(a) for _ in range(3)]
+    assert all(np.array_equal(runs[0], r) for r in runs)
+
+
+def test_drop_isolated_returns_kept_indices():
+    a = np.array([[0, 0, 0], [0, 2, 0], [1, 0, 0]])
+    compact, rows, cols = drop_isolated(sp.csr_array(a))
+    assert rows.tolist() == [1, 2] and cols.tolist() == [0, 1]
+    assert compact.toarray().tolist() == [[0, 2], [1, 0]]
+    explicit_zero = sp.csr_array((np.array([0.0, 1.0]), (np.array([0, 1]), np.array([0, 1]))),
+                                 shape=(2, 2))
+    assert drop_isolated(explicit_zero)[0].shape == (1, 1)
+
+
+def test_arpack_non_convergence_retries_then_raises(monkeypatch):
+    from scipy.sparse.linalg import ArpackNoConvergence
+
+    calls = []
+
+    def failing_svds(*args, **kwargs):
+        calls.append(kwargs.get("ncv"))
+        raise ArpackNoConvergence("no convergence", np.zeros(0), np.zeros((0, 0)))
+
+    monkeypatch.setattr(solvers, "svds", failing_svds)
+    a = sp.random_array((50, 40), density=0.2, rng=0)
+    with pytest.raises(SolverError) as info:
+        top_singular_values(a, layer="fc1", dense_max=0)
+    assert len(calls) == len(solvers._ARPACK_TRIES) >= 2
+    assert info.value.layer == "fc1"
+    assert "ARPACK attempt 3" in info.value.reason and "fc1" in str(info.value)
+
+
+def test_dense_eigensolver_failure_falls_back_then_raises(monkeypatch):
+    a = np.random.default_rng(0).random((30, 20))
+    ref = dense_top_singular_values(a)
+
+    def bad_dsyevr(*args, **kwargs):
+        return None, None, 0, None, 3  # LAPACK info > 0: failed to converge
+
+    monkeypatch.setattr(solvers, "_dsyevr", bad_dsyevr)
+    _close(top_singular_values(a), ref)  # dsyevd fallback
+
+    def bad_eigh(*args, **kwargs):
+        raise np.linalg.LinAlgError("eigh failed")
+
+    monkeypatch.setattr(solvers.sla, "eigh", bad_eigh)
+    with pytest.raises(SolverError, match="dsyevr info=3.*dsyevd: eigh failed"):
+        top_singular_values(a, layer="conv")
+
+
+def test_k_must_be_positive():
+    with pytest.raises(ValueError):
+        top_singular_values(np.ones((2, 2)), 0)
