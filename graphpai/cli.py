@@ -249,6 +249,41 @@ def _prune(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- audit
+def _audit_arguments(parser):
+    model_arguments(parser)
+    parser.add_argument("--semantics", choices=["channel", "spatial"], default="channel",
+                        help="channel: reachability on the channel graph (fast); spatial: exact "
+                             "per-pixel activity at initialization (SPEC §3)")
+    parser.add_argument("--paths", action="store_true",
+                        help="also count effective paths and effective nodes (SPEC §4)")
+    parser.add_argument("--functional-out", metavar="FILE",
+                        help="write the functional masks (.pt or .npz)")
+    output_arguments(parser)
+
+
+@command("audit", "functional weights and channels of a mask, direct and corrected compression",
+         _audit_arguments)
+def _audit(args) -> int:
+    from .functional import audit
+
+    _, graph, masks = load_graph_and_masks(args)
+    result = audit(graph, masks, semantics=args.semantics)
+    data, table = result.to_dict(), result.table()
+    if args.paths:
+        from .paths import paths
+
+        counted = paths(graph, masks, semantics=args.semantics)
+        data["paths"] = counted.to_dict()
+        table += (f"\nlog10 effective paths = {counted.log10_paths:.4f}, log10 channel paths = "
+                  f"{counted.log10_channel_paths:.4f}, effective nodes = "
+                  f"{counted.effective_nodes}/{counted.nodes}")
+    if args.functional_out:
+        result.functional_masks.save(args.functional_out)
+    emit(args, data, table)
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

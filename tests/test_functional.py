@@ -251,3 +251,32 @@ def test_torch_model_is_accepted_directly():
     model = build("lenet300_100", seed=0)
     result = audit(model, None, input_shape=(1, 28, 28))
     assert result.functional == result.N == 784 * 300 + 300 * 100 + 100 * 10
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_audit(tmp_path, capsys):
+    from graphpai.cli import main
+    from graphpai.torch.extract import to_graph
+    from graphpai.torch.models import build
+
+    graph = to_graph(build("lenet300_100", seed=0), (1, 28, 28))
+    masks = dict(random_masks(graph, 0.5, 0))
+    masks["features.2"] = np.zeros_like(masks["features.2"])
+    MaskSet(masks).save(tmp_path / "m.npz")
+    out = tmp_path / "report.json"
+    assert main(["audit", "--model", "lenet300_100", "--masks", str(tmp_path / "m.npz"), "--json",
+                 "--out", str(out), "--functional-out", str(tmp_path / "f.npz")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["total"]["corrected_compression"] == "inf"
+    assert [row["layer"] for row in printed["layers"]] == list(graph.layers)
+    assert MaskSet.load(tmp_path / "f.npz").kept() == 0
+    assert main(["audit", "--model", "lenet300_100", "--semantics", "spatial", "--paths"]) == 0
+    text = capsys.readouterr().out
+    assert "corrected compression = 1" in text and "effective nodes = " in text
+    assert main(["audit", "--model", "no_such_model"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'no_such_model'" in err and err.count("\n") == 1
+    np.savez(tmp_path / "bad.npz", **{name: np.full(m.shape, 0.5) for name, m in masks.items()})
+    assert main(["audit", "--model", "lenet300_100", "--masks", str(tmp_path / "bad.npz")]) == 2
+    assert "binary" in capsys.readouterr().err
