@@ -132,9 +132,11 @@ def to_graph(model: nn.Module, input_shape=None) -> NetGraph:
 def _propagate_shapes(model, gm, input_shape):
     """Run the traced model on zeros (eval mode, no grad) and record every tensor's shape.
 
-    Plain Conv1d/Conv2d modules are not run: their output shape follows from their geometry and
-    a zero tensor of that shape stands in for the result, so the cost does not grow with the
-    convolutions' FLOPs (ResNet-50 at 224x224 would otherwise spend seconds here).
+    Only shapes matter, so the work that cannot change a shape is skipped: a plain Conv1d/Conv2d
+    returns an uninitialised tensor of the shape its geometry gives, BatchNorm, activation,
+    dropout and identity modules and the sum of two equally shaped tensors return their input.
+    The values are garbage; no op the builder accepts has a shape that depends on values.
+    (ResNet-50 at 224x224 spent seconds here running convolutions and BN on zeros.)
     """
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -147,11 +149,20 @@ def _propagate_shapes(model, gm, input_shape):
 
         def call_module(self, target, args, kwargs):
             module = self.fetch_attr(target)
-            if len(args) == 1 and not kwargs:
+            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
                 shape = _conv_output_shape(module, args[0])
                 if shape is not None:
-                    return args[0].new_zeros(shape)
+                    return args[0].new_empty(shape)
+                if _keeps_shape(module, args[0]):
+                    return args[0]
             return super().call_module(target, args, kwargs)
+
+        def call_function(self, target, args, kwargs):
+            if (target in (operator.add, operator.iadd) and len(args) == 2 and not kwargs
+                    and all(isinstance(a, torch.Tensor) for a in args)
+                    and args[0].shape == args[1].shape and args[0].dtype == args[1].dtype):
+                return args[0]
+            return super().call_function(target, args, kwargs)
 
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     param = next(model.parameters(), None)
@@ -174,6 +185,20 @@ def _propagate_shapes(model, gm, input_shape):
         for module, training in modes:  # restore each module's own mode (e.g. frozen BN)
             module.training = training
     return shapes
+
+
+_SHAPE_KEEPING = (nn.modules.dropout._DropoutNd, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
+                  nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+                  nn.Hardsigmoid, nn.Hardtanh)
+
+
+def _keeps_shape(module, x):
+    """Whether `module` maps `x` to a tensor of the same shape whatever the values."""
+    if not type(module).__module__.startswith("torch.nn.modules."):
+        return False  # a user's subclass may do anything in its forward
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return x.dim() >= 2 and x.shape[1] == module.num_features
+    return isinstance(module, _SHAPE_KEEPING)
 
 
 def _conv_output_shape(module, x):
