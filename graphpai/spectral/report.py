@@ -269,7 +269,7 @@ def _layer(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
     # ---- 0/1 graph of the whole layer: Delta_r, Delta_s, NaRC
     s = None
     if E == 0:
-        for f in binary_fields + ("sigma_1", "sigma_2"):
+        for f in binary_fields + ("sigma_1", "sigma_2", "d_L", "d_R"):
             reasons[f] = "empty layer"
     else:
         try:

@@ -1,0 +1,271 @@
+"""graphpai.spectral(net, masks, weights): per-layer table, network means, reasons, torch models."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from oracles import naive_layer_spectrum
+
+import graphpai.spectral
+from graphpai import Group, Layer, MaskSet, NetGraph
+from graphpai.errors import GraphpaiError, MaskError, SolverError, UnknownMethodError
+from graphpai.spectral import report as report_module
+from graphpai.spectral import spectral
+
+FIELDS = ["n_l", "n_r", "E", "d_L", "d_R", "sigma_1", "sigma_2", "delta_r", "delta_r_norm",
+          "delta_s", "delta_s_norm", "narc", "imdb", "imdb_raw", "imdb_subgraphs",
+          "weighted_sigma_1", "weighted_sigma_2", "weighted_gap", "imdb_r", "imdb_lambda",
+          "fs_subgraphs", "coordinate", "coordinate_norm"]
+
+
+def _net():
+    """conv 3->8 (3x3), conv 8->16 (3x3, stride 2), 1x1 conv 16->24, flatten, fc, fc."""
+    groups = [Group("x", 3, (8, 8)), Group("a", 8, (8, 8)), Group("b", 16, (4, 4)),
+              Group("c", 24, (4, 4)), Group("f", 24 * 16), Group("h", 40), Group("y", 10)]
+    layers = [
+        Layer("conv1", "conv", (8, 3, 3, 3), "x", "a", stride=(1, 1), padding=((1, 1), (1, 1)),
+              dilation=(1, 1), in_size=(8, 8), out_size=(8, 8)),
+        Layer("conv2", "conv", (16, 8, 3, 3), "a", "b", stride=(2, 2), padding=((1, 1), (1, 1)),
+              dilation=(1, 1), in_size=(8, 8), out_size=(4, 4)),
+        Layer("conv3", "conv", (24, 16, 1, 1), "b", "c", stride=(1, 1), padding=((0, 0), (0, 0)),
+              dilation=(1, 1), in_size=(4, 4), out_size=(4, 4)),
+        Layer("fc1", "linear", (40, 24 * 16), "f", "h"),
+        Layer("fc2", "linear", (10, 40), "h", "y"),
+    ]
+    from graphpai.graph import Link
+
+    return NetGraph(groups, layers, [Link("flat", "flatten", ("c",), "f")], ["x"], ["y"])
+
+
+def _state(graph, density, seed):
+    rng = np.random.default_rng(seed)
+    masks = MaskSet({n: rng.random(l.weight_shape) < density for n, l in graph.layers.items()})
+    weights = {n: rng.standard_normal(l.weight_shape) for n, l in graph.layers.items()}
+    return masks, weights
+
+
+def _check_row(row, ref):
+    for key in FIELDS:
+        got, want = getattr(row, key), ref[key]
+        if want is None:
+            assert got is None, (row.layer, key, got)
+        elif isinstance(want, tuple):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=key)
+        else:
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (row.layer, key)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.35, 0.8, 1.0])
+@pytest.mark.parametrize("profile", ["iclr23", "neurips23"])
+def test_every_field_matches_the_oracle(density, profile):
+    g = _net()
+    masks, weights = _state(g, density, seed=int(density * 100))
+    report = spectral(g, masks, weights, profile=profile)
+    assert report.profile == profile and report.weights == "given"
+    for row in report.layers:
+        layer = g.layers[row.layer]
+        b = g.biadjacency(layer, masks)                     # the shared fan-in view
+        x = g.biadjacency(layer, masks, weights[row.layer])
+        _check_row(row, naive_layer_spectrum(b, x.toarray(), profile=profile))
+
+
+def test_arpack_path_matches_the_oracle():
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=1)
+    report = spectral(g, masks, weights, dense_max=0)
+    for row in report.layers:
+        b = g.biadjacency(row.layer, masks)
+        x = g.biadjacency(row.layer, masks, weights[row.layer])
+        _check_row(row, naive_layer_spectrum(b, x.toarray()))
+
+
+def test_network_means_are_over_scored_layers():
+    g = _net()
+    masks, weights = _state(g, 0.06, seed=3)
+    report = spectral(g, masks, weights)
+    for key in report_module.MEAN_FIELDS:
+        values = [getattr(r, key) for r in report.layers]
+        scored = [v for v in values if v is not None]
+        agg = report.means[key]
+        assert (agg.scored, agg.layers) == (len(scored), 5)
+        assert agg.scored_fraction == len(scored) / 5
+        if scored:
+            assert agg.mean == pytest.approx(np.mean(scored))
+        else:
+            assert agg.mean is None
+    gaps = [r.delta_r for r in report.layers if r.delta_r is not None]
+    share = report.positive_gap_share
+    assert share.scored == len(gaps)
+    assert share.mean == (np.mean([v > 0 for v in gaps]) if gaps else None)
+
+
+def test_unscored_entries_are_none_with_reasons():
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=4)
+    masks = MaskSet({**masks, "conv3": np.zeros((24, 16, 1, 1), bool),
+                     "conv1": np.eye(8, 27, dtype=bool).reshape(8, 3, 3, 3)})
+    report = spectral(g, masks, weights)
+    empty = report.layer("conv3")
+    assert empty.E == 0 and empty.sigma_1 is None and empty.delta_r is None
+    assert empty.reasons["delta_r"] == "empty layer" and empty.reasons["imdb"] == "empty layer"
+    assert empty.coordinate == (0.0, 0.0, 0.0, 0.0)  # [FS] counts unscored entries as 0
+    matching = report.layer("conv1")  # a matching: every degree is 1
+    assert matching.delta_r is None and matching.reasons["delta_r"].startswith("gate iclr23: d_L")
+    assert matching.imdb is None and "gate iclr23" in matching.reasons["imdb"]
+    assert matching.imdb_r is None and "fs-subgraph" in matching.reasons["imdb_r"]
+    for row in report.layers:
+        for key in FIELDS:
+            if getattr(row, key) is None and key not in ("coordinate", "coordinate_norm"):
+                assert key in row.reasons, (row.layer, key)
+
+
+def test_netgraph_without_weights_has_no_weighted_quantities():
+    g = _net()
+    masks, _ = _state(g, 0.4, seed=5)
+    report = spectral(g, masks)
+    assert report.weights is None
+    for row in report.layers:
+        assert row.weighted_gap is None and row.reasons["weighted_gap"] == "no weights"
+        assert row.imdb_lambda is None and row.reasons["imdb_lambda"] == "no weights"
+        assert row.coordinate is None and "no weights" in row.reasons["coordinate"]
+    assert report.means["coordinate_norm"].scored == 0
+
+
+def test_masks_none_means_dense():
+    g = _net()
+    dense = spectral(g)
+    explicit = spectral(g, MaskSet.dense(g))
+    assert dense.rows() == explicit.rows()
+    assert all(r.delta_r_norm == 1.0 for r in dense.layers if r.delta_r_norm is not None)
+
+
+def test_solver_failure_is_recorded_per_layer(monkeypatch):
+    g = _net()
+    masks, weights = _state(g, 0.5, seed=6)
+    real = report_module.singular_values_compact
+
+    def flaky(a, *args, **kwargs):
+        if kwargs.get("layer") == "fc1":
+            raise SolverError("fc1", "ARPACK attempt 3: no convergence")
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(report_module, "singular_values_compact", flaky)
+    report = spectral(g, masks, weights)
+    row = report.layer("fc1")
+    assert row.delta_r is None and row.sigma_1 is None
+    assert row.reasons["delta_r"] == "solver failed: ARPACK attempt 3: no convergence"
+    assert row.coordinate is None and "solver failed" in row.reasons["coordinate"]
+    assert row.E > 0 and row.d_L is not None  # the degrees do not need the solver
+    assert report.layer("fc2").sigma_1 is not None
+
+
+def test_json_and_text():
+    g = _net()
+    masks, weights = _state(g, 0.2, seed=7)
+    report = spectral(g, masks, weights, profile="neurips23")
+    data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert [r["layer"] for r in data["layers"]] == list(g.layers)
+    assert data["gates"]["delta_r"].startswith("neurips23: d_R >= 3 and d_L > 1")
+    assert "fs-subgraph" not in data["gates"]["imdb"] and "d >= 3" in data["gates"]["imdb_r"]
+    assert set(data["means"]) >= {"delta_r", "imdb", "coordinate_norm"}
+    text = report.to_text()
+    assert all(name in text for name in g.layers) and "profile neurips23" in text
+
+
+def test_validation_errors():
+    g = _net()
+    masks, weights = _state(g, 0.2, seed=8)
+    with pytest.raises(UnknownMethodError):
+        spectral(g, masks, profile="icml")
+    with pytest.raises(MaskError, match="conv1"):
+        spectral(g, {**masks, "conv1": np.ones((8, 3, 3), bool)})
+    with pytest.raises(MaskError, match="no weights for layer 'fc2'"):
+        spectral(g, masks, {k: v for k, v in weights.items() if k != "fc2"})
+    with pytest.raises(MaskError, match="shape"):
+        spectral(g, masks, {**weights, "fc2": np.ones((10, 41))})
+    with pytest.raises(GraphpaiError, match="needs a torch model"):
+        spectral(g, masks, "init")
+    with pytest.raises(GraphpaiError, match="not understood"):
+        spectral(g, masks, "trained")
+
+
+def test_module_is_callable():
+    g = _net()
+    assert graphpai.spectral(g).rows() == spectral(g).rows()
+    assert callable(graphpai.spectral.distance)
+
+
+def test_renaming_layers_changes_no_number():
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=9)
+    mapping = {"conv1": "stem", "fc2": "head"}
+    a = spectral(g, masks, weights)
+    b = spectral(g.rename(mapping), masks.rename(mapping),
+                 {mapping.get(k, k): v for k, v in weights.items()})
+    for ra, rb in zip(a.layers, b.layers):
+        da, db = ra.to_dict(), rb.to_dict()
+        da.pop("layer"), db.pop("layer")
+        assert da == db
+
+
+# ------------------------------------------------------------------------------ torch models
+torch = pytest.importorskip("torch")
+
+
+def test_torch_model_uses_its_current_weights():
+    from graphpai.torch import models
+    from graphpai.torch.extract import layer_weights
+
+    model = models.build("lenet5", seed=0)
+    report = spectral(model)
+    assert report.weights == "model"
+    g = graphpai.as_graph(model)
+    ref = spectral(g, None, layer_weights(model))
+    assert report.rows() == ref.rows()
+
+
+def test_weights_init_reinitialises_a_copy():
+    from graphpai.torch import models
+    from graphpai.torch.extract import layer_weights
+
+    model = models.build("lenet5", seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # "trained" weights, far from init
+    before = layer_weights(model)
+    init_a = spectral(model, weights="init", seed=1)
+    init_b = spectral(model, weights="init", seed=1)
+    assert init_a.weights == "init" and init_a.rows() == init_b.rows()
+    after = layer_weights(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the model is untouched
+    clone = models.build("lenet5")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        models.init_weights(clone)  # the documented recipe: the zoo's init under the seed
+    g = graphpai.as_graph(model)
+    assert init_a.rows() == spectral(g, None, layer_weights(clone)).rows()
+    trained = spectral(model)
+    d = graphpai.spectral.distance(init_a, trained)
+    assert all(v is not None and v > 0 for v in d.layers.values())
+
+
+def test_weights_init_on_a_non_zoo_model_uses_reset_parameters():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(20, 12), torch.nn.ReLU(),
+                                torch.nn.Linear(12, 5))
+    model.input_shape = (20,)
+    report = spectral(model, weights="init", seed=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        a, b = torch.nn.Linear(20, 12), torch.nn.Linear(12, 5)  # same draws, same order
+    x = np.abs(a.weight.detach().double().numpy())
+    expected = np.linalg.svd(x, compute_uv=False)
+    assert report.layer("1").weighted_sigma_1 == pytest.approx(expected[0], rel=1e-12)
+    assert report.layer("1").weighted_sigma_2 == pytest.approx(expected[1], rel=1e-12)
+
+
+def test_torch_tensor_weights_and_masks():
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=10)
+    tensors = {k: torch.from_numpy(v) for k, v in weights.items()}
+    assert spectral(g, masks, tensors).rows() == spectral(g, masks, weights).rows()
