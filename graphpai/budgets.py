@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Callable, Mapping
 
 import numpy as np
@@ -280,7 +281,9 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
     :math:`z_l = \lfloor N_l (1 - d) \rfloor`; while :math:`\max_l raw_l \epsilon \ge 1` add every
     layer with the maximal raw_l to the dense set D. Then :math:`|E_l| = N_l` for l in D, else
     :math:`\lfloor N_l \epsilon\, raw_l \rfloor`. RigL [ERK]_ uses ``> 1``; MiCA's ``>= 1`` only
-    differs when a layer would land exactly on density 1.
+    differs when a layer would land exactly on density 1. With p = 1, raw_l and eps are computed
+    as exact fractions (raw_l N_l is the integer sum of dims), so a layer that lands exactly on
+    density 1 is seen as such; floats could keep 18 of a single 19-weight layer at c = 1.
 
     Parameters
     ----------
@@ -319,26 +322,28 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
     ({'a': 74, 'b': 30}, ['b'], 3.7)
     """
     graph, c, names, numel = _resolve(net, compression, density)
-    shapes = [np.array(layer.weight_shape, dtype=np.float64) for layer in graph.layers.values()]
-    raw = np.array([s.sum() / s.prod() for s in shapes]) ** float(erk_power_scale)
-    zeros = np.floor(numel - numel / c)  # z_l = floor(N_l (1 - d))
-    dense = np.zeros(len(names), dtype=bool)
-    eps = None
-    while not dense.all():
-        rhs = (numel - zeros)[~dense].sum() - zeros[dense].sum()
-        eps = float(rhs) / float((raw * numel)[~dense].sum())
-        max_raw = raw[~dense].max()
-        if max_raw * eps >= 1:
-            dense |= ~dense & (raw == max_raw)
-        else:
-            break
-    if dense.all():
-        eps = None
-        counts = numel
+    shapes = [layer.weight_shape for layer in graph.layers.values()]
+    if erk_power_scale == 1:  # exact: raw_l N_l = sum(dims) and eps are rationals
+        raw = [Fraction(sum(s), math.prod(s)) for s in shapes]
     else:
-        counts = np.where(dense, numel, np.floor(numel * eps * raw))
-    return _make("erk", c, names, numel, counts, eps=eps,
-                 dense_layers=[n for n, dn in zip(names, dense) if dn],
+        raw = [(sum(s) / math.prod(s)) ** float(erk_power_scale) for s in shapes]
+    sizes = numel.tolist()
+    zeros = [math.floor(n - n / c) for n in sizes]  # z_l = floor(N_l (1 - d))
+    dense: set[int] = set()
+    eps = None
+    while len(dense) < len(sizes):
+        free = [i for i in range(len(sizes)) if i not in dense]
+        rhs = sum(sizes[i] - zeros[i] for i in free) - sum(zeros[i] for i in dense)
+        eps = rhs / sum(raw[i] * sizes[i] for i in free)
+        top = max(raw[i] for i in free)
+        if top * eps < 1:
+            break
+        dense |= {i for i in free if raw[i] == top}
+    if len(dense) == len(sizes):
+        eps = None
+    counts = [n if i in dense else math.floor(n * eps * raw[i]) for i, n in enumerate(sizes)]
+    return _make("erk", c, names, numel, counts, eps=None if eps is None else float(eps),
+                 dense_layers=[names[i] for i in sorted(dense)],
                  erk_power_scale=float(erk_power_scale))
 
 

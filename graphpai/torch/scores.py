@@ -47,7 +47,14 @@ def _scoring_copy(model, dtype=None):
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"scoring needs a torch.nn.Module, got {type(model).__name__}; ranking "
                          "methods score the weights of a model, a NetGraph has none")
-    clone = copy.deepcopy(model)
+    memo = {}  # a pruned weight is a non-leaf tensor, which deepcopy refuses: give it a copy
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                tensor = getattr(module, hook._tensor_name, None)
+                if isinstance(tensor, torch.Tensor) and not tensor.is_leaf:
+                    memo[id(tensor)] = tensor.detach().clone()
+    clone = copy.deepcopy(model, memo)
     for module in clone.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, torch_prune.BasePruningMethod):
