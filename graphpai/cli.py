@@ -284,6 +284,35 @@ def _audit(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- spectral
+def _spectral_arguments(parser):
+    from .spectral.ramanujan import GATES
+
+    model_arguments(parser)
+    parser.add_argument("--profile", choices=sorted(GATES), default="iclr23",
+                        help="whose gates apply: iclr23 ([RAM], default) or neurips23 ([FS]); "
+                             "see SPEC §5")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the model's initial weights (used by the weighted quantities)")
+    output_arguments(parser)
+
+
+@command("spectral", "Ramanujan gaps, NaRC, IMDB and the full-spectrum coordinate per layer",
+         _spectral_arguments)
+def _spectral(args) -> int:
+    import torch
+
+    from .spectral import spectral
+    from .torch.extract import layer_weights
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model, graph, masks = load_graph_and_masks(args)
+    report = spectral(graph, masks, layer_weights(model), profile=args.profile)
+    emit(args, report.to_dict(), report.to_text())
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -141,14 +141,19 @@ class SpectralReport:
                    "delta_r_norm", "delta_s_norm", "narc", "imdb", "weighted_gap", "imdb_r",
                    "imdb_lambda", "coordinate_norm"]
         rows = [{c: getattr(r, c) for c in columns} for r in self.layers]
-        means = [{"quantity": k, "mean": v.mean, "scored": f"{v.scored}/{v.layers}",
-                  "gate": self.gates.get(k, "")} for k, v in self.means.items()]
+        means = [{"quantity": k, "mean": v.mean, "scored": f"{v.scored}/{v.layers}"}
+                 for k, v in self.means.items()]
         share = self.positive_gap_share
+        rules: dict[str, list[str]] = {}
+        for quantity, rule in self.gates.items():
+            rules.setdefault(rule, []).append(quantity)
         lines = [f"spectral report, profile {self.profile}, weights {self.weights or 'none'}",
-                 "", format_table(rows, columns), "", format_table(means),
+                 "", format_table(rows, columns), "", "network means over scored layers:",
+                 format_table(means),
                  "", f"share of scored layers with Delta_r > 0: "
                      f"{'-' if share.mean is None else format(share.mean, '.4g')} "
-                     f"({share.scored}/{share.layers} scored)"]
+                     f"({share.scored}/{share.layers} scored)", "", "gates:"]
+        lines += [f"  {', '.join(qs)}: {rule}" for rule, qs in rules.items()]
         notes = sorted({f"{r.layer}: {k}: {v}" for r in self.layers for k, v in r.reasons.items()
                         if not v.startswith("gate")})
         if notes:
