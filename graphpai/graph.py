@@ -231,13 +231,18 @@ class NetGraph:
         layer = layer if isinstance(layer, Layer) else self.layer(layer)
         m = self._mask_of(layer, mask)
         c_out, c_in_g = layer.weight_shape[:2]
-        counts = m.reshape(c_out, c_in_g, -1).sum(axis=2)
-        rows, cols = np.nonzero(counts)
-        group_of_out = rows // (c_out // layer.groups)
-        return sp.csr_array(
-            (counts[rows, cols].astype(np.int64), (rows, group_of_out * c_in_g + cols)),
-            shape=(c_out, layer.in_channels),
-        )
+        taps = m.reshape(c_out, c_in_g, -1)
+        if taps.shape[2] == 1:
+            counts = taps[:, :, 0]
+        elif taps.shape[2] < 256:  # a uint8 product is ~7x faster than sum(axis=2)
+            counts = taps.view(np.uint8) @ np.ones(taps.shape[2], dtype=np.uint8)
+        else:
+            counts = taps.sum(axis=2)
+        flat, indptr = _row_major_nonzero(counts)
+        rows = flat // c_in_g
+        cols = flat - rows * c_in_g + (rows // (c_out // layer.groups)) * c_in_g
+        data = counts.reshape(-1)[flat].astype(np.int64)
+        return sp.csr_array((data, cols.astype(indptr.dtype), indptr), shape=(c_out, layer.in_channels))
 
     def biadjacency(self, layer, mask=None, weights=None) -> sp.csr_array:
         """Fan-in view: sparse (fan_in, C_out) matrix, ``B[j, o] = mask[o].flat[j]`` (SPEC §2).
@@ -246,18 +251,22 @@ class NetGraph:
         so a kept weight that is exactly 0 is not an edge; otherwise 0/1 (float64).
         """
         layer = layer if isinstance(layer, Layer) else self.layer(layer)
-        m = self._mask_of(layer, mask).reshape(layer.out_channels, -1)
-        if weights is None:
-            values = m.astype(np.float64)
-        else:
+        c_out = layer.out_channels
+        keep = self._mask_of(layer, mask).reshape(c_out, -1).T  # (fan_in, C_out)
+        if weights is not None:
             w = np.asarray(weights, dtype=np.float64)
             if w.shape != layer.weight_shape:
                 raise MaskError(
                     f"weights for {layer.name!r} have shape {w.shape} but the layer is "
                     f"{layer.weight_shape}"
                 )
-            values = np.abs(w.reshape(layer.out_channels, -1)) * m
-        return sp.csr_array(values.T)
+            magnitude = np.abs(w.reshape(c_out, -1).T)
+            keep = keep & (magnitude != 0)
+        flat, indptr = _row_major_nonzero(keep)
+        columns = flat % c_out
+        data = (np.ones(len(flat)) if weights is None
+                else np.ascontiguousarray(magnitude).reshape(-1)[flat])
+        return sp.csr_array((data, columns.astype(indptr.dtype), indptr), shape=keep.shape)
 
     def link_matrix(self, link, position: int = 0) -> sp.csr_array:
         """Sparse 0/1 (target channels, source channels) map of a link from its `position`-th
@@ -395,6 +404,17 @@ class NetGraph:
     def __repr__(self):
         return (f"NetGraph({len(self.groups)} groups, {len(self.layers)} layers, "
                 f"{len(self.links)} links, {self.num_weights} weights)")
+
+
+def _row_major_nonzero(array: np.ndarray):
+    """Flat indices of the nonzeros of a 2-D array in row-major order, and the CSR ``indptr``
+    (index dtype int32 where it fits, as scipy would choose)."""
+    array = np.ascontiguousarray(array)
+    flat = np.flatnonzero(array)
+    dtype = np.int32 if max(array.size, 1) < np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(array.shape[0] + 1, dtype=dtype)
+    np.cumsum(np.count_nonzero(array, axis=1), out=indptr[1:])
+    return flat, indptr
 
 
 def as_graph(net, input_shape=None) -> NetGraph:
