@@ -1,0 +1,180 @@
+"""MaskSets and torch (graphpai/torch/masks.py, MaskSet .pt files; SPEC §1, DESIGN "Masks
+interoperate with PyTorch"): every round trip keeps every bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.nn.utils import prune
+
+from graphpai.errors import MaskError
+from graphpai.masks import MaskSet
+from graphpai.torch import models
+from graphpai.torch.extract import prunable_modules, to_graph
+from graphpai.torch.masks import apply_masks, dense_masks, masks_from_model, remove_masks
+
+
+def random_masks(model, seed, density=0.3) -> MaskSet:
+    rng = np.random.default_rng(seed)
+    return MaskSet({k: rng.random(tuple(m.weight.shape)) < density
+                    for k, m in prunable_modules(model).items()})
+
+
+def assert_same_bits(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        assert x.dtype == bool and x.shape == y.shape and np.array_equal(x, y), k
+
+
+# --------------------------------------------------------------------------- prune buffers
+@given(seed=st.integers(0, 2**32 - 1), density=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+def test_apply_then_read_keeps_every_bit(seed, density):
+    model = models.build("lenet5", seed=0)
+    masks = random_masks(model, seed, density)
+    assert apply_masks(model, masks) is model
+    assert_same_bits(masks_from_model(model, missing="error"), masks)
+    for name, module in prunable_modules(model).items():
+        # torch's own view of the mask: the buffer, and zeros exactly where the mask is 0
+        assert np.array_equal(module.weight_mask.numpy().astype(bool), masks[name])
+        assert torch.equal(module.weight, module.weight_orig * torch.as_tensor(masks[name]))
+
+
+def test_reading_a_model_pruned_by_torch_directly():
+    model = models.build("resnet20", seed=0)
+    torch.manual_seed(0)
+    for name, module in prunable_modules(model).items():
+        if name != "layer1.0.conv2":  # one layer left unpruned: it reads as dense
+            prune.random_unstructured(module, "weight", amount=0.7)
+    masks = masks_from_model(model)
+    for name, module in prunable_modules(model).items():
+        if name == "layer1.0.conv2":
+            assert masks[name].all()
+            continue
+        expected = module.weight_mask.detach().numpy() == 1
+        assert np.array_equal(masks[name], expected)
+        assert masks.kept(name) == round(0.3 * module.weight_mask.numel())
+    masks.validate(to_graph(model))
+    with pytest.raises(MaskError, match="'layer1.0.conv2' has no weight_mask buffer"):
+        masks_from_model(model, missing="error")
+
+
+def test_reapplying_replaces_the_mask_and_keeps_weight_orig():
+    model = models.build("lenet5", seed=0)
+    first, second = random_masks(model, 1), random_masks(model, 2)
+    apply_masks(model, first)
+    orig = {k: m.weight_orig.detach().clone() for k, m in prunable_modules(model).items()}
+    apply_masks(model, second)
+    assert_same_bits(masks_from_model(model), second)  # replaced, not first & second
+    for name, module in prunable_modules(model).items():
+        assert torch.equal(module.weight_orig, orig[name])
+        assert torch.equal(module.weight, orig[name] * torch.as_tensor(second[name]))
+        assert len(module._forward_pre_hooks) == 1
+    # the forward pass uses the new mask
+    model.eval()
+    x = torch.randn(2, 1, 28, 28)
+    reference = models.build("lenet5", seed=0).eval()
+    with torch.no_grad():
+        for name, module in prunable_modules(reference).items():
+            module.weight.mul_(torch.as_tensor(second[name]))
+        torch.testing.assert_close(model(x), reference(x))
+
+
+def test_partial_masks_touch_only_their_layers():
+    model = models.build("lenet5", seed=0)
+    apply_masks(model, {"classifier.4": np.zeros((10, 84))})
+    assert not hasattr(model.features[0], "weight_mask")
+    masks = masks_from_model(model)
+    assert masks.kept("classifier.4") == 0 and masks["features.0"].all()
+
+
+def test_bad_masks_leave_the_model_untouched():
+    model = models.build("lenet5", seed=0)
+    good = random_masks(model, 3)
+    bad = {**good, "features.3": np.ones((16, 6, 3, 3))}
+    with pytest.raises(MaskError) as info:
+        apply_masks(model, bad)
+    message = str(info.value)
+    assert "'features.3'" in message and "(16, 6, 3, 3)" in message and "(16, 6, 5, 5)" in message
+    with pytest.raises(MaskError, match=r"unknown layer\(s\) \['head'\]"):
+        apply_masks(model, {**good, "head": np.ones((2, 2))})
+    with pytest.raises(MaskError, match="has value 0.5"):
+        apply_masks(model, {"classifier.4": np.full((10, 84), 0.5)})
+    assert not any(hasattr(m, "weight_mask") for m in prunable_modules(model).values())
+
+
+def test_dense_and_remove():
+    model = models.build("lenet5", seed=0)
+    dense = dense_masks(model)
+    assert dense.compression() == 1.0 and dense == MaskSet.dense(to_graph(model))
+    masks = random_masks(model, 4)
+    apply_masks(model, masks)
+    remove_masks(model)
+    for name, module in prunable_modules(model).items():
+        assert not hasattr(module, "weight_orig") and not hasattr(module, "weight_mask")
+        assert not module.weight[~torch.as_tensor(masks[name])].any()
+    assert masks_from_model(model) == dense  # no buffers left: every layer reads as dense
+
+
+# --------------------------------------------------------------------------- .pt files
+@given(seed=st.integers(0, 2**32 - 1))
+def test_pt_round_trip_keeps_every_bit(tmp_path_factory, seed):
+    model = models.build("lenet5", seed=0)
+    masks = random_masks(model, seed, 0.5)
+    path = tmp_path_factory.mktemp("pt") / "masks.pt"
+    masks.save(path)
+    raw = torch.load(path, weights_only=True)  # a plain {name: bool tensor} dict
+    assert set(raw) == set(masks) and all(raw[k].dtype == torch.bool for k in raw)
+    assert_same_bits(MaskSet.load(path), masks)
+
+
+def test_full_pruned_state_dict_and_weight_mask_dicts(tmp_path):
+    model = models.build("resnet20", seed=0)
+    masks = random_masks(model, 5, 0.1)
+    apply_masks(model, masks)
+    state = model.state_dict()
+    assert "conv.weight_orig" in state and "bn.running_mean" in state
+    torch.save(state, tmp_path / "model.pt")
+    assert_same_bits(MaskSet.load(tmp_path / "model.pt"), masks)  # only *.weight_mask is read
+    assert_same_bits(MaskSet.from_state_dict(state), masks)
+    torch.save({f"{k}.weight_mask": torch.as_tensor(v, dtype=torch.float32) for k, v in masks.items()},
+               tmp_path / "buffers.pth")
+    assert_same_bits(MaskSet.load(tmp_path / "buffers.pth"), masks)
+    # the loaded masks fit the model's graph and drive a fresh model to the same buffers
+    loaded = MaskSet.load(tmp_path / "model.pt").validate(to_graph(model))
+    fresh = apply_masks(models.build("resnet20", seed=0), loaded)
+    assert_same_bits(masks_from_model(fresh), masks)
+    # .npz of the same masks gives the same bits
+    masks.save(tmp_path / "masks.npz")
+    assert_same_bits(MaskSet.load(tmp_path / "masks.npz"), masks)
+
+
+def test_pt_file_errors(tmp_path):
+    model = models.build("lenet5", seed=0)
+    torch.save(model, tmp_path / "whole.pt")  # a pickled module, not a state dict
+    with pytest.raises(MaskError, match="pickled Python objects.*model.state_dict"):
+        MaskSet.load(tmp_path / "whole.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(MaskError, match=r"cannot read masks from .*junk\.pt"):
+        MaskSet.load(tmp_path / "junk.pt")
+    torch.save(torch.ones(3), tmp_path / "tensor.pt")
+    with pytest.raises(MaskError, match="holds a Tensor, not a mapping of layer masks"):
+        MaskSet.load(tmp_path / "tensor.pt")
+    torch.save({"fc": torch.tensor([1.0, float("nan")])}, tmp_path / "nan.pt")
+    with pytest.raises(MaskError, match="mask for 'fc' contains NaN"):
+        MaskSet.load(tmp_path / "nan.pt")
+    for path in (tmp_path / "whole.pt", tmp_path / "junk.pt"):
+        with pytest.raises(MaskError) as info:
+            MaskSet.load(path)
+        assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
+
+
+def test_torch_tensors_are_accepted_as_masks():
+    grad_tensor = torch.ones(3, 2, requires_grad=True)
+    m = MaskSet({"a": torch.tensor([[1, 0]]), "b": torch.tensor([[True, False]]), "c": grad_tensor})
+    assert m["a"].tolist() == [[True, False]] and m["b"].tolist() == [[True, False]]
+    assert m["c"].all() and m.kept() == 8
