@@ -242,15 +242,20 @@ class _Builder:
         self.links: list[Link] = []
         self.names: set[str] = set()
         self.used_modules: set[str] = set()
+        # layer names are module paths (mask keys): other groups and links must not take them
+        self.reserved = {n.target for n in gm.graph.nodes if n.op == "call_module"
+                         and isinstance(gm.get_submodule(n.target), PRUNABLE)}
 
     # groups ------------------------------------------------------------
-    def _new_group(self, name, node):
+    def _new_group(self, name, node, *, layer=False):
         shape = self.shapes[node.name]
         if len(shape) < 2:
             raise UnsupportedOpError(f"{_describe(node, self.gm)} produces shape {shape}; "
                                      "expected (batch, channels, ...)")
-        if name in self.names:
-            name = node.name
+        base, k = name, 0
+        while name in self.names or (not layer and name in self.reserved):
+            k += 1
+            name = f"{base}_{k}"
         self.names.add(name)
         self.groups[name] = Group(name, int(shape[1]), tuple(int(s) for s in shape[2:]))
         self.group_of[node.name] = name
@@ -374,7 +379,7 @@ class _Builder:
                     f"Linear at module path {name!r} is applied to a tensor of shape "
                     f"{(src.channels,) + src.size}; graphpai supports linear layers on "
                     "(batch, features) inputs: flatten first")
-            target = self._new_group(name, node)
+            target = self._new_group(name, node, layer=True)
             self.layers.append(Layer(name, "linear", tuple(weight.shape), source, target,
                                      bias=module.bias is not None))
             return
@@ -392,7 +397,7 @@ class _Builder:
                 padding = tuple((t // 2, t - t // 2) for t in total)
         else:
             padding = _pairs(module.padding, ndim)
-        target = self._new_group(name, node)
+        target = self._new_group(name, node, layer=True)
         self.layers.append(Layer(
             name, "conv", tuple(weight.shape), source, target, stride=_tuple(module.stride, ndim),
             padding=padding, dilation=dilation, groups=int(module.groups),
