@@ -495,6 +495,35 @@ def test_in_place_ops_and_view_after_a_conv():
     check_shapes_against_torch(model, g, (3, 8, 8))
 
 
+class NamedLikeOps(nn.Module):
+    """Modules named ``cat``, ``add`` and ``input``: the names fx gives to ops and the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.input = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(3, 4, 1)
+        self.cat = nn.Conv2d(8, 8, 1)
+        self.add = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = torch.cat([self.input(x), self.b(x)], 1)  # fx names this op "cat"
+        z = y + y                                     # and this one "add"
+        return self.add(self.cat(z))
+
+
+def test_issue_2_ops_never_take_a_layer_name():
+    # a torch.cat before a module called `cat` made "op names ['cat'] are used twice"
+    g = to_graph(NamedLikeOps(), (3, 4, 4))
+    assert set(g.layers) == {"input", "b", "cat", "add"}  # layer names stay module paths
+    (cat,) = links_of(g, "concat")
+    (add,) = links_of(g, "add")
+    assert cat.name not in g.layers and add.name not in g.layers
+    assert cat.sources == ("input", "b") and add.sources == (cat.target, cat.target)
+    assert g.layers["cat"].source == add.target and g.layers["add"].source == "cat"
+    assert g.inputs != ("input",) and g.layers["input"].source == g.inputs[0]
+    check_consistency(g)
+
+
 # ------------------------------------------------------------------------------ views on models
 def multiplicity_oracle(mask, groups):
     """Block-diagonal (C_out, C_in) counts, one block per conv group."""
