@@ -179,7 +179,8 @@ def _propagate_shapes(model, gm, input_shape):
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise ModelError(
             f"running {type(model).__name__} on an input of shape {(2,) + input_shape} failed: "
-            f"{type(exc).__name__}: {reason}; pass the input_shape the model expects"
+            f"{type(exc).__name__}: {reason}; pass the input_shape the model expects, "
+            "as (C, H, W) without the batch dimension"
         ) from None
     finally:
         for module, training in modes:  # restore each module's own mode (e.g. frozen BN)
