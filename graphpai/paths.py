@@ -94,11 +94,21 @@ def effective_paths(net, masks=None, *, profile: str = "default", input_shape=No
     return log10_paths(graph, masks, profile=profile, device=device)
 
 
-def _renormalise(values: np.ndarray, scale: float):
-    top = float(values.max()) if values.size else 0.0
+def _renormalise(values, scale: float):
+    """(values / max, scale + log10(max)); (zeros, -inf) when all are 0. numpy or torch arrays:
+    the pair stands for ``values * 10**scale``."""
+    top = float(values.max()) if len(values.reshape(-1)) else 0.0
     if top <= 0:
-        return np.zeros_like(values), -math.inf
+        return values * 0.0, -math.inf
     return values / top, scale + math.log10(top)
+
+
+def _common_scale(pairs):
+    """Bring (values, log10 scale) pairs to their largest scale; returns (values list, scale)."""
+    scale = max(s for _, s in pairs)
+    if scale == -math.inf:
+        return [v for v, _ in pairs], -math.inf
+    return [v if s == scale else v * 10.0 ** (s - scale) for v, s in pairs], scale
 
 
 def channel_paths(net, masks=None, *, input_shape=None) -> float:
@@ -120,19 +130,12 @@ def channel_paths(net, masks=None, *, input_shape=None) -> float:
             values, scale = state[op.source]
             out = graph.multiplicity(op, masks[op.name]) @ values
         else:
-            pairs = [state[s] for s in op.sources]
-            scale = max(s for _, s in pairs)
-            out = np.zeros(graph.groups[op.target].channels)
-            if scale > -math.inf:
-                for position, (values, s) in enumerate(pairs):
-                    out += graph.link_matrix(op, position) @ (values * 10.0 ** (s - scale))
+            values, scale = _common_scale([state[s] for s in op.sources])
+            out = sum(graph.link_matrix(op, position) @ v for position, v in enumerate(values))
         state[op.target] = _renormalise(out, scale)
-    pairs = [state[name] for name in graph.outputs]
-    scale = max(s for _, s in pairs)
-    if scale == -math.inf:
-        return -math.inf
-    total = sum(float(v.sum()) * 10.0 ** (s - scale) for v, s in pairs)
-    return math.log10(total) + scale if total > 0 else -math.inf
+    values, scale = _common_scale([state[name] for name in graph.outputs])
+    total = sum(float(v.sum()) for v in values)
+    return math.log10(total) + scale if total > 0 and scale > -math.inf else -math.inf
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from ..errors import GraphpaiError, MaskError
 from ..graph import Layer, Link, NetGraph
 from ..masks import MaskSet
+from ..paths import _common_scale, _renormalise
 
 __all__ = [
     "Activity",
@@ -485,18 +486,3 @@ def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device
     if total <= 0 or scale == -math.inf:
         return -math.inf
     return math.log10(total) + scale
-
-
-def _renormalise(y, scale):
-    top = float(y.max()) if y.numel() else 0.0
-    if top <= 0:
-        return torch.zeros_like(y), -math.inf
-    return y / top, scale + math.log10(top)
-
-
-def _common_scale(pairs):
-    """Bring (values, log10 scale) pairs to their largest scale."""
-    scale = max(s for _, s in pairs)
-    if scale == -math.inf:
-        return [y for y, _ in pairs], -math.inf
-    return [y if s == scale else y * 10.0 ** (s - scale) for y, s in pairs], scale
