@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from .._results import jsonable
 from ..errors import GraphpaiError
 from .ramanujan import (FS_SUBGRAPH_GATE, _binary, _delta_r, _spectrum_compact, degree_groups,
-                        get_gate, spectrum)
+                        gated_spectrum)
 from .report import Aggregate
 from .solvers import drop_isolated, singular_values_compact
 
@@ -87,10 +87,8 @@ def weighted_gap(weighted, *, profile="neurips23"):
     >>> round(weighted_gap(np.full((4, 3), 0.5)), 12)  # 0.5 K_{4,3}: 0.5 sqrt(12) - 0
     1.732050807569
     """
-    s = spectrum(weighted)
-    if get_gate(profile).failure(s.d_L, s.d_R):
-        return None
-    return s.sigma_1 - s.sigma_2
+    s = gated_spectrum(weighted, profile)
+    return None if s is None else s.sigma_1 - s.sigma_2
 
 
 def fs_imdb(biadjacency, weighted=None) -> FsImdb:

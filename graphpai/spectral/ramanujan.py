@@ -33,7 +33,7 @@ from .solvers import DENSE_MAX, drop_isolated, singular_values_compact
 
 __all__ = [
     "Gate", "GATES", "FS_SUBGRAPH_GATE", "Spectrum", "Imdb", "spectrum", "ramanujan_gap",
-    "canonical_gap", "narc", "imdb", "degree_groups", "get_gate",
+    "canonical_gap", "narc", "imdb", "degree_groups", "get_gate", "gated_spectrum",
 ]
 
 
@@ -155,6 +155,12 @@ def spectrum(biadjacency, *, layer=None, dense_max=DENSE_MAX) -> Spectrum:
     return _spectrum_compact(compact, binary=_binary(compact), layer=layer, dense_max=dense_max)
 
 
+def gated_spectrum(matrix, profile) -> Spectrum | None:
+    """`spectrum` of `matrix` if its mean degrees pass `profile`'s gate, else None."""
+    s = spectrum(matrix)
+    return None if get_gate(profile).failure(s.d_L, s.d_R) else s
+
+
 def _spectrum_compact(compact, *, binary, layer=None, dense_max=DENSE_MAX) -> Spectrum:
     n_l, n_r = compact.shape
     edges = int(compact.nnz if sp.issparse(compact) else np.count_nonzero(compact))
@@ -217,10 +223,8 @@ def ramanujan_gap(biadjacency, *, normalized=False, profile="iclr23"):
     >>> round(ramanujan_gap(1 - np.eye(4)), 6)  # K_{4,4} minus a matching: sigma_2 = 1
     1.828427
     """
-    s = spectrum(biadjacency)
-    if get_gate(profile).failure(s.d_L, s.d_R):
-        return None
-    return _delta_r(s, normalized)
+    s = gated_spectrum(biadjacency, profile)
+    return None if s is None else _delta_r(s, normalized)
 
 
 def canonical_gap(biadjacency, *, normalized=False, profile="iclr23"):
@@ -245,10 +249,8 @@ def canonical_gap(biadjacency, *, normalized=False, profile="iclr23"):
     >>> round(canonical_gap(np.ones((5, 5))), 6)  # K_{5,5}: sigma_1 = 5, sigma_2 = 0
     4.0
     """
-    s = spectrum(biadjacency)
-    if get_gate(profile).failure(s.d_L, s.d_R):
-        return None
-    return _delta_s(s, normalized)
+    s = gated_spectrum(biadjacency, profile)
+    return None if s is None else _delta_s(s, normalized)
 
 
 def narc(biadjacency, *, profile="iclr23"):
@@ -279,11 +281,8 @@ def narc(biadjacency, *, profile="iclr23"):
     >>> round(narc(np.ones((4, 4))), 6)  # K_{4,4}: 1/4 - 1
     -0.75
     """
-    s = spectrum(biadjacency)
-    if get_gate(profile).failure(s.d_L, s.d_R):
-        return None
-    n_in, n_out = biadjacency.shape
-    return _narc(s, n_in, n_out)
+    s = gated_spectrum(biadjacency, profile)
+    return None if s is None else _narc(s, *biadjacency.shape)
 
 
 def degree_groups(biadjacency, *, min_size: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -24,7 +24,8 @@ import scipy.sparse as sp
 
 from .._results import jsonable
 from ..errors import GraphpaiError, MaskError, SolverError
-from ..graph import as_graph
+from ..graph import NetGraph, as_graph
+from ..masks import MaskSet
 from .ramanujan import FS_SUBGRAPH_GATE, GATES, Spectrum, _delta_r, _delta_s, _narc, get_gate
 from .solvers import DENSE_MAX, singular_values_compact
 
@@ -401,7 +402,7 @@ def _mean(values):
 
 def _resolve_weights(net, graph, weights, seed):
     """(layer -> ndarray or None, source label)."""
-    is_model = not hasattr(net, "layers") or not hasattr(net, "biadjacency")
+    is_model = not isinstance(net, NetGraph)
     if weights is None:
         if not is_model:
             return None, None
@@ -532,10 +533,15 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     """
     gate = get_gate(profile)
     graph = as_graph(net, input_shape)
+    if masks is not None:
+        masks = (masks if isinstance(masks, MaskSet) else MaskSet(masks)).validate(graph)
     weight_map, source = _resolve_weights(net, graph, weights, seed)
     layers = []
     for name, layer in graph.layers.items():
-        mask = graph._mask_of(layer, masks).reshape(layer.out_channels, -1)
+        if masks is None:
+            mask = np.ones((layer.out_channels, layer.fan_in), dtype=bool)
+        else:
+            mask = masks[name].reshape(layer.out_channels, -1)
         w2d = None
         if weight_map is not None:
             w = weight_map[name]

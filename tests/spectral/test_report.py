@@ -1,7 +1,6 @@
 """graphpai.spectral(net, masks, weights): per-layer table, network means, reasons, torch models."""
 
 import json
-import math
 
 import numpy as np
 import pytest
