@@ -110,7 +110,8 @@ def bench_models(models, densities, repeat, with_baseline, seed):
                 worst = 0.0
                 for row in report.layers:
                     ours = (row.sigma_1, row.sigma_2, row.weighted_sigma_1, row.weighted_sigma_2)
-                    worst = max(worst, max(abs((a or 0.0) - b) for a, b in zip(ours, ref[row.layer])))
+                    pairs = zip(ours, ref[row.layer])
+                    worst = max(worst, max(abs((a or 0.0) - b) for a, b in pairs))
                 diff = f"{worst:.1e}"
             print(f"| {name} | {density} | {len(graph.layers)} | {best:.3f} | {cpu:.3f} | {base} "
                   f"| {ratio} | {diff} |", flush=True)
@@ -170,7 +171,8 @@ def _big_case(key):
 def bench_big():
     print(f"machine: {_machine()}")
     print("| layer (out x in) | density | edges | wall (s) | tracemalloc peak (MiB) "
-          "| peak RSS (MiB) | mask + weights (MiB) | sigma_1 / sigma_2 | K_d scored ([RAM] / [FS]) |")
+          "| peak RSS (MiB) | mask + weights (MiB) | sigma_1 / sigma_2 "
+          "| K_d scored ([RAM] / [FS]) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for key in _BIG:
         subprocess.run([sys.executable, __file__, "--big-case", key], check=True)

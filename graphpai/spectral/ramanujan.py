@@ -59,7 +59,8 @@ class Gate:
         for label, value, bound, strict in (("d_L", d_L, self.min_d_L, self.strict_L),
                                             ("d_R", d_R, self.min_d_R, self.strict_R)):
             if (value <= bound) if strict else (value < bound):
-                return f"gate {self.name}: {label} = {value:.4g} {'<=' if strict else '<'} {bound:g}"
+                sign = "<=" if strict else "<"
+                return f"gate {self.name}: {label} = {value:.4g} {sign} {bound:g}"
         return None
 
     def passes(self, d_L, d_R) -> bool:

@@ -14,7 +14,6 @@ References
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
@@ -434,24 +433,28 @@ def _resolve_weights(net, graph, weights, seed):
 
 def _init_weights(model, seed):
     """Fresh weights for a copy of `model`: the zoo's ``init_weights`` for zoo models, else each
-    conv/linear module's own ``reset_parameters``; `model` itself is untouched."""
+    conv/linear module's own ``reset_parameters``; `model` itself is untouched. torch prune
+    hooks on the copy are removed first, so the new weights are drawn in full."""
+    import contextlib
+
     import torch
 
     from ..torch import models
     from ..torch.extract import layer_weights, prunable_modules
+    from ..torch.scores import _scoring_copy
 
-    clone = copy.deepcopy(model)
+    clone, _ = _scoring_copy(model)  # a deep copy without torch prune hooks
     zoo = (models.VGG, models.CifarResNet, models.ResNet, models.LeNet5, models.MLP)
-    with torch.random.fork_rng(devices=[]):
+    rng = contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[])
+    with rng, torch.no_grad():
         if seed is not None:
-            torch.manual_seed(int(seed) if not isinstance(seed, np.random.Generator)
-                              else int(seed.integers(2 ** 63 - 1)))
-        with torch.no_grad():
-            if isinstance(clone, zoo):
-                models.init_weights(clone)
-            else:
-                for module in prunable_modules(clone).values():
-                    module.reset_parameters()
+            torch.manual_seed(int(seed.integers(2 ** 63 - 1)) if isinstance(
+                seed, np.random.Generator) else int(seed))
+        if isinstance(clone, zoo):
+            models.init_weights(clone)
+        else:
+            for module in prunable_modules(clone).values():
+                module.reset_parameters()
     return layer_weights(clone)
 
 
@@ -493,7 +496,8 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     profile : {"iclr23", "neurips23"}
         Which gate applies (see above).
     seed : int or numpy.random.Generator, optional
-        Seeds ``weights="init"``.
+        Seeds ``weights="init"`` (the global torch random state is left as it was); None draws
+        from the global torch random state.
     input_shape : tuple of int, optional
         (C, H, W) to trace a model that does not carry ``input_shape``.
     dense_max : int

@@ -249,6 +249,19 @@ def test_weights_init_reinitialises_a_copy():
     assert all(v is not None and v > 0 for v in d.layers.values())
 
 
+def test_weights_init_ignores_torch_prune_hooks():
+    from graphpai.torch import models
+    from graphpai.torch.masks import apply_masks
+
+    plain = models.build("lenet5", seed=0)
+    pruned = apply_masks(models.build("lenet5", seed=0),
+                         {"features.0": np.zeros((6, 1, 5, 5), dtype=bool)})
+    a = spectral(plain, weights="init", seed=4)
+    b = spectral(pruned, weights="init", seed=4)
+    assert a.rows() == b.rows()  # the whole weight is re-drawn, not only its masked view
+    assert hasattr(pruned.features[0], "weight_mask")  # and the model keeps its hooks
+
+
 def test_weights_init_on_a_non_zoo_model_uses_reset_parameters():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(20, 12), torch.nn.ReLU(),
                                 torch.nn.Linear(12, 5))
