@@ -325,6 +325,8 @@ class NetGraph:
                 yield op.source, op.target, mult.col, mult.row, attrs
             else:
                 for position, source in enumerate(op.sources):
+                    if op.kind == "add" and source in op.sources[:position]:
+                        continue  # x + x: one edge per channel, as networkx would merge them
                     mat = self.link_matrix(op, position).tocoo()
                     yield source, op.target, mat.col, mat.row, {
                         "multiplicity": np.ones(mat.nnz, dtype=np.int64), "link": op.name}
