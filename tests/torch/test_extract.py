@@ -522,6 +522,10 @@ def test_issue_2_ops_never_take_a_layer_name():
     assert g.layers["cat"].source == add.target and g.layers["add"].source == "cat"
     assert g.inputs != ("input",) and g.layers["input"].source == g.inputs[0]
     check_consistency(g)
+    # y + y is one edge per channel in both exports (igraph used to keep a duplicate)
+    layer_edges = 4 * 3 + 4 * 3 + 8 * 8 + 8 * 8
+    link_edges = (4 + 4) + 8  # concat of two 4-channel maps, then the sum y + y
+    assert g.to_networkx().number_of_edges() == g.to_igraph().ecount() == layer_edges + link_edges
 
 
 # ------------------------------------------------------------------------------ views on models
