@@ -317,7 +317,13 @@ class NetGraph:
                 mult = self.multiplicity(op, mask).tocoo()
                 attrs = {"multiplicity": mult.data, "layer": op.name}
                 if weights is not None:
+                    if op.name not in weights:
+                        raise MaskError(f"no weights for layer {op.name!r}; pass one array per "
+                                        "layer, e.g. graphpai.torch.layer_weights(model)")
                     w = np.abs(np.asarray(weights[op.name], dtype=np.float64))
+                    if w.shape != op.weight_shape:
+                        raise MaskError(f"weights for {op.name!r} have shape {w.shape} but the "
+                                        f"layer is {op.weight_shape}")
                     m = self._mask_of(op, mask)
                     c_out, c_in_g = op.weight_shape[:2]
                     wsum = (w * m).reshape(c_out, c_in_g, -1).sum(axis=2)
