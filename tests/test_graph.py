@@ -376,6 +376,11 @@ def test_bad_mask_inputs_raise_mask_errors_naming_the_layer():
         g.biadjacency("fc", {"c1": np.ones((8, 4, 3, 3))})
     with pytest.raises(MaskError, match=r"weights for 'fc' have shape \(5, 143\)"):
         g.biadjacency("fc", None, weights=np.ones((5, 143)))
+    weights = random_weights(g, 0)
+    with pytest.raises(MaskError, match="no weights for layer 'dw'"):
+        g.to_networkx(None, {k: v for k, v in weights.items() if k != "dw"})
+    with pytest.raises(MaskError, match=r"weights for 'fc' have shape \(144, 5\)"):
+        g.to_igraph(None, {**weights, "fc": weights["fc"].T})
 
 
 def test_issue_2_raw_masks_in_views_must_be_binary():
