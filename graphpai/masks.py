@@ -229,6 +229,14 @@ class MaskSet(Mapping[str, np.ndarray]):
             raise MaskError(f"{source} holds a {type(state).__name__}, not a mapping of layer masks")
         if any(k.endswith(".weight_mask") for k in state):
             state = {k: v for k, v in state.items() if k.endswith(".weight_mask")}
+        else:
+            model_keys = [k for k in state if k.endswith((".bias", ".running_mean", ".weight_orig"))]
+            if model_keys:  # would fail below as "mask for 'conv' has value 0.0123"
+                raise MaskError(
+                    f"{source} looks like a model's state dict without masks (it has "
+                    f"{model_keys[0]!r} and no '*.weight_mask' buffers); prune the model first "
+                    "(graphpai.torch.masks.apply_masks or torch.nn.utils.prune) or save "
+                    "{layer name: mask}")
         return cls(state)
 
 
