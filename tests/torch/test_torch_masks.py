@@ -164,6 +164,10 @@ def test_pt_file_errors(tmp_path):
     torch.save(torch.ones(3), tmp_path / "tensor.pt")
     with pytest.raises(MaskError, match="holds a Tensor, not a mapping of layer masks"):
         MaskSet.load(tmp_path / "tensor.pt")
+    torch.save(model.state_dict(), tmp_path / "unpruned.pt")
+    with pytest.raises(MaskError, match=r"looks like a model's state dict without masks \(it has "
+                                        r"'features.0.bias' and no '\*.weight_mask' buffers\)"):
+        MaskSet.load(tmp_path / "unpruned.pt")
     torch.save({"fc": torch.tensor([1.0, float("nan")])}, tmp_path / "nan.pt")
     with pytest.raises(MaskError, match="mask for 'fc' contains NaN"):
         MaskSet.load(tmp_path / "nan.pt")
