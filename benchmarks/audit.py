@@ -14,6 +14,7 @@ Targets (issue 3): channel audit of VGG-16 under 0.1 s; spatial within 2x fwd+bw
 Usage::
 
     python benchmarks/audit.py [--models vgg16 resnet50] [--compressions 100 1000] [--repeat 5]
+                               [--threads N]
 
 Each repeat runs channel, spatial and fwd+bwd back to back (so a load spike on a shared machine
 hits all three alike), after one warm-up run; the table shows the minimum over ``--repeat``
@@ -73,7 +74,11 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
     parser.add_argument("--compressions", nargs="+", type=float, default=[100.0, 1000.0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); "
+                        "1 avoids thread contention on a loaded machine")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| model | input | compression | kept | functional (channel / spatial) | channel s | "

@@ -12,6 +12,8 @@ Others may append their own strategies; keep the existing ones stable.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -140,8 +142,9 @@ def custom_dag():
     return InceptionDAG(), (3, 16, 16)
 
 
+@functools.lru_cache(maxsize=None)
 def tiny_graph(name):
-    """(NetGraph, model) of one of :func:`tiny_models`, seeded weights."""
+    """(NetGraph, model) of one of :func:`tiny_models`, seeded weights (cached: do not modify)."""
     import torch
 
     from graphpai.torch.extract import to_graph
