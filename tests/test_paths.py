@@ -150,3 +150,18 @@ def test_module_is_callable_and_keeps_its_functions():
     assert graphpai.paths.channel_paths is channel_paths
     with pytest.raises(UnknownMethodError, match="unknown paths profile 'x'"):
         graphpai.paths(graph, profile="x")
+
+
+def test_issue_3_npb_profile_reproduces_the_spec_path_counts():
+    """SPEC §4 quotes dense ResNet-20 at about 10^47.5 and VGG-19 at about 10^55: the [NPB]
+    convention, where open_lth's functional global average pool divides by its 8x8 window
+    (the clean count is larger by exactly log10(64))."""
+    from graphpai.torch.extract import to_graph
+    from graphpai.torch.models import build
+
+    r20 = to_graph(build("resnet20", seed=0))
+    assert effective_paths(r20, profile="npb") == pytest.approx(47.5, abs=0.05)
+    assert effective_paths(r20) - effective_paths(r20, profile="npb") == pytest.approx(
+        np.log10(64), abs=1e-3)  # only the fc bias (1 per logit) differs beyond the pool
+    vgg19 = to_graph(build("vgg19", seed=0))
+    assert effective_paths(vgg19, profile="npb") == pytest.approx(55, abs=0.5)

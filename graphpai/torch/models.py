@@ -226,7 +226,9 @@ class CifarResNet(nn.Module):
 
     Stem ``conv`` (3x3, 3 -> width) and ``bn``; stages ``layer1``, ``layer2``, ``layer3`` of n
     `CifarBasicBlock` with widths width, 2 width, 4 width, the first block of stages 2 and 3
-    with stride 2; ``avgpool`` (global average pool), flatten, ``fc`` (4 width -> classes).
+    with stride 2; a global average pool called as a function, as open_lth does (so
+    ``profile="npb"`` path counts divide by its window, SPEC §4), flatten, ``fc`` (4 width ->
+    classes).
 
     Parameters
     ----------
@@ -260,14 +262,13 @@ class CifarResNet(nn.Module):
                 layer.append(CifarBasicBlock(channels, out_channels, stride))
                 channels = out_channels
             setattr(self, f"layer{stage + 1}", nn.Sequential(*layer))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
 
     def forward(self, x):
         x = F.relu(self.bn(self.conv(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 def resnet20(num_classes: int = 10, *, width: int = 16) -> CifarResNet:
