@@ -10,6 +10,8 @@ from .errors import (BudgetError, DataError, GraphpaiError, MaskError, ModelErro
                      UnknownMethodError, UnknownModelError, UnsupportedOpError)
 from .graph import Group, Layer, Link, NetGraph, as_graph
 from .masks import MaskSet
+from .functional import AuditResult, audit
+from . import budgets, paths, prune, spectral  # callable modules: graphpai.paths(net, masks), ...
 
 
 def to_graph(model, input_shape=None) -> NetGraph:
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NetGraph", "Group", "Layer", "Link", "MaskSet", "to_graph", "as_graph",
+    "audit", "AuditResult", "paths", "spectral", "prune", "budgets",
     "GraphpaiError", "MaskError", "ModelError", "UnsupportedOpError", "UnknownModelError",
     "UnknownMethodError", "BudgetError", "DataError", "SolverError",
 ]
