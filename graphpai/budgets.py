@@ -157,7 +157,8 @@ def _make(method, compression, names, numel, counts, **params) -> Budget:
 
 
 # ------------------------------------------------------------------------------ compression
-_POWER = re.compile(r"^\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(?:\^|\*\*)\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+_POWER = re.compile(r"^\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(?:\^|\*\*)"   # base, ^ or **
+                    r"\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")          # exponent: 10^3, 10**3
 
 
 def parse_compression(value) -> float:
@@ -261,9 +262,8 @@ def uniform(net, compression=None, *, density=None) -> Budget:
     Examples
     --------
     >>> from graphpai.graph import Group, Layer, NetGraph
-    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)],
-    ...              [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")],
-    ...              [], ["x"], ["y"])
+    >>> layers = [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")]
+    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)], layers, [], ["x"], ["y"])
     >>> uniform(g, 4).counts  # floor(100/4), floor(30/4)
     {'a': 25, 'b': 7}
     """
@@ -314,9 +314,8 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
     Examples
     --------
     >>> from graphpai.graph import Group, Layer, NetGraph
-    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)],
-    ...              [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")],
-    ...              [], ["x"], ["y"])
+    >>> layers = [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")]
+    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)], layers, [], ["x"], ["y"])
     >>> b = erk(g, 1.25)  # raw 20/100, 13/30; eps = 104/33 puts b at 1.37 >= 1: b dense, eps = 74/20
     >>> b.counts, b.params["dense_layers"], b.params["eps"]
     ({'a': 74, 'b': 30}, ['b'], 3.7)
@@ -380,9 +379,8 @@ def igq(net, compression=None, *, density=None) -> Budget:
     Examples
     --------
     >>> from graphpai.graph import Group, Layer, NetGraph
-    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)],
-    ...              [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")],
-    ...              [], ["x"], ["y"])
+    >>> layers = [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")]
+    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)], layers, [], ["x"], ["y"])
     >>> b = igq(g, 2)  # 100/(1 + 100F) + 30/(1 + 30F) = 65 within one weight
     >>> b.counts, round(b.params["force"], 4)  # 100/2.3235 = 43.04, 30/1.397 = 21.47
     ({'a': 43, 'b': 21}, 0.0132)
@@ -441,9 +439,8 @@ def epl(net, compression=None, *, density=None) -> Budget:
     Examples
     --------
     >>> from graphpai.graph import Group, Layer, NetGraph
-    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)],
-    ...              [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")],
-    ...              [], ["x"], ["y"])
+    >>> layers = [Layer("a", "linear", (10, 10), "x", "h"), Layer("b", "linear", (3, 10), "h", "y")]
+    >>> g = NetGraph([Group("x", 10), Group("h", 10), Group("y", 3)], layers, [], ["x"], ["y"])
     >>> epl(g, 2).counts  # E = 65: b is capped at 30, a takes the other 35
     {'a': 35, 'b': 30}
     """

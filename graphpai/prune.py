@@ -66,9 +66,8 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
     Examples
     --------
     >>> from graphpai.graph import Group, Layer, NetGraph
-    >>> g = NetGraph([Group("x", 8), Group("h", 8), Group("y", 2)],
-    ...              [Layer("a", "linear", (8, 8), "x", "h"), Layer("b", "linear", (2, 8), "h", "y")],
-    ...              [], ["x"], ["y"])
+    >>> layers = [Layer("a", "linear", (8, 8), "x", "h"), Layer("b", "linear", (2, 8), "h", "y")]
+    >>> g = NetGraph([Group("x", 8), Group("h", 8), Group("y", 2)], layers, [], ["x"], ["y"])
     >>> prune(g, "rpi", budget="uniform", compression=4, seed=0).counts()
     {'a': 16, 'b': 4}
     """
@@ -85,6 +84,11 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
         if isinstance(net_or_model, NetGraph):
             raise ModelError(f"{generator.name} scores the weights of a torch model; pass the "
                              "nn.Module itself, not its NetGraph")
+        from .torch.extract import prunable_modules  # ranking needs torch anyway
+
+        modules = prunable_modules(net_or_model).values()
+        n = sum(getattr(m, "weight_orig", m.weight).numel() for m in modules)
+        compression = check_compression(compression, n)  # before any scoring work
         if generator.needs_data and data is None:
             raise DataError(
                 f"{generator.name} needs batches: pass data=, an iterable of (inputs, labels) such "

@@ -59,7 +59,15 @@ def global_threshold(scores: Mapping[str, np.ndarray], compression) -> MaskSet:
     k = flat.size - kept_count(flat.size, c)
     if k < 1:
         return MaskSet({name: np.ones(a.shape, dtype=bool) for name, a in arrays.items()})
-    threshold = np.partition(flat, k - 1)[k - 1]
+    # the k-th smallest; the minimum's ties (pruned weights score 0) are counted, not partitioned,
+    # since introselect slows down ~15x on arrays that are mostly one value
+    low = flat.min()
+    ties = int(np.count_nonzero(flat == low))
+    if ties >= k:
+        threshold = low
+    else:
+        rest = flat[flat > low]
+        threshold = np.partition(rest, k - ties - 1)[k - ties - 1]
     return MaskSet({name: a > threshold for name, a in arrays.items()})
 
 
