@@ -173,11 +173,14 @@ def _graph(args) -> int:
 
 # ---------------------------------------------------------------- prune
 def _prune_arguments(parser):
+    from .budgets import BUDGETS
+    from .generators import GENERATORS
+
     model_arguments(parser, masks=False)
-    parser.add_argument("--method", required=True,
-                        help="rpi, magnitude, snip, grasp, synflow or another registered method")
-    parser.add_argument("--budget", help="placement methods (rpi, mica): uniform, erk, igq, epl, a "
-                        "method name (its mask's per-layer counts: RPI-X) or a mask file; default erk")
+    parser.add_argument("--method", required=True, help=", ".join(sorted(GENERATORS)))
+    parser.add_argument("--budget", help=f"placement methods: {', '.join(sorted(BUDGETS))}, a "
+                        "method name (its mask's per-layer counts: RPI-X) or a mask file; "
+                        "default erk")
     parser.add_argument("--compression", help="target N/|M|, written 1000, 1e3 or 10^3")
     parser.add_argument("--seed", type=int, default=0, help="seeds the model's init and the mask")
     parser.add_argument("--data", choices=["synthetic"], help="prune batches for snip/grasp: "
