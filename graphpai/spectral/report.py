@@ -15,6 +15,8 @@ References
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
@@ -458,8 +460,16 @@ def _init_weights(model, seed):
     return layer_weights(clone)
 
 
+def _default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, input_shape=None,
-             dense_max=DENSE_MAX) -> SpectralReport:
+             dense_max=DENSE_MAX, workers=None) -> SpectralReport:
     r"""Every spectral quantity of SPEC §5 for every layer of a (masked) network.
 
     Per layer, on the fan-in view (SPEC §2): sizes and mean degrees; ``sigma_1, sigma_2``;
@@ -502,6 +512,9 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
         (C, H, W) to trace a model that does not carry ``input_shape``.
     dense_max : int
         Largest smaller side solved by the dense Gram eigensolver; above it, seeded ARPACK.
+    workers : int, optional
+        Threads that compute layers concurrently (default: the CPUs available, at most 4); the
+        result does not depend on it.
 
     Returns
     -------
@@ -540,7 +553,7 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     if masks is not None:
         masks = (masks if isinstance(masks, MaskSet) else MaskSet(masks)).validate(graph)
     weight_map, source = _resolve_weights(net, graph, weights, seed)
-    layers = []
+    jobs = []
     for name, layer in graph.layers.items():
         if masks is None:
             mask = np.ones((layer.out_channels, layer.fan_in), dtype=bool)
@@ -553,7 +566,14 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
                 raise MaskError(f"weights for {name!r} have shape {w.shape} but the layer is "
                                 f"{tuple(layer.weight_shape)}")
             w2d = w.reshape(layer.out_channels, -1)
-        layers.append(_layer(name, mask, w2d, gate, dense_max))
+        jobs.append((name, mask, w2d))
+    workers = _default_workers() if workers is None else int(workers)
+    if workers > 1 and len(jobs) > 1:
+        # LAPACK and BLAS release the GIL; each thread runs its small problems on one BLAS thread
+        with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+            layers = list(pool.map(lambda job: _layer(*job, gate, dense_max), jobs))
+    else:
+        layers = [_layer(*job, gate, dense_max) for job in jobs]
     means = {f: _mean([getattr(r, f) for r in layers]) for f in MEAN_FIELDS}
     scored = [r.delta_r for r in layers if r.delta_r is not None]
     share = Aggregate(float(np.mean([v > 0 for v in scored])) if scored else None, len(scored),

@@ -20,6 +20,10 @@ Neither builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses
 
 from __future__ import annotations
 
+import ctypes
+import functools
+from contextlib import contextmanager, nullcontext
+
 import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.lapack import get_lapack_funcs
@@ -37,6 +41,7 @@ _F32_EXACT = 2 ** 24  # float32 holds every integer up to this, so 0/1 Gram entr
 _EPS = np.finfo(np.float64).eps
 _SQRT_SAFE = 1e-4  # sqrt of Gram eigenvalues is used when lambda_p >= this * lambda_1
 _dsyevr = get_lapack_funcs("syevr", dtype=np.float64)
+_THREADED_MIN_SIDE = 1024  # smaller Gram problems run on one BLAS thread (see _one_blas_thread)
 _ARPACK_TRIES = ((None, None), (64, 20000), (128, 100000))  # (ncv, maxiter) per attempt
 
 
@@ -210,12 +215,51 @@ def _gram_top(a, p, binary, layer):
     accurate to about ``1e-12`` relative; below that (rank-deficient or nearly so) the singular
     values of ``a V`` replace them (Rayleigh-Ritz), which keeps small values exact.
     """
-    w, vectors = _eigh_top(_gram(a, binary), p, layer)
-    w = np.clip(w, 0.0, None)
-    if w[0] >= _SQRT_SAFE * w[-1]:
-        return np.sqrt(w)
-    ritz = a @ vectors if sp.issparse(a) else np.asarray(a, dtype=np.float64) @ vectors
-    return np.linalg.svd(ritz, compute_uv=False)
+    small = a.shape[1] < _THREADED_MIN_SIDE
+    with _one_blas_thread() if small else nullcontext():
+        w, vectors = _eigh_top(_gram(a, binary), p, layer)
+        w = np.clip(w, 0.0, None)
+        if w[0] >= _SQRT_SAFE * w[-1]:
+            return np.sqrt(w)
+        ritz = a @ vectors if sp.issparse(a) else np.asarray(a, dtype=np.float64) @ vectors
+        return np.linalg.svd(ritz, compute_uv=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas_thread_setters():
+    """``openblas_set_num_threads_local`` of every OpenBLAS loaded in this process (numpy and
+    scipy each bundle one); empty where there is none or /proc is missing."""
+    setters = []
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower()})
+    except OSError:
+        return ()
+    for path in paths:
+        try:
+            setter = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        setter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
+        setters.append(setter)
+    return tuple(setters)
+
+
+@contextmanager
+def _one_blas_thread():
+    """Run BLAS/LAPACK on one thread in the calling thread only, then restore.
+
+    Gram problems below ``_THREADED_MIN_SIDE`` gain nothing from BLAS threads, and with the
+    cores busy (parallel sweeps) OpenBLAS's waiting threads made them 10-40x slower. The setting
+    is thread-local: other threads of the process keep theirs.
+    """
+    setters = _openblas_thread_setters()
+    previous = [setter(1) for setter in setters]
+    try:
+        yield
+    finally:
+        for setter, count in zip(setters, previous):
+            setter(count)
 
 
 def _arpack_top(a, p, layer, seed):
