@@ -5,12 +5,15 @@ columns are dropped (they carry no singular value):
 
 - ``s <= dense_max`` (default 2000): the dense Gram matrix of the smaller side, ``A^T A`` (a
   sparse product when that is cheaper, else BLAS; in float32 for 0/1 matrices, where every entry
-  is an integer below 2**24 and so exact), then LAPACK's subset eigensolver
-  (``scipy.linalg.eigh(subset_by_index=...)``) for the top-k eigenvectors ``V``, then the
-  singular values of ``A V`` in float64 (a Rayleigh-Ritz step). Taking the square root of the
-  Gram eigenvalues would lose half the digits of a small ``sigma_2`` (a rank-1 matrix would get
-  ``sigma_2 ~ 1e-8 sigma_1`` instead of 0); ``A V`` keeps the error at about
-  ``1e-15 sigma_1``.
+  is an integer below 2**24 and so exact), then LAPACK's subset eigensolver ``dsyevr`` (what
+  ``scipy.linalg.eigh(subset_by_index=...)`` calls) for the top-k eigenpairs. When
+  ``sigma_k^2 >= 1e-4 sigma_1^2`` their square roots are accurate to ~1e-12 relative; below
+  that, the singular values of ``A V`` in float64 replace them (a Rayleigh-Ritz step): the square
+  root of a Gram eigenvalue would lose half the digits of a small ``sigma_2`` (a rank-1 matrix
+  would get ``sigma_2 ~ 1e-8 sigma_1`` instead of 0), ``A V`` keeps the error near
+  ``1e-15 sigma_1``. Problems with ``s < 1024`` run on one BLAS thread (thread-local, restored
+  afterwards): threads gain nothing there and, with the cores busy, OpenBLAS's waiting threads
+  made them 10-40 times slower.
 - ``s > dense_max``: ARPACK through ``scipy.sparse.linalg.svds`` with a seeded starting vector and
   ``tol=0`` (machine precision), retried with a larger Krylov space on non-convergence.
 

@@ -181,3 +181,17 @@ def test_dense_eigensolver_failure_falls_back_then_raises(monkeypatch):
 def test_k_must_be_positive():
     with pytest.raises(ValueError):
         top_singular_values(np.ones((2, 2)), 0)
+
+
+def test_blas_thread_count_is_restored():
+    def current():
+        counts = []
+        for setter in solvers._openblas_thread_setters():
+            previous = setter(1)
+            setter(previous)
+            counts.append(previous)
+        return counts
+
+    before = current()
+    top_singular_values(np.random.default_rng(0).random((300, 200)))
+    assert current() == before
