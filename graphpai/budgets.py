@@ -287,11 +287,8 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
 
     Parameters
     ----------
-    net : NetGraph or torch.nn.Module
-    compression : float or str
-        Target compression c in [1, N].
-    density : float, optional
-        1/c instead of `compression`.
+    net, compression, density
+        As in :func:`uniform`.
     erk_power_scale : float
         Exponent p on raw_l (RigL's option; 1 is ERK, 0 is uniform-like).
 
@@ -355,11 +352,8 @@ def igq(net, compression=None, *, density=None) -> Budget:
 
     Parameters
     ----------
-    net : NetGraph or torch.nn.Module
-    compression : float or str
-        Target compression c in [1, N].
-    density : float, optional
-        1/c instead of `compression`.
+    net, compression, density
+        As in :func:`uniform`.
 
     Returns
     -------
@@ -421,11 +415,8 @@ def epl(net, compression=None, *, density=None) -> Budget:
 
     Parameters
     ----------
-    net : NetGraph or torch.nn.Module
-    compression : float or str
-        Target compression c in [1, N].
-    density : float, optional
-        1/c instead of `compression`.
+    net, compression, density
+        As in :func:`uniform`.
 
     Returns
     -------
