@@ -20,8 +20,9 @@ MiCA is random pruning that keeps a top-to-bottom connection. Given exact per-la
    outputs (input j with output j, the shorter list padded by sampling with replacement), then
    every other active position paired with a random selected output; (ii) the rest of selected
    outputs x active positions; (iii) active positions x unselected outputs; (iv) everything else.
-   A tier that does not fit whole is sampled uniformly (the pairs of (i) are taken in order, so a
-   short budget still covers the shorter of the two lists first).
+   A tier that does not fit whole is sampled uniformly; the pairs of (i) are taken in order
+   (first those that reach a new input channel), so a short budget still assures as many channels
+   as it can.
 
 Generalisation from the paper's VGG/ResNet rules to any DAG (graphpai's, stated once):
 
@@ -45,30 +46,36 @@ Generalisation from the paper's VGG/ResNet rules to any DAG (graphpai's, stated 
   every active input channel is assured.
 - *repair* (``repair=True``, default). The two passes assure a connection channel by channel;
   with real geometry a kept weight can still be dead where a channel is live on only a few pixels
-  and its consumers read other pixels (tiny maps, such as VGG-16's 2 x 2 block), or where DAG
-  branches ask for different numbers of channels. After pass 2 the exact activity maps find every
-  kept weight that carries no signal; each is moved to a position that does (a random one in the
-  same output channel where possible, else anywhere in the layer), keeping the count. Removing a
-  dead weight kills no live one, and adding a weight never does, so one round makes every weight
-  functional under both semantics of SPEC §3 whenever no layer has a zero budget and a layer's
-  budget fits in its positions that can carry signal. ``repair=False`` gives the two passes
-  alone; :attr:`Placement.moved` counts the moves.
+  and its consumers read other pixels (tiny maps, such as VGG-16's 2 x 2 block at 10^3 and
+  above), or where DAG branches ask for different numbers of channels. After pass 2 the exact
+  activity maps find every kept weight that carries no signal, and layers are repaired from the
+  output back: each dead weight moves to a position that carries signal given the layers after
+  it (a random one in the same output channel where possible, else anywhere in the layer), so
+  the counts stay exact. Removing a dead weight kills no live one and adding a weight only adds
+  paths, so live weights stay live. The result is fully functional under both semantics of SPEC
+  §3 whenever no layer has a zero budget and every layer has enough positions that can carry
+  signal; on the VGG and ResNet families this holds over the whole grid. It can fail in branchy
+  DAGs at one to a few weights per layer, where often no fully functional mask exists (one weight
+  after a concat of two branches that both keep weights), and with 3 x 3 kernels on 1 x 1 maps,
+  where only the centre tap ever sees a pixel. ``repair=False`` gives the two passes alone;
+  :attr:`Placement.moved` counts the moves.
 
 References
 ----------
-.. [MiCA] H. Otsuka, D. Fujiki, et al., "Restricted Random Pruning at Initialization for High
+.. [MiCA] H. Otsuka et al., "Restricted Random Pruning at Initialization for High
    Compression Range", TMLR 2024. Code: Hikari43/minimum_connection_assurance.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from math import ceil, prod
+from math import prod
 from typing import Mapping
 
 import numpy as np
 
 from .._results import jsonable
+from ..budgets import Budget
 from ..errors import BudgetError, UnknownMethodError
 from ..graph import Layer, Link, NetGraph, as_graph
 from ..masks import MaskSet
@@ -78,6 +85,7 @@ __all__ = [
     "mica",
     "node_counts",
     "place_edges",
+    "place_layer",
     "shuffle",
     "NodeCounts",
     "LayerNodes",
@@ -106,7 +114,8 @@ class LayerNodes:
         ``max(0, min(request, E, C_out))``.
     low, high : int
         The integer range ``[ceil(E/V_out), floor(E/k)]`` n was drawn from (0, 0 if V_out = 0);
-        empty when ``low > high``, and then ``n = low``.
+        empty when ``low > high``, and then ``n = low``. For a grouped conv ``low`` is at least
+        ``ceil(E / (C_out/G * k))``.
     n : int
         The node count drawn.
     passed : int
@@ -146,7 +155,7 @@ class NodeCounts:
 
 @dataclass(frozen=True)
 class Placement:
-    """Pass 2 of MiCA: the masks, and how many kept weights the repair moved per layer."""
+    """Pass 2 of MiCA: the masks, and how many dead kept weights the repair moved per layer."""
 
     masks: MaskSet
     moved: dict = field(default_factory=dict, compare=True, hash=False)
@@ -158,7 +167,7 @@ class Placement:
 # ------------------------------------------------------------------------------ helpers
 def _counts_of(graph: NetGraph, counts) -> dict[str, int]:
     """Per-layer counts from a Budget or a mapping, checked against the graph."""
-    if hasattr(counts, "counts") and hasattr(counts, "check"):
+    if isinstance(counts, Budget):
         counts = counts.check(graph).counts
     if not isinstance(counts, Mapping):
         raise BudgetError(f"MiCA needs per-layer counts (a Budget or a mapping layer -> count), "
