@@ -424,7 +424,8 @@ def test_zoo_exact_and_functional(name, examples):
 
 def test_vgg16_grid_points_where_tiny_maps_need_the_repair():
     # VGG-16's last block runs on 2 x 2 maps; these points leave spatially dead weights without
-    # the repair (found by a sweep), and must come out fully functional with it
+    # the repair (found by a sweep over the grid, 3 seeds and the 3 node selections; if a change
+    # to the placement moves them, sweep again), and must come out fully functional with it
     graph = zoo_graph("vgg16")
     for exponent, seed, mode in [(3.5, 0, "max"), (5.5, 2, "rand")]:
         budget = igq(graph, 10 ** exponent)
