@@ -199,15 +199,15 @@ class _Sorted:
         self.E = int(self.degrees.sum())
         self.sparse = self.E < _SPARSE_BELOW * mask2d.size
         mask_sorted = np.take(mask2d, keep, axis=1)
-        w_sorted = None if weights2d is None else np.take(weights2d, keep, axis=1)
+        self.x = None
         if self.sparse:
             self.m = sp.csc_array(mask_sorted, dtype=np.float64)
-            self.x = None if w_sorted is None else _weighted_csc(self.m, w_sorted)
+            if weights2d is not None:  # gather the kept weights only, not a sorted dense copy
+                self.x = _weighted_csc(self.m, weights2d, keep)
         else:
             self.m = mask_sorted.astype(np.float32)
-            self.x = None
-            if w_sorted is not None:
-                self.x = np.abs(w_sorted, out=w_sorted)
+            if weights2d is not None:
+                self.x = np.abs(np.take(weights2d, keep, axis=1))
                 self.x *= self.m
         # degree groups: contiguous column ranges of equal degree
         values, starts, counts = np.unique(self.degrees, return_index=True, return_counts=True)
@@ -247,10 +247,10 @@ class _Sorted:
         return nnz, cols, rows
 
 
-def _weighted_csc(m, w):
-    """``|w|`` on the pattern of the 0/1 CSC `m`, as CSC without explicit zeros."""
+def _weighted_csc(m, w, keep):
+    """``|w[:, keep]|`` on the pattern of the 0/1 CSC `m`, as CSC without explicit zeros."""
     rows = m.indices
-    cols = np.repeat(np.arange(m.shape[1]), np.diff(m.indptr))
+    cols = np.repeat(keep, np.diff(m.indptr))
     x = sp.csc_array((np.abs(w[rows, cols]), rows.copy(), m.indptr.copy()), shape=m.shape)
     x.eliminate_zeros()
     return x
