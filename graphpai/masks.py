@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zipfile
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -21,12 +22,13 @@ _SUFFIXES = (".weight_mask", ".weight")
 
 
 def _as_bool(name: str, value) -> np.ndarray:
-    """Check one mask is 0/1 with no NaN and return it as a bool array."""
+    """Check one mask is 0/1 with no NaN and return it as a bool array of its own (a later change
+    to the caller's array or tensor does not reach the MaskSet)."""
     if hasattr(value, "detach"):  # a torch tensor, without importing torch
         value = value.detach().cpu().numpy()
     array = np.asarray(value)
     if array.dtype == bool:
-        return array
+        return array.copy()
     if not (np.issubdtype(array.dtype, np.number)):
         raise MaskError(f"mask for {name!r} has dtype {array.dtype}; masks must be 0/1 numbers or bools")
     if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
@@ -64,6 +66,9 @@ class MaskSet(Mapping[str, np.ndarray]):
 
     def __init__(self, masks: Mapping):
         self._masks: dict[str, np.ndarray] = {}
+        if not masks:
+            raise MaskError("a MaskSet needs at least one layer mask; MaskSet.dense(graph) makes "
+                            "all-ones masks for every layer of a graph")
         for key, value in masks.items():
             name = self.layer_name(key)
             if name in self._masks:
@@ -179,9 +184,11 @@ class MaskSet(Mapping[str, np.ndarray]):
         path = os.fspath(path)
         kind = _file_kind(path)
         with atomic_path(path) as tmp:
-            if kind == "npz":
-                with open(tmp, "wb") as fh:
-                    np.savez_compressed(fh, **self._masks)
+            if kind == "npz":  # like np.savez_compressed, but any layer name is a valid key
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for name, mask in self._masks.items():
+                        with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                            np.lib.format.write_array(fh, mask, allow_pickle=False)
             else:
                 import torch
 
@@ -224,11 +231,19 @@ class MaskSet(Mapping[str, np.ndarray]):
     @classmethod
     def from_state_dict(cls, state: Mapping, *, source: str = "state dict") -> "MaskSet":
         """Masks from ``{name: tensor}``, ``{name.weight_mask: tensor}`` or a pruned model's
-        full state dict (then only ``*.weight_mask`` entries are masks)."""
+        full state dict: then the ``*.weight_mask`` buffers are the masks, and a layer without one
+        (a conv/linear ``*.weight`` of 2 or more dimensions that torch prune left alone) is
+        dense."""
         if not isinstance(state, Mapping):
             raise MaskError(f"{source} holds a {type(state).__name__}, not a mapping of layer masks")
         if any(k.endswith(".weight_mask") for k in state):
-            state = {k: v for k, v in state.items() if k.endswith(".weight_mask")}
+            masks = {cls.layer_name(k): v for k, v in state.items() if k.endswith(".weight_mask")}
+            # a layer torch prune left alone keeps a plain conv/linear weight (2-D or more): dense
+            for key, value in state.items():
+                name = cls.layer_name(key)
+                if key.endswith(".weight") and name not in masks and len(value.shape) >= 2:
+                    masks[name] = np.ones(tuple(value.shape), dtype=bool)
+            state = masks
         else:
             model_keys = [k for k in state if k.endswith((".bias", ".running_mean", ".weight_orig"))]
             if model_keys:  # would fail below as "mask for 'conv' has value 0.0123"

@@ -180,3 +180,26 @@ def test_file_errors_are_mask_errors(tmp_path):
     np.savez(tmp_path / "scores.npz", fc=np.full((2, 2), 0.7))
     with pytest.raises(MaskError, match="mask for 'fc' has value 0.7"):
         MaskSet.load(tmp_path / "scores.npz")
+
+
+def test_issue_2_npz_keeps_layer_names_that_are_numpy_keywords(tmp_path):
+    """np.savez(file, **masks) breaks on a layer named 'file' or 'allow_pickle'."""
+    masks = MaskSet({"file": np.eye(2), "allow_pickle": np.ones((1, 3)), "features.0": np.zeros((2, 2))})
+    path = tmp_path / "m.npz"
+    masks.save(path)
+    assert MaskSet.load(path) == masks
+    with np.load(path) as data:  # a plain numpy archive, readable without graphpai
+        assert sorted(data.files) == ["allow_pickle", "features.0", "file"]
+        assert np.array_equal(data["file"], np.eye(2, dtype=bool))
+
+
+def test_issue_2_empty_mask_set_is_refused():
+    with pytest.raises(MaskError, match="at least one layer"):
+        MaskSet({})
+
+
+def test_issue_2_mask_set_does_not_alias_the_callers_array():
+    array = np.ones((2, 2), dtype=bool)
+    masks = MaskSet({"fc": array})
+    array[:] = False
+    assert masks.kept() == 4

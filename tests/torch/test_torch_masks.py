@@ -182,3 +182,15 @@ def test_torch_tensors_are_accepted_as_masks():
     m = MaskSet({"a": torch.tensor([[1, 0]]), "b": torch.tensor([[True, False]]), "c": grad_tensor})
     assert m["a"].tolist() == [[True, False]] and m["b"].tolist() == [[True, False]]
     assert m["c"].all() and m.kept() == 8
+
+
+def test_issue_2_partly_pruned_state_dict_reads_untouched_layers_as_dense(tmp_path):
+    model = models.build("lenet300_100", seed=0)
+    prune.random_unstructured(model.features[0], "weight", amount=0.9)
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    masks = MaskSet.load(path).validate(to_graph(model))
+    expected = model.features[0].weight_mask.numpy().astype(bool)
+    assert np.array_equal(masks["features.0"], expected)
+    others = [name for name in masks if name != "features.0"]
+    assert others and all(masks[name].all() for name in others)
