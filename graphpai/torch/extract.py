@@ -32,6 +32,7 @@ _ELEMENTWISE_MODULES = (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.modules.dropout._DropoutNd,
     nn.Identity, nn.Softmax, nn.LogSoftmax,
 )
+_LEAF_MODULES = PRUNABLE + tuple(_POOL_MODULES) + _ELEMENTWISE_MODULES + (nn.Flatten,)
 _POOL_FUNCTIONS = {
     F.max_pool1d: "max", F.max_pool2d: "max", F.avg_pool1d: "avg", F.avg_pool2d: "avg",
     F.adaptive_avg_pool1d: "avg", F.adaptive_avg_pool2d: "avg",
@@ -59,6 +60,14 @@ _ELEMENTWISE_METHODS = {
     "clamp_", "abs", "exp",
 }
 _NON_TENSOR_METHODS = {"size", "dim", "numel"}
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with subclasses of the supported modules (a research code's
+    ``MaskedConv2d(nn.Conv2d)``, say) kept whole as the op they extend instead of traced into."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, _LEAF_MODULES) or super().is_leaf_module(m, qualname)
 
 
 def prunable_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -118,7 +127,7 @@ def to_graph(model: nn.Module, input_shape=None) -> NetGraph:
         )
     input_shape = tuple(int(s) for s in input_shape)
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise ModelError(

@@ -736,3 +736,30 @@ def test_layer_objects_are_plain_data():
     _, g = zoo("lenet5")
     layer = g.layers["features.3"]
     assert isinstance(layer, Layer) and layer.fan_in == 6 * 25 and layer.numel == prod(layer.weight_shape)
+
+
+def test_issue_2_conv_and_linear_subclasses_are_layers():
+    """Research code often masks inside a Conv2d subclass; fx would trace into its forward and
+    find F.conv2d. The subclass must stay one layer, named by its module path."""
+
+    class MaskedConv2d(nn.Conv2d):
+        def forward(self, x):
+            return F.conv2d(x, self.weight * 1.0, self.bias, self.stride, self.padding)
+
+    class MaskedLinear(nn.Linear):
+        def forward(self, x):
+            return F.linear(x, self.weight * 1.0, self.bias)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = MaskedConv2d(3, 4, 3, padding=1)
+            self.fc = MaskedLinear(4 * 6 * 6, 5)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.relu(self.conv(x)), 1))
+
+    g = to_graph(Net(), (3, 6, 6))
+    assert list(g.layers) == ["conv", "fc"]
+    assert g.layers["conv"].weight_shape == (4, 3, 3, 3) and g.layers["conv"].padding == ((1, 1), (1, 1))
+    assert g.groups[g.layers["fc"].source].channels == 144
