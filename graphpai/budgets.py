@@ -214,9 +214,13 @@ def _resolve(net, compression, density):
     if (compression is None) == (density is None):
         raise BudgetError("give exactly one of compression and density (density = 1/compression)")
     if density is not None:
-        d = float(density)
-        if not d > 0:
-            raise BudgetError(f"density {density!r} must be in (0, 1]")
+        try:
+            d = float(density)
+        except (TypeError, ValueError):
+            d = math.nan
+        if not 0 < d <= 1:
+            raise BudgetError(f"density {density!r} must be a number in (0, 1] (density = "
+                              "1/compression)")
         compression = 1.0 / d
     c = check_compression(compression, graph.num_weights)
     names = list(graph.layers)
@@ -301,7 +305,7 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
     Raises
     ------
     BudgetError
-        If the compression is outside [1, N].
+        If the compression is outside [1, N] or `erk_power_scale` is not a finite number.
 
     References
     ----------
@@ -318,11 +322,18 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
     ({'a': 74, 'b': 30}, ['b'], 3.7)
     """
     graph, c, names, numel = _resolve(net, compression, density)
+    try:
+        power = float(erk_power_scale)
+    except (TypeError, ValueError):
+        power = math.nan
+    if not math.isfinite(power):
+        raise BudgetError(f"erk_power_scale {erk_power_scale!r} must be a finite number (1 is "
+                          "ERK, 0 is uniform)")
     shapes = [layer.weight_shape for layer in graph.layers.values()]
-    if erk_power_scale == 1:  # exact: raw_l N_l = sum(dims) and eps are rationals
+    if power == 1:  # exact: raw_l N_l = sum(dims) and eps are rationals
         raw = [Fraction(sum(s), math.prod(s)) for s in shapes]
     else:
-        raw = [(sum(s) / math.prod(s)) ** float(erk_power_scale) for s in shapes]
+        raw = [(sum(s) / math.prod(s)) ** power for s in shapes]
     sizes = numel.tolist()
     zeros = [math.floor(n - n / c) for n in sizes]  # z_l = floor(N_l (1 - d))
     dense: set[int] = set()
@@ -340,7 +351,7 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
     counts = [n if i in dense else math.floor(n * eps * raw[i]) for i, n in enumerate(sizes)]
     return _make("erk", c, names, numel, counts, eps=None if eps is None else float(eps),
                  dense_layers=[names[i] for i in sorted(dense)],
-                 erk_power_scale=float(erk_power_scale))
+                 erk_power_scale=power)
 
 
 def igq(net, compression=None, *, density=None) -> Budget:

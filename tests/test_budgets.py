@@ -281,6 +281,20 @@ def test_density_instead_of_compression_and_bad_calls():
     assert check_compression("10^2", 476) == 100.0
 
 
+@pytest.mark.parametrize("power", [float("nan"), float("inf"), "x", None])
+def test_issue_4_erk_power_scale_must_be_a_finite_number(power):
+    # NaN made every raw_l NaN: no layer ever equalled the maximum and the dense loop never ended
+    with pytest.raises(BudgetError, match="erk_power_scale"):
+        erk(NET, 4, erk_power_scale=power)
+
+
+@pytest.mark.parametrize("density", ["abc", None, [0.5], 0, 1.5, float("nan")])
+def test_issue_4_bad_density_is_a_budget_error(density):
+    # "abc" raised a bare ValueError from float(); None is "not given" and needs a compression
+    with pytest.raises(BudgetError, match="density|exactly one"):
+        uniform(NET, density=density)
+
+
 def test_unknown_budget_lists_known():
     with pytest.raises(UnknownMethodError, match="epl, erk, igq, uniform"):
         make_budget(NET, "ERKK", 4)
