@@ -10,9 +10,9 @@ Conventions, stated once:
 
 - ``1 <= c <= N`` (N = all prunable weights); anything else raises
   :class:`~graphpai.errors.BudgetError` with the allowed range.
-- Counts are floors of the budget's real-valued per-layer target, so a budget's total is at most
-  one weight per layer below the target ``N/c`` (EPL and from-mask are exact), and a count never
-  exceeds N_l.
+- Counts are floors of the budget's real-valued per-layer targets, so a total differs from
+  ``N/c`` by less than one weight per layer (IGQ: plus one, its bisection tolerance; EPL keeps
+  exactly the global threshold's count), and a count never exceeds N_l.
 - A budget may give a layer 0 weights (ERK's first conv of VGG-16 at 10^5.5): the network is then
   disconnected for every method. :attr:`Budget.zero_layers` lists such layers.
 
@@ -359,7 +359,10 @@ def igq(net, compression=None, *, density=None) -> Budget:
 
     F is bisected on [0, 1e20] until the overall sparsity is within 1/N of the target, that is
     until :math:`|\sum_l N_l/(1 + F N_l) - dN| < 1`: the real-valued total is within one weight.
-    Counts are :math:`\lfloor N_l \cdot density_l \rfloor`.
+    Counts are :math:`\lfloor N_l \cdot density_l \rfloor`. As in [VK]'s ``bs_force_igq`` the
+    first F inside that window is taken, so near c = N (target dN < 2) a real-valued total close
+    to 0 is accepted and every layer keeps 0 weights, as uniform's floors do at c = N; this is the
+    reference behaviour, reported through :attr:`Budget.zero_layers`.
 
     Parameters
     ----------

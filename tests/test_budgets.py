@@ -142,6 +142,18 @@ def test_igq_at_compression_one_is_dense():
     assert b.params["force"] == 0 and b.counts == {"l0": 108, "l1": 288, "l2": 80}
 
 
+def test_issue_4_igq_at_compression_n_keeps_the_reference_window():
+    # c = N: the target is one weight and [VK]'s tolerance accepts any real total in (0, 2); the
+    # bisection stops at the first F inside it, whose total is ~0, so every layer keeps 0 weights
+    # (faithful to bs_force_igq, and what uniform's floors give at c = N too)
+    b = igq(NET, 476)
+    force = b.params["force"]
+    total = sum(n / (1 + force * n) for n in SIZES)
+    assert 0 < total < 2 and abs(total - 1) < 1
+    assert b.counts == {"l0": 0, "l1": 0, "l2": 0} and len(b.zero_layers) == 3
+    assert uniform(NET, 476).total == 0
+
+
 def test_epl_by_hand():
     # c = 4: E = 476 - floor(476 - 119) = 119 = 3 * 39 + 2: the first two layers take one more.
     assert list(epl(NET, 4).counts.values()) == [40, 40, 39]
