@@ -291,7 +291,13 @@ class AuditResult:
 
     @property
     def total(self) -> dict:
-        """The network totals, as in ``to_dict()["total"]`` (before JSON conversion)."""
+        """The network totals, as in ``to_dict()["total"]`` (before JSON conversion).
+
+        ``channels``, ``reached``, ``co_reached``, ``functional_channels`` and ``lost_inputs`` are
+        the sums of the per-layer columns (output channels of every layer, logits included; lost
+        inputs counted once per layer that loses them).
+        """
+        rows = self.layers
         return {
             "N": self.N, "kept": self.kept, "functional": self.functional,
             "density": self.kept / self.N if self.N else None,
@@ -302,6 +308,11 @@ class AuditResult:
             "disconnected": self.disconnected, "nodes": self.nodes,
             "functional_nodes": self.functional_nodes,
             "functional_node_ratio": self.functional_node_ratio,
+            "channels": sum(r.out_channels for r in rows),
+            "reached": sum(r.reached for r in rows),
+            "co_reached": sum(r.co_reached for r in rows),
+            "functional_channels": sum(r.functional_channels for r in rows),
+            "lost_inputs": sum(r.lost_inputs for r in rows),
         }
 
     def to_dict(self) -> dict:
@@ -313,19 +324,21 @@ class AuditResult:
         }
 
     def table(self) -> str:
-        """A readable per-layer table with the totals below it."""
-        head = ["layer", "kept", "functional", "ratio", "reached", "co-reached", "func. ch.",
-                "lost in"]
-        rows = [[r.layer, f"{r.kept}/{r.weights}", str(r.functional), _fmt_ratio(r.functional_ratio),
-                 f"{r.reached}/{r.out_channels}", f"{r.co_reached}/{r.out_channels}",
-                 f"{r.functional_channels}/{r.out_channels}", str(r.lost_inputs)]
-                for r in self.layers]
-        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-        lines = ["  ".join(x.ljust(w) if k == 0 else x.rjust(w)
-                           for k, (x, w) in enumerate(zip(line, widths)))
-                 for line in [head] + rows]
-        lines.insert(1, "-" * len(lines[0]))
-        lines += [
+        """A readable per-layer table, a total row, and the network totals below it."""
+        from .report.tables import format_table
+
+        t = self.total
+        rows = [{"layer": r.layer, "weights": r.weights, "kept": r.kept, "functional": r.functional,
+                 "ratio": r.functional_ratio, "channels": r.out_channels, "reached": r.reached,
+                 "co-reached": r.co_reached, "func. ch.": r.functional_channels,
+                 "lost in": r.lost_inputs} for r in self.layers]
+        rows.append({"layer": "total", "weights": self.N, "kept": self.kept,
+                     "functional": self.functional, "ratio": t["functional_ratio"],
+                     "channels": t["channels"], "reached": t["reached"],
+                     "co-reached": t["co_reached"], "func. ch.": t["functional_channels"],
+                     "lost in": t["lost_inputs"]})
+        lines = [
+            format_table(rows),
             "",
             f"semantics: {self.semantics}",
             f"weights N = {self.N}, kept = {self.kept}, functional = {self.functional}",
@@ -333,13 +346,9 @@ class AuditResult:
             f"corrected compression = "
             f"{_fmt_compression(self.corrected_compression, self.disconnected)}",
             f"functional nodes = {self.functional_nodes}/{self.nodes}"
-            + (f" ({_fmt_ratio(self.functional_node_ratio)})" if self.nodes else ""),
+            + (f" ({self.functional_node_ratio:.4f})" if self.nodes else ""),
         ]
         return "\n".join(lines)
-
-
-def _fmt_ratio(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _fmt_compression(value: float, empty: bool) -> str:

@@ -618,3 +618,54 @@ def naive_layer_spectrum(b, x=None, *, profile="iclr23"):
     out["coordinate"] = tuple(v)
     out["coordinate_norm"] = sum(e * e for e in v) ** 0.5
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit rows (SPEC §3) from the reach sets of the oracles above, with loops: per layer, the
+# output channels reached / co-reached / functional (a functional incoming weight here and a
+# functional outgoing weight downstream, through parameter-free links, or a logit), and the
+# reached input channels this layer keeps no weight from.
+# ---------------------------------------------------------------------------------------------
+
+
+def _input_channel(layer, index):
+    """Input channel read by weight `index` = (o, i_local, ...) of a (grouped) layer."""
+    c_out, c_in_g = layer.weight_shape[:2]
+    return (index[0] // (c_out // layer.groups)) * c_in_g + index[1]
+
+
+def audit_rows(graph, masks, semantics="channel"):
+    """Layer -> dict(reached, co_reached, functional_channels, lost_inputs), and the functional
+    masks, from networkx reachability ("channel") or the unrolled pixel graph ("spatial")."""
+    import networkx as nx
+
+    if semantics == "channel":
+        functional, reached, coreached = networkx_functional(graph, masks)
+    else:
+        unrolled = UnrolledGraph(graph, masks)
+        functional = unrolled.functional()
+        reached = {(g, c) for g, c, _ in unrolled.forward_reach()}
+        coreached = {(g, c) for g, c, _ in unrolled.backward_reach()}
+    empty = {name: np.zeros(layer.weight_shape, dtype=bool) for name, layer in graph.layers.items()}
+    links = channel_multigraph(graph, empty, attributes=False)  # link edges only
+    read = {(layer.source, _input_channel(layer, index)) for name, layer in graph.layers.items()
+            for index in zip(*np.nonzero(functional[name]))}
+    logits = {(name, c) for name in graph.outputs for c in range(graph.groups[name].channels)}
+    rows = {}
+    for name, layer in graph.layers.items():
+        mask = np.asarray(masks[name], dtype=bool)
+        used = {_input_channel(layer, index) for index in zip(*np.nonzero(mask))}
+        channels = [(layer.target, o) for o in range(layer.out_channels)]
+        functional_channels = 0
+        for o, node in enumerate(channels):
+            downstream = nx.descendants(links, node) | {node}
+            if functional[name][o].any() and downstream & (read | logits):
+                functional_channels += 1
+        rows[name] = {
+            "reached": sum(node in reached for node in channels),
+            "co_reached": sum(node in coreached for node in channels),
+            "functional_channels": functional_channels,
+            "lost_inputs": sum((layer.source, i) in reached and i not in used
+                               for i in range(layer.in_channels)),
+        }
+    return rows, functional

@@ -18,7 +18,7 @@ from graphpai.functional import audit, coreach, functional_edges, reach
 from graphpai.graph import Group, Layer, Link, NetGraph
 from graphpai.masks import MaskSet
 
-from oracles import UnrolledGraph, networkx_functional, vk_functional
+from oracles import UnrolledGraph, audit_rows, networkx_functional, vk_functional
 from strategies import budget_masks, custom_dag, graph_and_mask, random_masks, tiny_graph
 
 
@@ -147,6 +147,26 @@ def test_adding_an_identity_module_changes_no_number(name, seed, semantics):
     assert [row.functional for row in a.layers] == [row.functional for row in b.layers]
 
 
+@given(graph_and_mask(), st.sampled_from(["channel", "spatial"]))
+def test_issue_3_audit_columns_and_totals_equal_the_oracle(case, semantics):
+    """SPEC §3: reached, co-reached, functional channels and lost inputs, per layer and in total,
+    from the oracles' reach sets; nodes are the outputs of the layers not producing the logits."""
+    graph, masks = case
+    result = audit(graph, masks, semantics=semantics)
+    rows, functional = audit_rows(graph, masks, semantics)
+    columns = ["reached", "co_reached", "functional_channels", "lost_inputs"]
+    assert {r.layer: {k: getattr(r, k) for k in columns} for r in result.layers} == rows
+    total = result.total
+    for key in columns:
+        assert total[key] == sum(row[key] for row in rows.values())
+    assert total["channels"] == sum(layer.out_channels for layer in graph.layers.values())
+    hidden = [name for name, layer in graph.layers.items() if layer.target not in graph.outputs]
+    assert result.nodes == sum(graph.layers[name].out_channels for name in hidden)
+    assert result.functional_nodes == sum(rows[name]["functional_channels"] for name in hidden)
+    assert result.functional == sum(int(m.sum()) for m in functional.values())
+    assert result.kept == sum(int(np.count_nonzero(m)) for m in masks.values())
+
+
 # ------------------------------------------------------------------ hand-counted audit
 def _two_layer():
     # x (3) -> a (4 hidden) -> y (2 logits)
@@ -173,6 +193,13 @@ def test_audit_rows_by_hand():
     assert (result.N, result.kept, result.functional) == (20, 6, 4)
     assert result.direct_compression == 20 / 6 and result.corrected_compression == 5.0
     assert (result.nodes, result.functional_nodes, result.functional_node_ratio) == (4, 2, 0.5)
+    total = result.total
+    assert (total["channels"], total["reached"], total["co_reached"]) == (6, 5, 5)
+    assert (total["functional_channels"], total["lost_inputs"]) == (4, 2)
+    assert total["functional_ratio"] == 4 / 6
+    table = result.table()
+    assert table.splitlines()[-7].split() == ["total", "20", "6", "4", "0.6667", "6", "5", "5",
+                                              "4", "2"]
     assert result.functional_masks["a"].astype(int).tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0],
                                                                   [1, 0, 0]]
 
