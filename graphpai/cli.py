@@ -274,9 +274,7 @@ def _audit(args) -> int:
 
         counted = paths(graph, masks, semantics=args.semantics)
         data["paths"] = counted.to_dict()
-        table += (f"\nlog10 effective paths = {counted.log10_paths:.4f}, log10 channel paths = "
-                  f"{counted.log10_channel_paths:.4f}, effective nodes = "
-                  f"{counted.effective_nodes}/{counted.nodes}")
+        table += "\n\n" + counted.table()
     if args.functional_out:
         result.functional_masks.save(args.functional_out)
     emit(args, data, table)

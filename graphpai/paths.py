@@ -170,6 +170,21 @@ class PathsResult:
     def disconnected(self) -> bool:
         return self.log10_paths == -math.inf
 
+    def table(self) -> str:
+        """The counted tensors as a table, then the path counts (``-inf (disconnected)`` when
+        no path exists) and the effective nodes."""
+        from .report.tables import format_table
+
+        rows = [{"tensor": t.group, "via": ", ".join(t.via), "channels": t.channels,
+                 "effective": t.effective} for t in self.tensors]
+        return "\n".join([
+            format_table(rows), "",
+            f"profile: {self.profile}, effective nodes from {self.semantics} functional weights",
+            f"log10 effective paths = {_fmt_log10(self.log10_paths)}",
+            f"log10 channel paths = {_fmt_log10(self.log10_channel_paths)}",
+            f"effective nodes = {self.effective_nodes}/{self.nodes}",
+        ])
+
     def to_dict(self) -> dict:
         """JSON-ready (``-inf`` as "-inf")."""
         return jsonable({
@@ -178,6 +193,10 @@ class PathsResult:
             "disconnected": self.disconnected, "effective_nodes": self.effective_nodes,
             "nodes": self.nodes, "tensors": [asdict(t) for t in self.tensors],
         })
+
+
+def _fmt_log10(value: float) -> str:
+    return "-inf (disconnected)" if value == -math.inf else f"{value:.4f}"
 
 
 def _is_shortcut(graph: NetGraph, layer: Layer) -> bool:

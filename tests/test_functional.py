@@ -298,6 +298,11 @@ def test_cli_audit(tmp_path, capsys):
     assert printed["total"]["corrected_compression"] == "inf"
     assert [row["layer"] for row in printed["layers"]] == list(graph.layers)
     assert MaskSet.load(tmp_path / "f.npz").kept() == 0
+    assert main(["audit", "--model", "lenet300_100", "--masks", str(tmp_path / "m.npz"),
+                 "--paths"]) == 0
+    text = capsys.readouterr().out
+    assert "log10 effective paths = -inf (disconnected)" in text
+    assert "corrected compression = inf (disconnected)" in text
     assert main(["audit", "--model", "lenet300_100", "--semantics", "spatial", "--paths"]) == 0
     text = capsys.readouterr().out
     assert "corrected compression = 1" in text and "effective nodes = " in text

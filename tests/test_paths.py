@@ -141,6 +141,19 @@ def test_effective_nodes_of_a_hand_graph():
     assert effective_nodes(graph, {"fc0": a, "fc1": b}) == 5
 
 
+def test_issue_3_disconnected_paths_read_minus_inf_disconnected():
+    # SPEC §4: log10 of 0 is reported as -inf / "disconnected", never as a number
+    graph = mlp_graph([3, 4, 2])
+    masks = {"fc0": np.ones((4, 3)), "fc1": np.zeros((2, 4))}
+    text = graphpai.paths(graph, masks, semantics="channel").table()
+    assert "log10 effective paths = -inf (disconnected)" in text
+    assert "log10 channel paths = -inf (disconnected)" in text
+    assert "effective nodes = 0/9" in text
+    dense = graphpai.paths(graph, semantics="channel").table()
+    assert f"log10 effective paths = {math.log10(24):.4f}" in dense
+    assert "disconnected" not in dense
+
+
 # ------------------------------------------------------------------ API
 def test_module_is_callable_and_keeps_its_functions():
     graph = mlp_graph([3, 4, 2])
