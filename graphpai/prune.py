@@ -6,6 +6,7 @@ The module is callable: ``graphpai.prune(model, "snip", compression=100, data=ba
 
 from __future__ import annotations
 
+import inspect
 from typing import Mapping
 
 from ._callable import callable_module
@@ -55,7 +56,7 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
     Raises
     ------
     UnknownMethodError
-        If `method` or a budget name is unknown; the message lists the known ones.
+        If `method`, a budget name or an option is unknown; the message lists the known ones.
     BudgetError
         If the compression is outside [1, N] or missing, or a budget is given to a ranking method.
     DataError
@@ -72,6 +73,7 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
     {'a': 16, 'b': 4}
     """
     generator = get_generator(method)
+    _check_options(generator, options)
     if generator.kind == "ranking":
         if budget is not None:
             raise BudgetError(
@@ -109,6 +111,22 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
         raise GraphpaiError(f"method {generator.name!r} did not keep its budget (layer: (kept, "
                             f"budget)) {broken}; this is a bug in the generator")
     return masks
+
+
+def _check_options(generator, options) -> None:
+    """UnknownMethodError naming the options `generator` does not take (not a bare TypeError)."""
+    params = inspect.signature(generator.func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    taken = {"seed", "data", "input_shape"}  # prune's own keywords
+    known = [name for name, p in params.items()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in taken]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UnknownMethodError(
+            f"method {generator.name!r} takes no option {', '.join(map(repr, unknown))}; its "
+            f"options: {', '.join(known) or 'none'}"
+        )
 
 
 def resolve_budget(net_or_model, budget, compression=None, *, seed=None, data=None,

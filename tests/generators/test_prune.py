@@ -116,6 +116,16 @@ def test_unknown_method_and_budget_list_the_known_ones():
     assert "epl, erk, igq, uniform" in str(err.value) and "snip" in str(err.value)
 
 
+def test_issue_4_unknown_option_names_the_method_options():
+    # was TypeError: rpi() got an unexpected keyword argument 'temperature'
+    with pytest.raises(UnknownMethodError, match="'rpi' takes no option 'temperature'.*none"):
+        prune(NET, "rpi", budget="erk", compression=4, temperature=3)
+    with pytest.raises(UnknownMethodError, match="node_selection, num_classes, repair, device"):
+        prune(NET, "mica", budget="erk", compression=4, mode="min")
+    with pytest.raises(UnknownMethodError, match="'snip' takes no option 'iterations'"):
+        prune(tiny_model(), "snip", compression=4, iterations=3)
+
+
 @pytest.mark.parametrize("c", [0.5, 1e9, "abc"])
 def test_bad_compression(c):
     with pytest.raises(BudgetError):
