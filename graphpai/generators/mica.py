@@ -180,7 +180,11 @@ def _counts_of(graph: NetGraph, counts) -> dict[str, int]:
     out = {}
     for name, layer in graph.layers.items():
         value = counts[name]
-        if int(value) != value or not 0 <= value <= layer.numel:
+        try:
+            whole = int(value) == value
+        except (TypeError, ValueError, OverflowError):  # None, NaN, inf, text
+            whole = False
+        if not whole or not 0 <= value <= layer.numel:
             raise BudgetError(f"count {value!r} for layer {name!r} is not an integer in "
                               f"[0, {layer.numel}]")
         out[name] = int(value)

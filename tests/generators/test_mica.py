@@ -548,6 +548,13 @@ def test_counts_must_fit():
     assert isinstance(mica(graph, {"fc0": 0, "fc1": 0}), MaskSet)
 
 
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), "3", 2.5, -1])
+def test_issue_5_count_that_is_not_an_integer_is_a_budget_error(bad):
+    # None and NaN raised a bare TypeError/ValueError from int()
+    with pytest.raises(BudgetError, match="'fc0' is not an integer in \\[0, 12\\]"):
+        mica(mlp([3, 4, 2]), {"fc0": bad, "fc1": 1})
+
+
 def test_cli_prune_mica_end_to_end(tmp_path, capsys):
     import json
 
