@@ -207,7 +207,20 @@ def _units(graph: NetGraph, layer: Layer) -> tuple[int, int]:
 
 
 def _classifiers(graph: NetGraph) -> set[str]:
-    return {name for name, layer in graph.layers.items() if layer.target in graph.outputs}
+    """Layers that write the logits: an output group, or one that reaches an output through
+    parameter-free links only (the last conv of an all-conv net, before its global pool)."""
+    found, seen, todo = set(), set(), list(graph.outputs)
+    while todo:
+        group = todo.pop()
+        if group in seen:
+            continue
+        seen.add(group)
+        op = graph.producer(group)
+        if isinstance(op, Layer):
+            found.add(op.name)
+        elif op is not None:
+            todo.extend(op.sources)
+    return found
 
 
 def _check_selection(node_selection: str) -> None:

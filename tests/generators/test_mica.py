@@ -298,6 +298,24 @@ def test_place_layer_classifier_picks_random_classes():
     assert len(rows) > 10 and all(len(r) == 3 for r in rows)
 
 
+def test_issue_5_all_conv_classifier_picks_random_classes():
+    # the classifier is a 1x1 conv read through a global pool and a flatten: it was not seen as
+    # the classifier (its target is not the output group) and always kept the prefix classes
+    import torch.nn as nn
+
+    from graphpai.torch.extract import to_graph
+
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 10, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    graph = to_graph(model, (3, 4, 4))
+    head = [name for name, layer in graph.layers.items() if layer.out_channels == 10][0]
+    assert graph.layers[head].target not in graph.outputs
+    counts = {name: (3 if name == head else 20) for name in graph.layers}
+    used = {tuple(np.flatnonzero(mica(graph, counts, seed=s)[head].any(axis=(1, 2, 3))))
+            for s in range(10)}
+    assert all(len(rows) == 3 for rows in used) and len(used) > 3  # the prefix would be (0, 1, 2)
+
+
 def test_place_layer_uses_only_active_offsets():
     # a conv input with two channels; channel 0 only has offset 4 active
     active = np.zeros((2, 9), bool)
