@@ -228,6 +228,18 @@ def _binary(y):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _device(device) -> torch.device:
+    """`device` (None: torch's default) as a torch.device that can hold a tensor; else a
+    one-line GraphpaiError."""
+    try:
+        device = torch.empty(0, device=device).device
+    except (RuntimeError, AssertionError, TypeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GraphpaiError(f"device {str(device)!r} cannot run the spatial activity ({reason}); "
+                            "use device='cpu' or an available accelerator such as 'cuda'") from None
+    return device
+
+
 def _checked_masks(graph: NetGraph, masks):
     if masks is None:
         return None
@@ -308,7 +320,7 @@ def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None,
     array([[False,  True,  True]])
     """
     masks = _checked_masks(graph, masks) if place is None else masks
-    maps = _forward(graph, masks, place=place, device=device)
+    maps = _forward(graph, masks, place=place, device=_device(device))
     return {name: _numpy(t) for name, t in maps.items()}
 
 
@@ -399,6 +411,7 @@ def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
     layer ``mask & g_out[:, None] & f_in[None, :]``. See the module docstring for the algorithm.
     """
     masks = _checked_masks(graph, masks)
+    device = _device(device)
     weights = {}
     with torch.no_grad():
         f = _forward(graph, masks, device=device, weights=weights)
@@ -464,6 +477,7 @@ def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device
         from ..errors import UnknownMethodError
         raise UnknownMethodError(f"unknown paths profile {profile!r}; use 'default' or 'npb'")
     masks = _checked_masks(graph, masks)
+    device = _device(device)
     pool = _pool_reference if profile == "npb" else _pool_sum
     dtype = torch.float64
     state = {name: (_ones(graph.groups[name], dtype, device), 0.0) for name in graph.inputs}

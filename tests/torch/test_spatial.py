@@ -147,3 +147,19 @@ def test_asymmetric_padding_in_one_dimension():
                out_size=(3,))], [], ["x"], ["y"])
     assert forward_maps(graph, {"c": [[[0, 1]]]})["y"].tolist() == [[True, True, False]]
     assert forward_maps(graph, {"c": [[[1, 0]]]})["y"].tolist() == [[True, True, True]]
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99", 3.5])
+def test_issue_3_unusable_device_is_a_one_line_graphpai_error(device):
+    # 'cuda:99': torch without CUDA, or no 100th GPU; either way a GraphpaiError, not torch's
+    from graphpai.functional import audit
+    from graphpai.paths import effective_paths
+
+    graph, _ = tiny_graph("conv1d")
+    for run in (lambda: audit(graph, semantics="spatial", device=device),
+                lambda: effective_paths(graph, device=device),
+                lambda: forward_maps(graph, device=device)):
+        with pytest.raises(GraphpaiError, match=f"device '{device}' cannot run") as info:
+            run()
+        assert "\n" not in str(info.value)
+    assert forward_maps(graph, device=None)[graph.outputs[0]].all()  # None: torch's default
