@@ -36,7 +36,7 @@ import numpy as np
 from ._callable import callable_module
 from ._results import jsonable
 from .errors import UnknownMethodError
-from .functional import _activity, _check_semantics, _prepare
+from .functional import _activity, _backward_layer, _check_semantics, _prepare, _rows
 from .graph import Layer, NetGraph
 
 __all__ = [
@@ -207,8 +207,6 @@ def _is_shortcut(graph: NetGraph, layer: Layer) -> bool:
 
 
 def _node_rows(graph: NetGraph, functional) -> list[TensorNodes]:
-    from .functional import _backward_layer, _rows
-
     rows = []
     sources = dict.fromkeys(layer.source for layer in graph.layers.values())
     for group in sources:

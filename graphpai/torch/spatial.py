@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from ..errors import GraphpaiError, MaskError
 from ..graph import Layer, Link, NetGraph
 from ..masks import MaskSet
-from ..paths import _common_scale, _renormalise
+from ..paths import _check_profile, _common_scale, _renormalise
 
 __all__ = [
     "Activity",
@@ -473,9 +473,7 @@ def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device
     (values / max, log10 of the scale), so no depth overflows. Returns ``-inf`` when no path
     exists.
     """
-    if profile not in ("default", "npb"):
-        from ..errors import UnknownMethodError
-        raise UnknownMethodError(f"unknown paths profile {profile!r}; use 'default' or 'npb'")
+    _check_profile(profile)
     masks = _checked_masks(graph, masks)
     device = _device(device)
     pool = _pool_reference if profile == "npb" else _pool_sum
