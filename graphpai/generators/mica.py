@@ -14,8 +14,8 @@ MiCA is random pruning that keeps a top-to-bottom connection. Given exact per-la
 2. **Edge placement** (:func:`place_edges`), input to output. The exact (padding-aware) active
    fan-in positions of each layer come from the spatial activity engine
    (:func:`graphpai.torch.spatial.forward_maps`), run on the masks placed so far. The layer keeps
-   its first ``n_out = max(1, min(C_out, E, V_out))`` output channels (the classifier picks its
-   classes at random) and keeps exactly E edges, highest tier first: (i) *assurance pairs*: one
+   its first ``n_out = max(1, min(C_out, E, V_out))`` output channels (the classifier, any layer
+   that writes the logits directly or through links only, picks its classes at random) and keeps exactly E edges, highest tier first: (i) *assurance pairs*: one
    random active kernel offset of every active input channel, paired in turn with the selected
    outputs (input j with output j, the shorter list padded by sampling with replacement), then
    every other active position paired with a random selected output; (ii) the rest of selected
@@ -44,21 +44,25 @@ Generalisation from the paper's VGG/ResNet rules to any DAG (graphpai's, stated 
   assurance pairs are formed within each group (an output can only connect to inputs of its
   group); a group with active inputs but no selected output also selects its first output, so
   every active input channel is assured.
-- *repair* (``repair=True``, default). The two passes assure a connection channel by channel;
-  with real geometry a kept weight can still be dead where a channel is live on only a few pixels
-  and its consumers read other pixels (tiny maps, such as VGG-16's 2 x 2 block at 10^3 and
-  above), or where DAG branches ask for different numbers of channels. After pass 2 the exact
-  activity maps find every kept weight that carries no signal, and layers are repaired from the
-  output back: each dead weight moves to a position that carries signal given the layers after
-  it (a random one in the same output channel where possible, else anywhere in the layer), so
-  the counts stay exact. Removing a dead weight kills no live one and adding a weight only adds
-  paths, so live weights stay live. The result is fully functional under both semantics of SPEC
-  §3 whenever no layer has a zero budget and every layer has enough positions that can carry
-  signal; on the VGG and ResNet families this holds over the whole grid. It can fail in branchy
-  DAGs at one to a few weights per layer, where often no fully functional mask exists (one weight
-  after a concat of two branches that both keep weights), and with 3 x 3 kernels on 1 x 1 maps,
-  where only the centre tap ever sees a pixel. ``repair=False`` gives the two passes alone;
-  :attr:`Placement.moved` counts the moves.
+
+**Departure from SPEC §7 and [MiCA]: the repair** (``repair=True``, the default; neither the
+paper nor SPEC has it, and ``repair=False`` gives their two passes alone, with the DAG rules above
+that reduce to [MiCA]'s on chains and ResNets). The two passes assure a connection channel by
+channel; with real geometry a kept weight can still be dead where a channel is live on only a few
+pixels and its consumers read other pixels (tiny maps, such as VGG-16's 2 x 2 block at 10^3 and
+above), or where DAG branches ask for different numbers of channels. After pass 2 the exact
+activity maps find every kept weight that carries no signal, and layers are repaired from the
+output back: each dead weight moves to a position that carries signal given the layers after it
+(a random one in the same output channel where possible, else anywhere in the layer), so the
+counts stay exact; the moves are vectorised per layer, one activity pass per repaired layer.
+Where the two passes leave no dead weight the repair changes nothing. Removing a dead weight
+kills no live one and adding a weight only adds paths, so live weights stay live. The result is
+fully functional under both semantics of SPEC §3 whenever no layer has a zero budget and every
+layer has enough positions that can carry signal; on the VGG and ResNet families this holds over
+the whole grid. It can fail in branchy DAGs at one to a few weights per layer, where often no
+fully functional mask exists (one weight after a concat of two branches that both keep weights),
+and with 3 x 3 kernels on 1 x 1 maps, where only the centre tap ever sees a pixel.
+:attr:`Placement.moved` counts the moves.
 
 References
 ----------
@@ -506,8 +510,8 @@ def place_edges(graph, counts, nodes: NodeCounts, *, seed=None, repair: bool = T
         Pass 1, from :func:`node_counts` with the same counts.
     seed : int or numpy.random.Generator, optional
     repair : bool
-        Move dead kept weights to live positions (skipped when a layer has a zero budget: then
-        nothing can be functional).
+        Move dead kept weights to live positions, a departure from SPEC §7 (module docstring);
+        skipped when a layer has a zero budget, since then nothing can be functional.
     device : str or torch.device
         Where the activity engine runs its convolutions.
 
@@ -613,7 +617,8 @@ def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes:
     num_classes : int, optional
         The request at the logits (default: the output's number of channels).
     repair : bool
-        Move weights that carry no signal to ones that do (module docstring).
+        Move weights that carry no signal to ones that do: graphpai's departure from SPEC §7 and
+        [MiCA] (module docstring); False gives the two passes alone.
     device : str or torch.device
         Where the activity engine runs.
 

@@ -458,6 +458,34 @@ def test_vgg16_grid_points_where_tiny_maps_need_the_repair():
         assert dead(fixed.masks, spatial_functional(graph, fixed.masks)) == {}
 
 
+def test_issue_5_repair_moves_only_dead_weights_and_keeps_counts():
+    # same seed with and without the repair: the two passes draw the same numbers, so the masks
+    # differ only where repair=False left dead weights (spatial semantics, checked here). The
+    # repair keeps every live weight and every count, moves at most the dead ones (a repair
+    # further out can revive some), and is a no-op where nothing is dead
+    graph = zoo_graph("vgg16")
+    budget = igq(graph, 10 ** 3.5)
+    raw = mica(graph, budget, seed=0, node_selection="max", repair=False)
+    rng = np.random.default_rng(0)
+    fixed = place_edges(graph, budget, node_counts(graph, budget, seed=rng, node_selection="max"),
+                        seed=rng)
+    assert fixed.masks == mica(graph, budget, seed=0, node_selection="max")
+    live = spatial_functional(graph, raw)
+    lost = dead(raw, live)
+    assert lost and fixed.masks.counts() == raw.counts() == budget.counts
+    assert dead(fixed.masks, spatial_functional(graph, fixed.masks)) == {}
+    for name in graph.layers:
+        assert not (live[name] & ~fixed.masks[name]).any(), name  # no live weight removed
+        changed = int((raw[name] & ~fixed.masks[name]).sum())
+        assert changed == fixed.moved[name] <= lost.get(name, 0), name
+    assert sum(fixed.moved.values()) > 0
+    resnet = zoo_graph("resnet20")
+    budget = erk(resnet, 300)
+    plain = mica(resnet, budget, seed=1, repair=False)
+    assert dead(plain, spatial_functional(resnet, plain)) == {}
+    assert mica(resnet, budget, seed=1) == plain
+
+
 @given(widths=st.lists(st.integers(1, 12), min_size=3, max_size=6), data=st.data())
 @settings(max_examples=80 if LONG else 25)
 def test_chain_tier_one_alone_consumes_every_selected_output(widths, data):
