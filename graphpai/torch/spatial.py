@@ -28,7 +28,9 @@ conv with ``f`` as input and ``g`` as output gradient is ``> 0``. This is the gr
 positive products over exactly these (pixel, path) pairs.
 
 Maps are float tensors holding 0/1 (float32: every intermediate value is an integer count below
-2**24, and the threshold is 0.5, so results are exact on any convolution algorithm).
+2**24, and the threshold is 0.5, so results are exact on any convolution algorithm). On CUDA,
+cuDNN's TF32 (10 mantissa bits, on by default for convolutions) is switched off while the maps
+are computed: in a Winograd or FFT transform its rounding could move a count by more than 0.5.
 
 References
 ----------
@@ -39,6 +41,7 @@ References
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -240,6 +243,20 @@ def _device(device) -> torch.device:
     return device
 
 
+@contextmanager
+def _exact(device: torch.device):
+    """float32 convolutions without TF32 on CUDA (see the module docstring); a no-op elsewhere."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
 def _checked_masks(graph: NetGraph, masks):
     if masks is None:
         return None
@@ -329,7 +346,7 @@ def _forward(graph, masks, *, place=None, device="cpu", weights=None, dtype=torc
 
     With a dict `weights`, the float weight tensor of each layer is stored in it."""
     maps = {name: _ones(graph.groups[name], dtype, device) for name in graph.inputs}
-    with torch.no_grad():
+    with torch.no_grad(), _exact(torch.device(device)):
         for op in graph.order:
             if isinstance(op, Layer):
                 x = maps[op.source]
@@ -413,7 +430,7 @@ def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
     masks = _checked_masks(graph, masks)
     device = _device(device)
     weights = {}
-    with torch.no_grad():
+    with torch.no_grad(), _exact(device):
         f = _forward(graph, masks, device=device, weights=weights)
         g = {name: _ones(graph.groups[name], torch.float32, device) for name in graph.outputs}
         functional = {}

@@ -163,3 +163,21 @@ def test_issue_3_unusable_device_is_a_one_line_graphpai_error(device):
             run()
         assert "\n" not in str(info.value)
     assert forward_maps(graph, device=None)[graph.outputs[0]].all()  # None: torch's default
+
+
+def test_issue_3_cuda_maps_run_without_tf32():
+    # TF32 rounds to 10 mantissa bits: the 0/1 maps must be computed in true float32 on CUDA.
+    # The switch itself needs no GPU; the flag is restored afterwards, also on error.
+    import torch
+
+    from graphpai.torch.spatial import _exact
+
+    before = torch.backends.cudnn.allow_tf32
+    with _exact(torch.device("cuda")):
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 == before
+    with pytest.raises(KeyError), _exact(torch.device("cuda")):
+        raise KeyError
+    assert torch.backends.cudnn.allow_tf32 == before
+    with _exact(torch.device("cpu")):
+        assert torch.backends.cudnn.allow_tf32 == before
