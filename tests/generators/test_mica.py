@@ -526,6 +526,31 @@ def test_same_seed_same_mask_and_seeds_differ():
     assert a == mica(graph, budget.counts, seed=np.random.default_rng(7))
 
 
+def test_issue_5_mask_depends_only_on_the_numpy_seed():
+    # "the same seed gives the same mask on every machine": placement draws from one numpy
+    # Generator only. The torch RNG (state before the call and after), numpy's legacy global
+    # state and the number of torch threads the activity engine runs on change nothing.
+    import torch
+
+    graph = zoo_graph("resnet20")
+    budget = igq(graph, 1000)
+    threads, np_state = torch.get_num_threads(), np.random.get_state()
+    masks = []
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for torch_seed, np_seed, n_threads in [(0, 0, 1), (123, 9, 2)]:
+                torch.manual_seed(torch_seed)
+                np.random.seed(np_seed)
+                torch.set_num_threads(n_threads)
+                state = torch.get_rng_state()
+                masks.append(mica(graph, budget, seed=5))
+                assert torch.equal(torch.get_rng_state(), state)  # no torch draw at all
+    finally:
+        torch.set_num_threads(threads)
+        np.random.set_state(np_state)
+    assert masks[0] == masks[1]
+
+
 def test_zero_budget_layer_keeps_counts():
     graph = zoo_graph("vgg16")
     budget = erk(graph, 10 ** 6)
