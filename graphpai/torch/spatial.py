@@ -426,6 +426,18 @@ def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
 
     The functional mask of a conv is ``mask & (grad_weight(f_in, g_out) > 0)``; of a linear
     layer ``mask & g_out[:, None] & f_in[None, :]``. See the module docstring for the algorithm.
+
+    Examples
+    --------
+    On a one-pixel map a 3-tap conv with padding 1 reads only padding at its side taps: the
+    channel graph calls all three taps functional, the exact spatial test only the centre one.
+
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 1, (1,)), Group("y", 1, (1,))],
+    ...              [Layer("c", "conv", (1, 1, 3), "x", "y", (1,), ((1, 1),), (1,),
+    ...                     in_size=(1,), out_size=(1,))], [], ["x"], ["y"])
+    >>> activity(g).functional["c"].astype(int).tolist()
+    [[[0, 1, 0]]]
     """
     masks = _checked_masks(graph, masks)
     device = _device(device)
@@ -472,7 +484,17 @@ def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
 
 def backward_maps(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, np.ndarray]:
     """0/1 backward map of every group, from all-ones at the logits (SPEC §3): True where some
-    path of kept weights leads from that pixel to a logit."""
+    path of kept weights leads from that pixel to a logit.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 1, (3,)), Group("y", 1, (3,))],
+    ...              [Layer("c", "conv", (1, 1, 3), "x", "y", (1,), ((1, 1),), (1,),
+    ...                     in_size=(3,), out_size=(3,))], [], ["x"], ["y"])
+    >>> backward_maps(g, {"c": [[[1, 0, 0]]]})["x"]  # tap 0: output p reads pixel p - 1
+    array([[ True,  True, False]])
+    """
     return activity(graph, masks, device=device).backward
 
 
@@ -489,6 +511,19 @@ def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device
     average pools divide). Computed in float64 with per-op renormalisation: each group is a pair
     (values / max, log10 of the scale), so no depth overflows. Returns ``-inf`` when no path
     exists.
+
+    Examples
+    --------
+    A dense 3-tap conv with padding 1 on 3 pixels: the outputs read 2, 3 and 2 input pixels.
+
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 1, (3,)), Group("y", 1, (3,))],
+    ...              [Layer("c", "conv", (1, 1, 3), "x", "y", (1,), ((1, 1),), (1,),
+    ...                     in_size=(3,), out_size=(3,))], [], ["x"], ["y"])
+    >>> round(10 ** log10_paths(g))
+    7
+    >>> log10_paths(g, {"c": [[[0, 0, 0]]]})
+    -inf
     """
     _check_profile(profile)
     masks = _checked_masks(graph, masks)
