@@ -1,5 +1,7 @@
 """Ranking scores (SPEC §7) against explicit autograd and closed forms written in the test."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,56 @@ def test_snip_equals_explicit_autograd():
     scores = snip_scores(model, BATCHES)
     np.testing.assert_allclose(scores["0"], (params[0] * g1).abs().detach().numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores["2"], (params[2] * g2).abs().detach().numpy(), rtol=1e-5)
+    # [SF] sums dL/dm over the batches, then takes |.|; the test data tell that from the sum of
+    # per-batch |w dL_b/dw| (some gradients change sign between the two batches)
+    per_batch = sum((params[0] * torch.autograd.grad(F.cross_entropy(forward(params, x), y),
+                                                     params[0])[0]).abs() for x, y in BATCHES)
+    assert not np.allclose(scores["0"], per_batch.detach().numpy(), rtol=1e-3)
+
+
+def explicit_scores(model, objective):
+    """|w * d objective(model)/dw| of the conv/linear weights on a float64 eval copy, written
+    out with autograd; `objective` may rewrite the copy first (e.g. |.| of everything)."""
+    clone = copy.deepcopy(model).double().eval()
+    weights = {name: m.weight for name, m in clone.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))}
+    value = objective(clone)
+    grads = torch.autograd.grad(value, list(weights.values()))
+    return {name: (w * g).abs().detach().numpy() for (name, w), g in zip(weights.items(), grads)}
+
+
+def test_synflow_takes_abs_of_every_parameter_and_buffer():
+    # BatchNorm with negative running means, weights and biases: R = sum(f(1)) is computed on a
+    # copy whose every parameter and buffer is |.|, in eval mode (running statistics)
+    model = convnet().train()
+
+    def flow(clone):
+        with torch.no_grad():
+            for t in list(clone.parameters()) + list(clone.buffers()):
+                t.abs_()
+        return clone(torch.ones((1, 2, 5, 5), dtype=torch.float64)).sum()
+
+    want = explicit_scores(model, flow)
+    got = synflow_scores(model)
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-10)
+    assert (model[1].running_mean < 0).any()  # the buffers matter, and stay signed
+
+
+def test_snip_scores_in_eval_mode():
+    # the model is in train mode with Dropout and BatchNorm: scoring uses eval mode ([SF])
+    model = convnet().train()
+    batches = synthetic_batches((2, 5, 5), num_classes=3, batch_size=4, num_batches=2, seed=2)
+
+    def loss(clone):
+        return sum(F.cross_entropy(clone(x.double()), y) for x, y in batches)
+
+    want = explicit_scores(model, loss)
+    got = snip_scores(model, batches)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-6)
+    assert model.training
 
 
 def test_grasp_equals_weight_times_hessian_gradient_product():
