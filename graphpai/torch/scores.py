@@ -193,7 +193,12 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None) -> dict[
     ------
     DataError
         If `data` is None, empty or not made of (inputs, labels) pairs.
+    ModelError
+        If `temperature` is not a positive number.
     """
+    if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+        raise ModelError(f"GraSP temperature {temperature!r} must be a positive number ([GraSP] "
+                         "and [SF] use 200)")
     clone, weights = _scoring_copy(model)
     batches = _batches(data, "grasp", *_device_dtype(clone))
     with _torch_seed(clone, seed):
@@ -292,9 +297,17 @@ def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None
     Returns
     -------
     MaskSet
+
+    Raises
+    ------
+    ModelError
+        If `iterations` is not a whole number >= 1, no input shape is known or R overflows.
     """
-    if int(iterations) < 1:
-        raise ModelError(f"SynFlow needs at least 1 iteration, got {iterations}")
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
+            or iterations < 1:
+        raise ModelError(f"SynFlow iterations must be a whole number >= 1 ([SF] uses 100), got "
+                         f"{iterations!r}")
+    iterations = int(iterations)
     shape = _input_shape(model, input_shape)
     clone, weights = _linearised(model)
     c = check_compression(compression, sum(w.numel() for w in weights.values()))
@@ -302,10 +315,10 @@ def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None
     ones = torch.ones((1, *shape), dtype=dtype, device=device)
     masks = None
     with _torch_seed(clone, seed):
-        for k in tqdm(range(1, int(iterations) + 1), desc="synflow", disable=not progress,
+        for k in tqdm(range(1, iterations + 1), desc="synflow", disable=not progress,
                       leave=False):
             scores = _synflow_round(clone, weights, ones, k)
-            masks = global_threshold(_numpy(scores), c ** (k / int(iterations)))
+            masks = global_threshold(_numpy(scores), c ** (k / iterations))
             with torch.no_grad():
                 for name, w in weights.items():
                     w.mul_(torch.from_numpy(masks[name]).to(device))

@@ -257,6 +257,20 @@ def test_data_errors():
                                grasp_scores(model, BATCHES)["0"])
 
 
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), "200"])
+def test_issue_4_grasp_temperature_must_be_positive(value):
+    # 0 divided the logits by zero and surfaced as "scores are NaN; check the data"
+    with pytest.raises(ModelError, match="temperature"):
+        grasp_scores(mlp(), BATCHES, temperature=value)
+
+
+@pytest.mark.parametrize("value", [0, 2.5, "abc", None])
+def test_issue_4_synflow_iterations_must_be_a_whole_number(value):
+    # "abc" raised a bare ValueError from int(); 2.5 was silently run as 2 iterations
+    with pytest.raises(ModelError, match="iterations"):
+        synflow_masks(mlp(), 2, iterations=value)
+
+
 def test_synflow_needs_an_input_shape():
     model = mlp()
     del model.input_shape
