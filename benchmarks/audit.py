@@ -43,20 +43,7 @@ from graphpai.functional import audit  # noqa: E402
 from graphpai.torch import models  # noqa: E402
 from graphpai.torch.extract import to_graph  # noqa: E402
 from oracles import vk_functional  # noqa: E402
-
-
-def interleaved(fns, repeat):
-    """Run every function once to warm up, then `repeat` rounds of all of them in turn;
-    returns one list of times per function."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, out in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return times
+from _timing import interleaved  # noqa: E402
 
 
 def forward_backward(model, shape):

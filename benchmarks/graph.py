@@ -14,24 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import numpy as np
 import torch
 
+from _timing import median_time
 from graphpai.masks import MaskSet
 from graphpai.torch import models
 from graphpai.torch.extract import to_graph
-
-
-def _time(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(name, density, repeat, seed=0):
@@ -56,11 +46,13 @@ def bench(name, density, repeat, seed=0):
     return {
         "model": name, "mask": "dense" if masks is None else f"random {density:.0%}",
         "layers": len(graph.layers), "weights": graph.num_weights,
-        "to_graph_s": _time(lambda: to_graph(model), repeat),
-        "multiplicity_s": _time(lambda: [graph.multiplicity(l, masks) for l in graph.layers.values()], repeat),
-        "biadjacency_s": _time(lambda: [graph.biadjacency(l, masks) for l in graph.layers.values()], repeat),
-        "views_s": _time(views, repeat),
-        "total_s": _time(everything, repeat),
+        "to_graph_s": median_time(lambda: to_graph(model), repeat),
+        "multiplicity_s": median_time(
+            lambda: [graph.multiplicity(l, masks) for l in graph.layers.values()], repeat),
+        "biadjacency_s": median_time(
+            lambda: [graph.biadjacency(l, masks) for l in graph.layers.values()], repeat),
+        "views_s": median_time(views, repeat),
+        "total_s": median_time(everything, repeat),
     }
 
 

@@ -18,27 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from _timing import median_time
 from graphpai.budgets import make_budget
 from graphpai.generators.mica import mica, node_counts, place_edges
 from graphpai.torch import models
 from graphpai.torch.extract import to_graph
 
 GRID = [round(0.5 * k, 1) for k in range(1, 13)]
-
-
-def _median_time(fn, repeat, clock=time.perf_counter):
-    times = []
-    for _ in range(repeat):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return statistics.median(times)
 
 
 def bench(name, budgets, repeat, seed=0):
@@ -50,9 +41,9 @@ def bench(name, budgets, repeat, seed=0):
                 continue
             budget = make_budget(graph, budget_name, 10 ** x)
             mica(graph, budget, seed=seed)  # warm-up
-            seconds = _median_time(lambda: mica(graph, budget, seed=seed), repeat)
-            cpu = _median_time(lambda: mica(graph, budget, seed=seed), repeat, time.process_time)
-            pass1 = _median_time(lambda: node_counts(graph, budget, seed=seed), repeat)
+            seconds = median_time(lambda: mica(graph, budget, seed=seed), repeat)
+            cpu = median_time(lambda: mica(graph, budget, seed=seed), repeat, time.process_time)
+            pass1 = median_time(lambda: node_counts(graph, budget, seed=seed), repeat)
             rng = np.random.default_rng(seed)
             placed = place_edges(graph, budget, node_counts(graph, budget, seed=rng), seed=rng)
             rows.append({"model": name, "budget": budget_name, "log10_compression": x,

@@ -16,25 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
 
+from _timing import median_time
 from graphpai.budgets import BUDGETS, from_mask, make_budget
 from graphpai.prune import prune
 from graphpai.torch import models
 from graphpai.torch.data import synthetic_batches
 from graphpai.torch.extract import to_graph
-
-
-def _time(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(name, compressions, compression, repeat, synflow_iterations, seed=0):
@@ -44,10 +34,10 @@ def bench(name, compressions, compression, repeat, synflow_iterations, seed=0):
     for c in compressions:
         for budget in BUDGETS:
             rows.append({"model": name, "what": f"budget {budget}", "compression": c,
-                         "seconds": _time(lambda: make_budget(graph, budget, c), repeat)})
+                         "seconds": median_time(lambda: make_budget(graph, budget, c), repeat)})
     masks = prune(graph, "rpi", compression=compression, seed=seed)
     rows.append({"model": name, "what": "budget from-mask", "compression": compression,
-                 "seconds": _time(lambda: from_mask(masks, graph), repeat)})
+                 "seconds": median_time(lambda: from_mask(masks, graph), repeat)})
     data = synthetic_batches(model.input_shape, 10, seed=seed)
     runs = {
         "rpi (erk)": (lambda: prune(graph, "rpi", compression=compression, seed=seed), repeat),
@@ -60,7 +50,7 @@ def bench(name, compressions, compression, repeat, synflow_iterations, seed=0):
     for what, (fn, n) in runs.items():
         label = what if what != "synflow" else f"synflow ({synflow_iterations} it.)"
         rows.append({"model": name, "what": f"method {label}", "compression": compression,
-                     "seconds": _time(fn, n)})
+                     "seconds": median_time(fn, n)})
     return rows
 
 

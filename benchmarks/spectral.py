@@ -34,6 +34,8 @@ import tracemalloc
 
 import numpy as np
 
+from _timing import best_of
+
 
 def _machine() -> str:
     load = os.getloadavg()
@@ -94,13 +96,7 @@ def bench_models(models, densities, repeat, with_baseline, seed):
         weights = layer_weights(model)
         for density in densities:
             masks = _random_masks(graph, density, seed)
-            best, cpu, report = float("inf"), None, None
-            for _ in range(repeat):
-                t0, c0 = time.perf_counter(), time.process_time()
-                report = spectral(graph, masks, weights)
-                wall = time.perf_counter() - t0
-                if wall < best:
-                    best, cpu = wall, time.process_time() - c0
+            best, cpu, report = best_of(lambda: spectral(graph, masks, weights), repeat)
             base, ratio, diff = "-", "-", "-"
             if with_baseline:
                 t0 = time.perf_counter()
