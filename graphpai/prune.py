@@ -40,7 +40,10 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
         Target compression in [1, N] (``1000``, ``"1e3"``, ``"10^3"``). Leave it out when
         `budget` is a mask or a Budget, which fix it.
     seed : int or numpy.random.Generator, optional
-        Every random choice; the same seed gives the same mask on every machine.
+        Every random choice. Placements (``rpi``, ``mica``) draw only from a numpy Generator, so
+        the same seed gives the same mask on every machine; ranking masks are deterministic too,
+        but their float scores, and so the order of near ties, can differ between devices and
+        BLAS builds.
     data : iterable of (inputs, labels), optional
         Prune batches for SNIP and GraSP (also for a ``budget="snip"``); see
         :func:`graphpai.torch.data.synthetic_batches` for demos.
