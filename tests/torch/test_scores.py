@@ -279,6 +279,14 @@ def test_synflow_needs_an_input_shape():
     assert synflow_scores(model, input_shape=(5,))["0"].shape == (4, 5)
 
 
+@pytest.mark.parametrize("kw", [{"num_classes": 0}, {"batch_size": 0}, {"input_shape": (3, -4)},
+                                {"input_shape": None}, {"num_classes": "ten"}])
+def test_issue_4_synthetic_batches_need_positive_sizes(kw):
+    # num_classes=0 gave empty batches, whose NaN loss was reported as NaN scores of the model
+    with pytest.raises(DataError, match="positive sizes"):
+        synthetic_batches(**{"input_shape": (3, 4, 4), **kw})
+
+
 def test_synthetic_batches():
     state = torch.get_rng_state()
     a = synthetic_batches((3, 4, 4), num_classes=5, num_batches=2, seed=9)
