@@ -28,7 +28,7 @@ from ..errors import GraphpaiError, MaskError, SolverError
 from ..graph import NetGraph, as_graph
 from ..masks import MaskSet
 from .ramanujan import FS_SUBGRAPH_GATE, GATES, Spectrum, _delta_r, _delta_s, _narc, get_gate
-from .solvers import DENSE_MAX, singular_values_compact
+from .solvers import DENSE_MAX, one_blas_thread, singular_values_compact
 
 __all__ = ["LayerSpectrum", "Aggregate", "SpectralReport", "spectral", "MEAN_FIELDS"]
 
@@ -514,7 +514,8 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
         Largest smaller side solved by the dense Gram eigensolver; above it, seeded ARPACK.
     workers : int, optional
         Threads that compute layers concurrently (default: the CPUs available, at most 4); the
-        result does not depend on it.
+        result does not depend on it. BLAS runs on one thread meanwhile
+        (:func:`~graphpai.spectral.solvers.one_blas_thread`).
 
     Returns
     -------
@@ -568,12 +569,12 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
             w2d = w.reshape(layer.out_channels, -1)
         jobs.append((name, mask, w2d))
     workers = _default_workers() if workers is None else int(workers)
-    if workers > 1 and len(jobs) > 1:
-        # LAPACK and BLAS release the GIL; each thread runs its small problems on one BLAS thread
-        with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-            layers = list(pool.map(lambda job: _layer(*job, gate, dense_max), jobs))
-    else:
-        layers = [_layer(*job, gate, dense_max) for job in jobs]
+    with one_blas_thread():  # parallel over layers instead: LAPACK and BLAS release the GIL
+        if workers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+                layers = list(pool.map(lambda job: _layer(*job, gate, dense_max), jobs))
+        else:
+            layers = [_layer(*job, gate, dense_max) for job in jobs]
     means = {f: _mean([getattr(r, f) for r in layers]) for f in MEAN_FIELDS}
     scored = [r.delta_r for r in layers if r.delta_r is not None]
     share = Aggregate(float(np.mean([v > 0 for v in scored])) if scored else None, len(scored),

@@ -11,21 +11,22 @@ columns are dropped (they carry no singular value):
   that, the singular values of ``A V`` in float64 replace them (a Rayleigh-Ritz step): the square
   root of a Gram eigenvalue would lose half the digits of a small ``sigma_2`` (a rank-1 matrix
   would get ``sigma_2 ~ 1e-8 sigma_1`` instead of 0), ``A V`` keeps the error near
-  ``1e-15 sigma_1``. Problems with ``s < 1024`` run on one BLAS thread (thread-local, restored
-  afterwards): threads gain nothing there and, with the cores busy, OpenBLAS's waiting threads
-  made them 10-40 times slower.
+  ``1e-15 sigma_1``.
 - ``s > dense_max``: ARPACK through ``scipy.sparse.linalg.svds`` with a seeded starting vector and
   ``tol=0`` (machine precision), retried with a larger Krylov space on non-convergence.
 
 Neither builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses LOBPCG or
 ``eigsh(which="LM")`` on that adjacency (SPEC §5 explains why).
+
+:func:`one_blas_thread` limits BLAS to one thread while many small problems run in a thread pool
+(as :func:`graphpai.spectral.spectral` does); the functions here never change the thread count.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-from contextlib import contextmanager, nullcontext
+import threading
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.linalg as sla
@@ -35,7 +36,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, svds
 
 from ..errors import SolverError
 
-__all__ = ["DENSE_MAX", "top_singular_values", "drop_isolated"]
+__all__ = ["DENSE_MAX", "top_singular_values", "drop_isolated", "one_blas_thread"]
 
 DENSE_MAX = 2000
 """Largest smaller side solved through the dense Gram matrix (SPEC §5: "about <= 2000")."""
@@ -44,7 +45,6 @@ _F32_EXACT = 2 ** 24  # float32 holds every integer up to this, so 0/1 Gram entr
 _EPS = np.finfo(np.float64).eps
 _SQRT_SAFE = 1e-4  # sqrt of Gram eigenvalues is used when lambda_p >= this * lambda_1
 _dsyevr = get_lapack_funcs("syevr", dtype=np.float64)
-_THREADED_MIN_SIDE = 1024  # smaller Gram problems run on one BLAS thread (see _one_blas_thread)
 _ARPACK_TRIES = ((None, None), (64, 20000), (128, 100000))  # (ncv, maxiter) per attempt
 
 
@@ -218,51 +218,71 @@ def _gram_top(a, p, binary, layer):
     accurate to about ``1e-12`` relative; below that (rank-deficient or nearly so) the singular
     values of ``a V`` replace them (Rayleigh-Ritz), which keeps small values exact.
     """
-    small = a.shape[1] < _THREADED_MIN_SIDE
-    with _one_blas_thread() if small else nullcontext():
-        w, vectors = _eigh_top(_gram(a, binary), p, layer)
-        w = np.clip(w, 0.0, None)
-        if w[0] >= _SQRT_SAFE * w[-1]:
-            return np.sqrt(w)
-        ritz = a @ vectors if sp.issparse(a) else np.asarray(a, dtype=np.float64) @ vectors
-        return np.linalg.svd(ritz, compute_uv=False)
+    w, vectors = _eigh_top(_gram(a, binary), p, layer)
+    w = np.clip(w, 0.0, None)
+    if w[0] >= _SQRT_SAFE * w[-1]:
+        return np.sqrt(w)
+    ritz = a @ vectors if sp.issparse(a) else np.asarray(a, dtype=np.float64) @ vectors
+    return np.linalg.svd(ritz, compute_uv=False)
 
 
-@functools.lru_cache(maxsize=1)
-def _openblas_thread_setters():
-    """``openblas_set_num_threads_local`` of every OpenBLAS loaded in this process (numpy and
-    scipy each bundle one); empty where there is none or /proc is missing."""
-    setters = []
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower()})
-    except OSError:
-        return ()
-    for path in paths:
-        try:
-            setter = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        setter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
-        setters.append(setter)
-    return tuple(setters)
+_limit_lock = threading.Lock()
+_limit_users = 0
+_limit_handle = None
 
 
 @contextmanager
-def _one_blas_thread():
-    """Run BLAS/LAPACK on one thread in the calling thread only, then restore.
+def one_blas_thread():
+    """Run BLAS and LAPACK on one thread inside the block (process-wide), then restore.
 
-    Gram problems below ``_THREADED_MIN_SIDE`` gain nothing from BLAS threads, and with the
-    cores busy (parallel sweeps) OpenBLAS's waiting threads made them 10-40x slower. The setting
-    is thread-local: other threads of the process keep theirs.
+    :func:`graphpai.spectral.spectral` solves its layers in a small thread pool, and each worker
+    calls BLAS on small matrices: with BLAS threads of their own on top, the cores are
+    oversubscribed and OpenBLAS's spinning threads made a VGG-16 report 10-20 times slower on a
+    busy 2-core machine. BLAS thread counts are process-wide, so concurrent and nested blocks
+    share one limit: the first to enter sets it, the last to leave (maybe another thread)
+    restores the previous counts. The limit goes through ``threadpoolctl`` (OpenBLAS, MKL,
+    BLIS); where it is missing or fails, the block runs unlimited, with a warning: results never
+    depend on it, only speed.
     """
-    setters = _openblas_thread_setters()
-    previous = [setter(1) for setter in setters]
+    global _limit_users, _limit_handle
+    with _limit_lock:
+        if _limit_users == 0:
+            _limit_handle = _blas_limit()
+        _limit_users += 1
     try:
         yield
     finally:
-        for setter, count in zip(setters, previous):
-            setter(count)
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0 and _limit_handle is not None:
+                handle, _limit_handle = _limit_handle, None
+                handle.restore_original_limits()
+                _release_openblas_control()
+
+
+def _blas_limit():
+    """A ``threadpoolctl`` limit of one BLAS thread, or None (with a warning) if none can be set."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        handle = threadpool_limits(limits=1, user_api="blas")
+    except Exception as exc:  # noqa: BLE001 (speed only: never fail a report over it)
+        warnings.warn(f"could not limit BLAS to one thread ({type(exc).__name__}: {exc}); "
+                      "spectral reports may run slowly on busy machines", RuntimeWarning,
+                      stacklevel=4)
+        return None
+    _release_openblas_control()
+    return handle
+
+
+def _release_openblas_control():
+    # threadpoolctl >= 3.8 lets only the thread that last changed a process-wide OpenBLAS pool
+    # change it again; the last thread to leave, maybe another one, must be able to restore it
+    from threadpoolctl import OpenBLASController
+
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear()
 
 
 def _arpack_top(a, p, layer, seed):

@@ -208,6 +208,35 @@ def test_renaming_layers_changes_no_number():
         assert da == db
 
 
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+def test_issue_6_layers_run_on_one_blas_thread_and_the_count_comes_back(monkeypatch):
+    # the old per-call "thread-local" OpenBLAS setting was process-wide: overlapping workers
+    # restored each other's 1 and left the process on one BLAS thread after the report
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=11)
+    before = _blas_threads()
+    seen = []
+    real = report_module.singular_values_compact
+
+    def spy(a, *args, **kwargs):
+        seen.append(_blas_threads())
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(report_module, "singular_values_compact", spy)
+    with ThreadPoolExecutor(2) as pool:  # two reports at once, each with its own layer pool
+        reports = list(pool.map(lambda _: spectral(g, masks, weights, workers=3), range(4)))
+    assert seen and all(set(counts) <= {1} for counts in seen)
+    assert _blas_threads() == before
+    assert all(r.rows() == reports[0].rows() for r in reports)
+
+
 # ------------------------------------------------------------------------------ torch models
 torch = pytest.importorskip("torch")
 

@@ -183,15 +183,56 @@ def test_k_must_be_positive():
         top_singular_values(np.ones((2, 2)), 0)
 
 
-def test_blas_thread_count_is_restored():
-    def current():
-        counts = []
-        for setter in solvers._openblas_thread_setters():
-            previous = setter(1)
-            setter(previous)
-            counts.append(previous)
-        return counts
+def _blas_threads():
+    from threadpoolctl import threadpool_info
 
-    before = current()
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+def _in_thread(fn):
+    import threading
+
+    thread = threading.Thread(target=fn)
+    thread.start()
+    thread.join()
+
+
+def test_issue_6_one_blas_thread_restores_counts_when_blocks_interleave():
+    # BLAS thread counts are process-wide: two workers whose blocks overlap (A enters, B enters,
+    # A leaves, B leaves) used to leave the whole process on one thread; here A is entered by
+    # one thread and B left by another, as in a thread pool
+    before = _blas_threads()
+    a, b = solvers.one_blas_thread(), solvers.one_blas_thread()
+    _in_thread(a.__enter__)
+    b.__enter__()
+    assert set(_blas_threads()) <= {1}
+    a.__exit__(None, None, None)
+    assert set(_blas_threads()) <= {1}  # B still runs
+    _in_thread(lambda: b.__exit__(None, None, None))
+    assert _blas_threads() == before
+    with solvers.one_blas_thread():  # and the next block limits again
+        assert set(_blas_threads()) <= {1}
+    assert _blas_threads() == before
+
+
+def test_solvers_leave_the_blas_thread_count_alone():
+    before = _blas_threads()
     top_singular_values(np.random.default_rng(0).random((300, 200)))
-    assert current() == before
+    assert _blas_threads() == before
+
+
+def test_one_blas_thread_without_threadpoolctl_warns_and_runs(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_threadpoolctl(name, *args, **kwargs):
+        if name == "threadpoolctl":
+            raise ImportError("No module named 'threadpoolctl'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_threadpoolctl)
+    with pytest.warns(RuntimeWarning, match="could not limit BLAS"):
+        with solvers.one_blas_thread():
+            s = top_singular_values(np.ones((3, 4)))
+    assert s[0] == pytest.approx(np.sqrt(12), rel=1e-14)
