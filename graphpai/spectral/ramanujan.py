@@ -183,12 +183,21 @@ def _delta_r(s: Spectrum, normalized: bool) -> float:
     return gap / bound if normalized else gap
 
 
+def _delta_s_undefined(s: Spectrum, normalized: bool) -> str | None:
+    """Why Delta_s (or its normalised form) has no value, or None if it has one."""
+    if s.sigma_1 < 1:
+        return f"sigma_1 = {s.sigma_1:.4g} < 1: 2 sqrt(sigma_1 - 1) is not real"
+    if normalized and s.sigma_1 == 1:
+        return "sigma_1 = 1: the normalisation 2 sqrt(sigma_1 - 1) is 0"
+    return None
+
+
 def _delta_s(s: Spectrum, normalized: bool) -> float | None:
-    bound = 2 * math.sqrt(s.sigma_1 - 1) if s.sigma_1 >= 1 else 0.0
+    if _delta_s_undefined(s, normalized):
+        return None
+    bound = 2 * math.sqrt(s.sigma_1 - 1)
     gap = bound - s.sigma_2
-    if normalized:
-        return gap / bound if bound > 0 else None
-    return gap
+    return gap / bound if normalized else gap
 
 
 def _narc(s: Spectrum, n_in: int, n_out: int) -> float:
@@ -243,12 +252,16 @@ def canonical_gap(biadjacency, *, normalized=False, profile="iclr23"):
     Returns
     -------
     float or None
-        None if the layer fails the gate or has no edge.
+        None if the layer fails the gate or has no edge, or if ``sigma_1 < 1`` (possible only
+        for a weighted matrix: a 0/1 one with an edge has ``sigma_1 >= 1``), where the square
+        root is not real; normalised, also if ``sigma_1 = 1``.
 
     Examples
     --------
     >>> round(canonical_gap(np.ones((5, 5))), 6)  # K_{5,5}: sigma_1 = 5, sigma_2 = 0
     4.0
+    >>> canonical_gap(np.full((3, 3), 0.1)) is None  # sigma_1 = 0.3
+    True
     """
     s = gated_spectrum(biadjacency, profile)
     return None if s is None else _delta_s(s, normalized)

@@ -27,7 +27,8 @@ from .._results import jsonable
 from ..errors import GraphpaiError, MaskError, SolverError
 from ..graph import NetGraph, as_graph
 from ..masks import MaskSet
-from .ramanujan import FS_SUBGRAPH_GATE, GATES, Spectrum, _delta_r, _delta_s, _narc, get_gate
+from .ramanujan import (FS_SUBGRAPH_GATE, GATES, Spectrum, _delta_r, _delta_s,
+                        _delta_s_undefined, _narc, get_gate)
 from .solvers import DENSE_MAX, one_blas_thread, singular_values_compact
 
 __all__ = ["LayerSpectrum", "Aggregate", "SpectralReport", "spectral", "MEAN_FIELDS"]
@@ -291,8 +292,10 @@ def _layer(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
             out.update(delta_r=_delta_r(s, False), delta_r_norm=_delta_r(s, True),
                        delta_s=_delta_s(s, False), delta_s_norm=_delta_s(s, True),
                        narc=_narc(s, n_in, n_out))
-            if out["delta_s_norm"] is None:
-                reasons["delta_s_norm"] = "sigma_1 <= 1"
+            for f, normalized in (("delta_s", False), ("delta_s_norm", True)):
+                undefined = _delta_s_undefined(s, normalized)
+                if undefined:
+                    reasons[f] = undefined
         else:
             for f in binary_fields:
                 reasons[f] = failure

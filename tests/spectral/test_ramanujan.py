@@ -204,3 +204,12 @@ def test_gate_failure_messages():
     assert GATES["neurips23"].failure(1, 4) == "gate neurips23: d_L = 1 <= 1"
     assert GATES["neurips23"].failure(2, 2) == "gate neurips23: d_R = 2 < 3"
     assert GATES["iclr23"].failure(None, None) == "empty layer"
+
+
+def test_issue_6_canonical_gap_is_none_not_a_number_when_sigma_1_is_below_1():
+    # 2 sqrt(sigma_1 - 1) is not real for sigma_1 < 1: the raw gap used to come out as
+    # -sigma_2 (here 0.0, a fake "measured 0") while only the normalised form was None
+    x = np.full((4, 3), 0.1)                   # d_L = 3, d_R = 4: passes iclr23
+    assert np.linalg.norm(x, 2) == pytest.approx(0.1 * math.sqrt(12))  # sigma_1 < 1
+    assert canonical_gap(x) is None and canonical_gap(x, normalized=True) is None
+    assert ramanujan_gap(x) is not None        # the layer itself is scored
