@@ -17,14 +17,13 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._results import jsonable
-from ..errors import GraphpaiError
+from ..errors import GraphpaiError, MaskError
 from .ramanujan import (FS_SUBGRAPH_GATE, _binary, _delta_r, _spectrum_compact, degree_groups,
-                        gated_spectrum)
-from .report import Aggregate
-from .solvers import drop_isolated, singular_values_compact
+                        gated_spectrum, ramanujan_gap)
+from .report import Aggregate, SpectralReport
+from .solvers import as_matrix, drop_isolated, singular_values_compact
 
 __all__ = ["FsImdb", "SpectralDistance", "weighted_gap", "fs_imdb", "coordinate", "distance"]
 
@@ -123,14 +122,14 @@ def fs_imdb(biadjacency, weighted=None) -> FsImdb:
     >>> r.subgraphs, round(r.imdb_r, 6), r.imdb_lambda
     (1, 2.09751, None)
     """
-    b = sp.csr_array(biadjacency) if sp.issparse(biadjacency) else np.asarray(biadjacency)
+    b = as_matrix(biadjacency, "biadjacency")
     binary = _binary(b)
     x = None
     if weighted is not None:
-        x = sp.csr_array(weighted) if sp.issparse(weighted) else np.asarray(weighted)
+        x = as_matrix(weighted, "weighted matrix")
         if x.shape != b.shape:
-            raise GraphpaiError(f"weighted matrix has shape {x.shape} but the biadjacency is "
-                                f"{b.shape}")
+            raise MaskError(f"weighted matrix has shape {x.shape} but the biadjacency is "
+                            f"{b.shape}; both are the same layer's fan-in view")
     r_terms, lam_terms = [], []
     for d, rows in degree_groups(b, min_size=2):
         sub, _, cols = drop_isolated(b[rows])
@@ -175,8 +174,6 @@ def coordinate(biadjacency, weighted, *, profile="neurips23"):
     >>> [round(float(e), 6) for e in v], round(float(np.linalg.norm(v)), 6)
     ([3.146264, 3.464102, 2.09751, 2.309401], 5.624221)
     """
-    from .ramanujan import ramanujan_gap
-
     delta = ramanujan_gap(biadjacency, profile=profile)
     lam = weighted_gap(weighted, profile=profile)
     fs = fs_imdb(biadjacency, weighted)
@@ -220,6 +217,9 @@ def distance(a, b) -> SpectralDistance:
     >>> round(distance(one, two).layers["fc"], 6), round((48 * (1 + (8 / 13) ** 2)) ** 0.5, 6)
     (8.134956, 8.134956)
     """
+    if not (isinstance(a, SpectralReport) and isinstance(b, SpectralReport)):
+        raise GraphpaiError(f"distance compares two SpectralReports (from graphpai.spectral), "
+                            f"not {type(a).__name__} and {type(b).__name__}")
     names_a = [row.layer for row in a.layers]
     names_b = [row.layer for row in b.layers]
     if names_a != names_b:

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from .._results import jsonable
 from ..errors import UnknownMethodError
-from .solvers import DENSE_MAX, drop_isolated, singular_values_compact
+from .solvers import DENSE_MAX, as_matrix, drop_isolated, singular_values_compact
 
 __all__ = [
     "Gate", "GATES", "FS_SUBGRAPH_GATE", "Spectrum", "Imdb", "spectrum", "ramanujan_gap",
@@ -152,14 +152,15 @@ def spectrum(biadjacency, *, layer=None, dense_max=DENSE_MAX) -> Spectrum:
     >>> s.n_l, s.n_r, s.E, s.d_L, s.d_R, round(s.sigma_1 ** 2, 9), s.sigma_2
     (3, 4, 12, 4.0, 3.0, 12.0, 0.0)
     """
-    compact, _, _ = drop_isolated(biadjacency)
+    compact, _, _ = drop_isolated(as_matrix(biadjacency, "biadjacency"))
     return _spectrum_compact(compact, binary=_binary(compact), layer=layer, dense_max=dense_max)
 
 
 def gated_spectrum(matrix, profile) -> Spectrum | None:
     """`spectrum` of `matrix` if its mean degrees pass `profile`'s gate, else None."""
+    gate = get_gate(profile)
     s = spectrum(matrix)
-    return None if get_gate(profile).failure(s.d_L, s.d_R) else s
+    return None if gate.failure(s.d_L, s.d_R) else s
 
 
 def _spectrum_compact(compact, *, binary, layer=None, dense_max=DENSE_MAX) -> Spectrum:
@@ -295,8 +296,9 @@ def narc(biadjacency, *, profile="iclr23"):
     >>> round(narc(np.ones((4, 4))), 6)  # K_{4,4}: 1/4 - 1
     -0.75
     """
-    s = gated_spectrum(biadjacency, profile)
-    return None if s is None else _narc(s, *biadjacency.shape)
+    b = as_matrix(biadjacency, "biadjacency")
+    s = gated_spectrum(b, profile)
+    return None if s is None else _narc(s, *b.shape)
 
 
 def degree_groups(biadjacency, *, min_size: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -357,7 +359,7 @@ def imdb(biadjacency, *, profile="iclr23") -> Imdb:
     (1, 3.146264, 1.0)
     """
     gate = get_gate(profile)
-    b = sp.csr_array(biadjacency) if sp.issparse(biadjacency) else np.asarray(biadjacency)
+    b = as_matrix(biadjacency, "biadjacency")
     binary = _binary(b)
     raw, norm = [], []
     for d, rows in degree_groups(b, min_size=3):

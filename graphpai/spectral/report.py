@@ -209,7 +209,7 @@ class _Sorted:
             self.m = mask_sorted.astype(np.float32)
             if weights2d is not None:
                 self.x = np.abs(np.take(weights2d, keep, axis=1))
-                self.x *= self.m
+                self.x[~mask_sorted] = 0.0  # not x *= m: a pruned inf or nan is no edge either
         # degree groups: contiguous column ranges of equal degree
         values, starts, counts = np.unique(self.degrees, return_index=True, return_counts=True)
         self.groups = list(zip(values.tolist(), starts.tolist(), counts.tolist()))
@@ -432,7 +432,10 @@ def _resolve_weights(net, graph, weights, seed):
         w = weights[name]
         if hasattr(w, "detach"):
             w = w.detach().cpu().double().numpy()
-        out[name] = np.asarray(w, dtype=np.float64)
+        try:
+            out[name] = np.asarray(w, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise MaskError(f"weights for {name!r} are not an array of numbers ({exc})") from None
     return out, "given"
 
 
@@ -570,6 +573,11 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
                 raise MaskError(f"weights for {name!r} have shape {w.shape} but the layer is "
                                 f"{tuple(layer.weight_shape)}")
             w2d = w.reshape(layer.out_channels, -1)
+            if not np.isfinite(w2d.sum()):  # a cheap screen; only kept weights count
+                bad = int(np.count_nonzero(~np.isfinite(w2d[mask])))
+                if bad:
+                    raise MaskError(f"weights for {name!r} have {bad} nan or inf kept entries; "
+                                    "pass finite weights (or prune those entries)")
         jobs.append((name, mask, w2d))
     workers = _default_workers() if workers is None else int(workers)
     with one_blas_thread():  # parallel over layers instead: LAPACK and BLAS release the GIL

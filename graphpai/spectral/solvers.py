@@ -34,9 +34,9 @@ from scipy.linalg.lapack import get_lapack_funcs
 import scipy.sparse as sp
 from scipy.sparse.linalg import ArpackNoConvergence, svds
 
-from ..errors import SolverError
+from ..errors import MaskError, SolverError
 
-__all__ = ["DENSE_MAX", "top_singular_values", "drop_isolated", "one_blas_thread"]
+__all__ = ["DENSE_MAX", "top_singular_values", "drop_isolated", "as_matrix", "one_blas_thread"]
 
 DENSE_MAX = 2000
 """Largest smaller side solved through the dense Gram matrix (SPEC §5: "about <= 2000")."""
@@ -46,6 +46,43 @@ _EPS = np.finfo(np.float64).eps
 _SQRT_SAFE = 1e-4  # sqrt of Gram eigenvalues is used when lambda_p >= this * lambda_1
 _dsyevr = get_lapack_funcs("syevr", dtype=np.float64)
 _ARPACK_TRIES = ((None, None), (64, 20000), (128, 100000))  # (ncv, maxiter) per attempt
+
+
+def as_matrix(matrix, name="matrix"):
+    """`matrix` as a CSR array or an ndarray, checked to be 2-D, real and finite.
+
+    Raises
+    ------
+    MaskError
+        Naming `name` and what is wrong (not 2-D, not numbers, nan or inf entries).
+
+    Examples
+    --------
+    >>> as_matrix([[1, 0], [0, 1]]).shape
+    (2, 2)
+    >>> as_matrix(np.ones(3), "biadjacency")
+    Traceback (most recent call last):
+    ...
+    graphpai.errors.MaskError: biadjacency must be 2-D (n_in x n_out), got shape (3,)
+    """
+    if sp.issparse(matrix):
+        a = sp.csr_array(matrix)
+        values = a.data
+    else:
+        try:
+            a = np.asarray(matrix)
+        except ValueError as exc:  # ragged nested lists
+            raise MaskError(f"{name} must be a 2-D array of numbers ({exc})") from None
+        values = a
+    if a.ndim != 2:
+        raise MaskError(f"{name} must be 2-D (n_in x n_out), got shape {a.shape}")
+    if values.dtype.kind not in "biuf":
+        raise MaskError(f"{name} must hold real numbers, not {values.dtype}")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        raise MaskError(f"{name} has {bad} nan or inf entries; singular values need finite "
+                        "entries")
+    return a
 
 
 def drop_isolated(matrix):
@@ -117,6 +154,8 @@ def top_singular_values(matrix, k=2, *, layer=None, dense_max=DENSE_MAX, seed=0)
 
     Raises
     ------
+    MaskError
+        If `matrix` is not 2-D, not real or not finite.
     SolverError
         If the eigensolver does not converge after retries; ``.layer`` and ``.reason`` say where
         and why.
@@ -136,7 +175,7 @@ def top_singular_values(matrix, k=2, *, layer=None, dense_max=DENSE_MAX, seed=0)
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    a, _, _ = drop_isolated(matrix)
+    a, _, _ = drop_isolated(as_matrix(matrix))
     if sp.issparse(a):
         binary = a.nnz == 0 or bool(np.all(a.data == 1))
     else:

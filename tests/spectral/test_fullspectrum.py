@@ -138,3 +138,9 @@ def test_distance_rejects_mismatched_reports():
     other = g.rename({"fc1": "first"})
     with pytest.raises(GraphpaiError, match="different layers"):
         distance(a, spectral(other, weights={"first": w["fc1"], "fc2": w["fc2"]}))
+
+
+def test_distance_needs_two_reports():
+    a = spectral(_net())
+    with pytest.raises(GraphpaiError, match="two SpectralReports"):
+        distance(a, a.to_dict())

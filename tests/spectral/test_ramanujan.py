@@ -213,3 +213,21 @@ def test_issue_6_canonical_gap_is_none_not_a_number_when_sigma_1_is_below_1():
     assert np.linalg.norm(x, 2) == pytest.approx(0.1 * math.sqrt(12))  # sigma_1 < 1
     assert canonical_gap(x) is None and canonical_gap(x, normalized=True) is None
     assert ramanujan_gap(x) is not None        # the layer itself is scored
+
+
+def test_issue_6_bad_matrices_are_clean_errors():
+    from graphpai.errors import MaskError
+    from graphpai.spectral import fs_imdb, top_singular_values, weighted_gap
+
+    nan = np.ones((4, 4))
+    nan[1, 2] = np.nan  # used to give sigma = (0, 0)
+    for f in (top_singular_values, ramanujan_gap, narc, imdb, weighted_gap, fs_imdb):
+        with pytest.raises(MaskError, match="1 nan or inf entries"):
+            f(nan)
+        with pytest.raises(MaskError, match=r"must be 2-D .* got shape \(2, 2, 2\)"):
+            f(np.ones((2, 2, 2)))
+    with pytest.raises(MaskError, match="real numbers"):
+        ramanujan_gap(np.full((3, 3), "1"))
+    with pytest.raises(MaskError, match="weighted matrix has 1 nan"):
+        fs_imdb(np.ones((4, 4)), nan)
+    assert narc([[1, 1, 1]] * 4) == pytest.approx(1 / math.sqrt(12) - 1)  # nested lists work

@@ -189,6 +189,31 @@ def test_validation_errors():
         spectral(g, masks, "trained")
 
 
+def test_issue_6_non_finite_or_non_numeric_weights_are_a_clean_error():
+    # nan weights used to give weighted_sigma_1 = 0.0 and lambda = 0.0 without a word
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=12)
+    for bad in (np.nan, np.inf):
+        w = weights["fc2"].copy()
+        w[masks["fc2"]] = bad
+        with pytest.raises(MaskError, match=r"'fc2' have \d+ nan or inf kept entries"):
+            spectral(g, masks, {**weights, "fc2": w})
+    with pytest.raises(MaskError, match="'fc1' are not an array of numbers"):
+        spectral(g, masks, {**weights, "fc1": "trained"})
+
+
+def test_issue_6_a_non_finite_pruned_weight_is_no_edge():
+    # only kept weights are edges of |W * M|: nan * 0 must not leak into the dense path
+    g = _net()
+    masks, weights = _state(g, 0.5, seed=13)  # density 0.5: the dense code path
+    w = {k: v.copy() for k, v in weights.items()}
+    zeroed = {k: v.copy() for k, v in weights.items()}
+    for name in w:
+        w[name][~masks[name]] = np.nan
+        zeroed[name][~masks[name]] = 0.0
+    assert spectral(g, masks, w).rows() == spectral(g, masks, zeroed).rows()
+
+
 def test_module_is_callable():
     g = _net()
     assert graphpai.spectral(g).rows() == spectral(g).rows()
