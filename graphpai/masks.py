@@ -66,6 +66,9 @@ class MaskSet(Mapping[str, np.ndarray]):
 
     def __init__(self, masks: Mapping):
         self._masks: dict[str, np.ndarray] = {}
+        if not isinstance(masks, Mapping):
+            raise MaskError(f"masks must be a mapping of layer name to array, got "
+                            f"{type(masks).__name__}; e.g. MaskSet({{'features.0': mask}})")
         if not masks:
             raise MaskError("a MaskSet needs at least one layer mask; MaskSet.dense(graph) makes "
                             "all-ones masks for every layer of a graph")

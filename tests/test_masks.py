@@ -203,3 +203,8 @@ def test_issue_2_mask_set_does_not_alias_the_callers_array():
     masks = MaskSet({"fc": array})
     array[:] = False
     assert masks.kept() == 4
+
+
+def test_issue_2_mask_set_from_a_non_mapping_is_a_mask_error():
+    with pytest.raises(MaskError, match="mapping of layer name"):
+        MaskSet([np.ones((2, 2))])
