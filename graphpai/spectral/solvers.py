@@ -11,9 +11,12 @@ columns are dropped (they carry no singular value):
   that, the singular values of ``A V`` in float64 replace them (a Rayleigh-Ritz step): the square
   root of a Gram eigenvalue would lose half the digits of a small ``sigma_2`` (a rank-1 matrix
   would get ``sigma_2 ~ 1e-8 sigma_1`` instead of 0), ``A V`` keeps the error near
-  ``1e-15 sigma_1``.
+  ``eps sigma_1^2 / sigma_2``; for ``0 < sigma_2 < 1e-6 sigma_1`` (never a 0/1 matrix) numpy's
+  dense SVD of ``A`` decides.
 - ``s > dense_max``: ARPACK through ``scipy.sparse.linalg.svds`` with a seeded starting vector and
-  ``tol=0`` (machine precision), retried with a larger Krylov space on non-convergence.
+  ``tol=0`` (machine precision), retried with a larger Krylov space on non-convergence. Its
+  Rayleigh-Ritz step shares the limit above: a ``sigma_2`` far below ``1e-6 sigma_1`` is only
+  accurate to about ``1e-8 sigma_1``.
 
 Neither builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses LOBPCG or
 ``eigsh(which="LM")`` on that adjacency (SPEC §5 explains why).
@@ -44,6 +47,7 @@ DENSE_MAX = 2000
 _F32_EXACT = 2 ** 24  # float32 holds every integer up to this, so 0/1 Gram entries are exact
 _EPS = np.finfo(np.float64).eps
 _SQRT_SAFE = 1e-4  # sqrt of Gram eigenvalues is used when lambda_p >= this * lambda_1
+_RITZ_SAFE = 1e-6  # Rayleigh-Ritz values are used when sigma_p >= this * sigma_1 (or 0)
 _dsyevr = get_lapack_funcs("syevr", dtype=np.float64)
 _ARPACK_TRIES = ((None, None), (64, 20000), (128, 100000))  # (ncv, maxiter) per attempt
 
@@ -255,14 +259,21 @@ def _gram_top(a, p, binary, layer):
 
     When ``sigma_p^2 >= 1e-4 sigma_1^2`` the square roots of the Gram eigenvalues are already
     accurate to about ``1e-12`` relative; below that (rank-deficient or nearly so) the singular
-    values of ``a V`` replace them (Rayleigh-Ritz), which keeps small values exact.
+    values of ``a V`` replace them (Rayleigh-Ritz), with an error near ``eps sigma_1^2 /
+    sigma_p``. Where that could exceed ``1e-10 sigma_1`` (``sigma_p < 1e-6 sigma_1`` but not a
+    numerical 0), numpy's dense SVD of `a` decides; a 0/1 matrix never gets there (its
+    ``sigma_2`` is 0 or at least 0.618).
     """
     w, vectors = _eigh_top(_gram(a, binary), p, layer)
     w = np.clip(w, 0.0, None)
     if w[0] >= _SQRT_SAFE * w[-1]:
         return np.sqrt(w)
-    ritz = a @ vectors if sp.issparse(a) else np.asarray(a, dtype=np.float64) @ vectors
-    return np.linalg.svd(ritz, compute_uv=False)
+    dense = None if sp.issparse(a) else np.asarray(a, dtype=np.float64)
+    values = np.linalg.svd((a if dense is None else dense) @ vectors, compute_uv=False)
+    if max(a.shape) * _EPS * values[0] < values[-1] < _RITZ_SAFE * values[0]:
+        dense = a.toarray() if dense is None else dense
+        values = np.linalg.svd(dense.astype(np.float64, copy=False), compute_uv=False)[:p]
+    return values
 
 
 _limit_lock = threading.Lock()
