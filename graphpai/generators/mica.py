@@ -397,17 +397,30 @@ def place_layer(active: np.ndarray, budget: int, n_out: int, *, out_channels: in
     -------
     bool ndarray, shape (out_channels, C_in/groups * k)
         The mask in the order of ``weight.reshape(C_out, -1)``.
+
+    Raises
+    ------
+    BudgetError
+        If `budget` is not in [0, weights], `n_out` not in [1, out_channels], or `groups` does
+        not divide both C_in and `out_channels`.
     """
     rng = np.random.default_rng(seed)
     active = np.asarray(active, dtype=bool)
+    if active.ndim != 2:
+        raise BudgetError(f"active must be a (C_in, k) array, got shape {active.shape}")
     units, k = active.shape
+    if groups < 1 or units % groups or out_channels % groups:
+        raise BudgetError(f"groups={groups} must divide C_in={units} and out_channels="
+                          f"{out_channels}")
     cin_g, cout_g = units // groups, out_channels // groups
     fan_in = cin_g * k
     mask = np.zeros((out_channels, fan_in), dtype=bool)
+    if not 0 <= budget <= mask.size:
+        raise BudgetError(f"budget {budget} is outside [0, {mask.size}], the layer's weights")
+    if not 1 <= n_out <= out_channels:
+        raise BudgetError(f"n_out={n_out} selected outputs must be in [1, {out_channels}]")
     if budget == 0:
         return mask
-    if budget > mask.size:
-        raise BudgetError(f"budget {budget} exceeds the layer's {mask.size} weights")
 
     # one random active offset per active input channel, channels in random order per group
     keys = rng.random((units, k))

@@ -274,6 +274,17 @@ def test_place_layer_exact_count_and_tier_order(case):
                     assert m[gr][sel[gr]].any(axis=(1, 2)).all()
 
 
+@pytest.mark.parametrize("kw, match", [({"budget": -1}, "outside"), ({"budget": 13}, "outside"),
+                                       ({"n_out": 0}, "n_out"), ({"n_out": 5}, "n_out"),
+                                       ({"groups": 2}, "groups")])
+def test_issue_5_place_layer_checks_its_arguments(kw, match):
+    # budget=-1 returned a mask with 2 kept weights; n_out=5 and groups=2 were numpy IndexError
+    # and broadcasting errors
+    args = {"budget": 2, "n_out": 1, "out_channels": 4, "groups": 1, **kw}
+    with pytest.raises(BudgetError, match=match):
+        place_layer(np.ones((3, 1), bool), args.pop("budget"), args.pop("n_out"), **args)
+
+
 def test_place_layer_short_budget_covers_the_shorter_list_first():
     # 6 active inputs (one offset each), 3 selected outputs, budget 4: the first 3 pairs match
     # input j with output j, so all 3 outputs and 4 distinct inputs are covered
