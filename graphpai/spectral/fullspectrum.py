@@ -20,10 +20,8 @@ import numpy as np
 
 from .._results import jsonable
 from ..errors import GraphpaiError, MaskError
-from .ramanujan import (FS_SUBGRAPH_GATE, _binary, _delta_r, _spectrum_compact, degree_groups,
-                        gated_spectrum, ramanujan_gap)
-from .report import Aggregate, SpectralReport
-from .solvers import as_matrix, drop_isolated, singular_values_compact
+from .ramanujan import gated_spectrum
+from .report import Aggregate, SpectralReport, layer_spectrum
 
 __all__ = ["FsImdb", "SpectralDistance", "weighted_gap", "fs_imdb", "coordinate", "distance"]
 
@@ -122,30 +120,8 @@ def fs_imdb(biadjacency, weighted=None) -> FsImdb:
     >>> r.subgraphs, round(r.imdb_r, 6), r.imdb_lambda
     (1, 2.09751, None)
     """
-    b = as_matrix(biadjacency, "biadjacency")
-    binary = _binary(b)
-    x = None
-    if weighted is not None:
-        x = as_matrix(weighted, "weighted matrix")
-        if x.shape != b.shape:
-            raise MaskError(f"weighted matrix has shape {x.shape} but the biadjacency is "
-                            f"{b.shape}; both are the same layer's fan-in view")
-    r_terms, lam_terms = [], []
-    for d, rows in degree_groups(b, min_size=2):
-        sub, _, cols = drop_isolated(b[rows])
-        n_d, n_out_d = sub.shape
-        if not FS_SUBGRAPH_GATE.passes(d, n_d * d / n_out_d):
-            continue
-        c_d = max(n_d, n_out_d) / (n_d + n_out_d - 1)
-        r_terms.append(c_d * _delta_r(_spectrum_compact(sub, binary=binary), False))
-        if x is not None:
-            block = x[rows][:, cols]
-            s1, s2 = singular_values_compact(block, 2)
-            lam_terms.append(c_d * (s1 - s2))
-    if not r_terms:
-        return FsImdb(None, None, 0)
-    return FsImdb(float(np.mean(r_terms)), float(np.mean(lam_terms)) if x is not None else None,
-                  len(r_terms))
+    row = layer_spectrum(biadjacency, weighted)
+    return FsImdb(row.imdb_r, row.imdb_lambda, row.fs_subgraphs)
 
 
 def coordinate(biadjacency, weighted, *, profile="neurips23"):
@@ -174,11 +150,10 @@ def coordinate(biadjacency, weighted, *, profile="neurips23"):
     >>> [round(float(e), 6) for e in v], round(float(np.linalg.norm(v)), 6)
     ([3.146264, 3.464102, 2.09751, 2.309401], 5.624221)
     """
-    delta = ramanujan_gap(biadjacency, profile=profile)
-    lam = weighted_gap(weighted, profile=profile)
-    fs = fs_imdb(biadjacency, weighted)
-    return np.array([e if e is not None else 0.0
-                     for e in (delta, lam, fs.imdb_r, fs.imdb_lambda)], dtype=np.float64)
+    if weighted is None:
+        raise MaskError("the coordinate needs the weighted matrix |W * M| as well as B")
+    return np.array(layer_spectrum(biadjacency, weighted, profile=profile).coordinate,
+                    dtype=np.float64)
 
 
 def distance(a, b) -> SpectralDistance:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +32,7 @@ from .solvers import DENSE_MAX, as_matrix, drop_isolated, singular_values_compac
 
 __all__ = [
     "Gate", "GATES", "FS_SUBGRAPH_GATE", "Spectrum", "Imdb", "spectrum", "ramanujan_gap",
-    "canonical_gap", "narc", "imdb", "degree_groups", "get_gate", "gated_spectrum",
+    "canonical_gap", "narc", "imdb", "get_gate", "gated_spectrum",
 ]
 
 
@@ -301,34 +300,6 @@ def narc(biadjacency, *, profile="iclr23"):
     return None if s is None else _narc(s, *b.shape)
 
 
-def degree_groups(biadjacency, *, min_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(d, rows)`` for each left degree d > 0 shared by at least `min_size` left nodes.
-
-    Degrees are taken in the full layer; `rows` are the indices of the left nodes (fan-in
-    positions) of degree d, in increasing order. Groups come in increasing d.
-
-    Examples
-    --------
-    >>> b = np.array([[1, 1], [1, 1], [0, 1], [0, 0]])
-    >>> [(d, rows.tolist()) for d, rows in degree_groups(b, min_size=1)]
-    [(1, [2]), (2, [0, 1])]
-    """
-    b = biadjacency
-    if sp.issparse(b):
-        degrees = np.asarray((b != 0).sum(axis=1)).ravel()
-    else:
-        degrees = np.count_nonzero(np.asarray(b), axis=1)
-    yield from _groups(degrees, min_size)
-
-
-def _groups(degrees: np.ndarray, min_size: int):
-    order = np.argsort(degrees, kind="stable")
-    values, starts, counts = np.unique(degrees[order], return_index=True, return_counts=True)
-    for d, start, count in zip(values.tolist(), starts.tolist(), counts.tolist()):
-        if d > 0 and count >= min_size:
-            yield d, order[start:start + count]
-
-
 def imdb(biadjacency, *, profile="iclr23") -> Imdb:
     r"""Iterative mean difference of bound, IMDB ([RAM]; SPEC §5).
 
@@ -358,19 +329,7 @@ def imdb(biadjacency, *, profile="iclr23") -> Imdb:
     >>> r.subgraphs, round(r.raw, 6), r.normalized
     (1, 3.146264, 1.0)
     """
-    gate = get_gate(profile)
-    b = as_matrix(biadjacency, "biadjacency")
-    binary = _binary(b)
-    raw, norm = [], []
-    for d, rows in degree_groups(b, min_size=3):
-        sub, _, _ = drop_isolated(b[rows])
-        n_d, n_out_d = sub.shape
-        d_R = n_d * d / n_out_d
-        if gate.failure(d, d_R):
-            continue
-        s = _spectrum_compact(sub, binary=binary)
-        raw.append(_delta_r(s, False))
-        norm.append(_delta_r(s, True))
-    if not raw:
-        return Imdb(None, None, 0)
-    return Imdb(float(np.mean(norm)), float(np.mean(raw)), len(raw))
+    from .report import layer_spectrum  # the report builds on this module; one copy of IMDB
+
+    row = layer_spectrum(biadjacency, profile=profile)
+    return Imdb(row.imdb, row.imdb_raw, row.imdb_subgraphs)

@@ -29,9 +29,10 @@ from ..graph import NetGraph, as_graph
 from ..masks import MaskSet
 from .ramanujan import (FS_SUBGRAPH_GATE, GATES, Spectrum, _delta_r, _delta_s,
                         _delta_s_undefined, _narc, get_gate)
-from .solvers import DENSE_MAX, one_blas_thread, singular_values_compact
+from .solvers import DENSE_MAX, as_matrix, one_blas_thread, singular_values_compact
 
-__all__ = ["LayerSpectrum", "Aggregate", "SpectralReport", "spectral", "MEAN_FIELDS"]
+__all__ = ["LayerSpectrum", "Aggregate", "SpectralReport", "spectral", "layer_spectrum",
+           "MEAN_FIELDS"]
 
 _SPARSE_BELOW = 0.05  # layers sparser than this are handled as scipy.sparse, denser ones densely
 
@@ -396,6 +397,59 @@ def _layer(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
     fields = {f: None for f in LayerSpectrum.__dataclass_fields__ if f != "reasons"}
     fields.update(out)
     return LayerSpectrum(**fields, reasons=reasons)
+
+
+def layer_spectrum(biadjacency, weighted=None, *, profile="iclr23", layer="layer",
+                   dense_max=DENSE_MAX) -> LayerSpectrum:
+    """Every SPEC §5 quantity of one layer given by its matrices: the row :func:`spectral` makes.
+
+    Parameters
+    ----------
+    biadjacency : scipy.sparse array or ndarray, shape (n_in, n_out)
+        Fan-in biadjacency B; its nonzero entries are the edges.
+    weighted : scipy.sparse array or ndarray, optional
+        ``|W * M|`` (or W: the absolute value is taken) of the same shape; only entries where
+        B has an edge count. Without it the weighted quantities are None ("no weights").
+    profile : {"iclr23", "neurips23"}
+        Whose gate applies (see :func:`spectral`).
+    layer : str
+        The name in the row and in errors.
+    dense_max : int
+        Passed to the solver.
+
+    Returns
+    -------
+    LayerSpectrum
+
+    Raises
+    ------
+    MaskError
+        If a matrix is not 2-D, real and finite, or the shapes differ.
+    SolverError
+        If a singular value did not converge (:func:`spectral` records it instead).
+
+    Examples
+    --------
+    >>> row = layer_spectrum(np.ones((3, 4)))  # K_{3,4}: one degree group, the whole layer
+    >>> row.imdb, row.imdb_subgraphs, round(row.imdb_r, 6)   # c_d = 4/6, Delta_r = 3.146264
+    (1.0, 1, 2.09751)
+    """
+    gate = get_gate(profile)
+    b = as_matrix(biadjacency, "biadjacency")
+    mask2d = np.ascontiguousarray(((b != 0).toarray() if sp.issparse(b) else b != 0).T)
+    weights2d = None
+    if weighted is not None:
+        x = as_matrix(weighted, "weighted matrix")
+        if x.shape != b.shape:
+            raise MaskError(f"weighted matrix has shape {x.shape} but the biadjacency is "
+                            f"{b.shape}; both are the same layer's fan-in view")
+        weights2d = np.ascontiguousarray((x.toarray() if sp.issparse(x) else x).T,
+                                         dtype=np.float64)
+    row = _layer(layer, mask2d, weights2d, gate, dense_max)
+    failed = sorted({v for v in row.reasons.values() if v.startswith("solver failed: ")})
+    if failed:
+        raise SolverError(layer, "; ".join(v[len("solver failed: "):] for v in failed))
+    return row
 
 
 # ----------------------------------------------------------------------------- the network
