@@ -11,7 +11,8 @@ dropped before sizes and mean degrees ``d_L = E / n_l``, ``d_R = E / n_r`` are t
 The package is callable: ``graphpai.spectral(net, masks)`` is :func:`spectral`, and
 ``graphpai.spectral.distance(a, b)`` compares two reports.
 
-- :func:`spectral`: the per-layer table and network means (`SpectralReport`).
+- :func:`spectral`: the per-layer table and network means (`SpectralReport`);
+  :func:`layer_spectrum`: the same row for one layer given as matrices.
 - :mod:`.ramanujan`: `ramanujan_gap`, `canonical_gap`, `narc`, `imdb`, `spectrum`, `GATES`.
 - :mod:`.fullspectrum`: `weighted_gap`, `fs_imdb`, `coordinate`, `distance`.
 - :mod:`.solvers`: `top_singular_values`.
@@ -28,11 +29,12 @@ from .._callable import callable_module
 from .fullspectrum import FsImdb, SpectralDistance, coordinate, distance, fs_imdb, weighted_gap
 from .ramanujan import (FS_SUBGRAPH_GATE, GATES, Gate, Imdb, Spectrum, canonical_gap, imdb, narc,
                         ramanujan_gap, spectrum)
-from .report import Aggregate, LayerSpectrum, SpectralReport, spectral
+from .report import Aggregate, LayerSpectrum, SpectralReport, layer_spectrum, spectral
 from .solvers import top_singular_values
 
 __all__ = [
-    "spectral", "SpectralReport", "LayerSpectrum", "Aggregate", "distance", "SpectralDistance",
+    "spectral", "SpectralReport", "LayerSpectrum", "Aggregate", "layer_spectrum", "distance",
+    "SpectralDistance",
     "ramanujan_gap", "canonical_gap", "narc", "imdb", "Imdb", "spectrum", "Spectrum",
     "weighted_gap", "fs_imdb", "FsImdb", "coordinate", "top_singular_values", "GATES",
     "FS_SUBGRAPH_GATE", "Gate",
