@@ -159,6 +159,26 @@ def test_solver_failure_is_recorded_per_layer(monkeypatch):
     assert report.layer("fc2").sigma_1 is not None
 
 
+def test_layer_spectrum_is_the_report_row_and_raises_solver_failures(monkeypatch):
+    from graphpai.spectral import imdb, layer_spectrum
+
+    g = _net()
+    masks, weights = _state(g, 0.4, seed=14)
+    row = spectral(g, masks, weights, profile="neurips23").layer("fc1")
+    b = g.biadjacency("fc1", masks)
+    alone = layer_spectrum(b, weights["fc1"].T, profile="neurips23", layer="fc1")
+    assert alone == row
+
+    def failing(a, *args, **kwargs):
+        raise SolverError(kwargs.get("layer"), "ARPACK attempt 3: no convergence")
+
+    monkeypatch.setattr(report_module, "singular_values_compact", failing)
+    with pytest.raises(SolverError, match="'fc1'.*ARPACK attempt 3"):
+        layer_spectrum(b, layer="fc1")
+    with pytest.raises(SolverError):
+        imdb(b)
+
+
 def test_json_and_text():
     g = _net()
     masks, weights = _state(g, 0.2, seed=7)
