@@ -59,7 +59,10 @@ class Gate:
                                             ("d_R", d_R, self.min_d_R, self.strict_R)):
             if (value <= bound) if strict else (value < bound):
                 sign = "<=" if strict else "<"
-                return f"gate {self.name}: {label} = {value:.4g} {sign} {bound:g}"
+                shown = f"{value:.4g}"
+                if float(shown) == bound != value:  # 2.99999 must not read "3 < 3"
+                    shown = repr(float(value))
+                return f"gate {self.name}: {label} = {shown} {sign} {bound:g}"
         return None
 
     def passes(self, d_L, d_R) -> bool:

@@ -204,6 +204,7 @@ def test_gate_failure_messages():
     assert GATES["neurips23"].failure(1, 4) == "gate neurips23: d_L = 1 <= 1"
     assert GATES["neurips23"].failure(2, 2) == "gate neurips23: d_R = 2 < 3"
     assert GATES["iclr23"].failure(None, None) == "empty layer"
+    assert GATES["iclr23"].failure(2999999 / 1000000, 4) == "gate iclr23: d_L = 2.999999 < 3"
 
 
 def test_issue_6_canonical_gap_is_none_not_a_number_when_sigma_1_is_below_1():
