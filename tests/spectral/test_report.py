@@ -234,16 +234,6 @@ def test_issue_6_a_non_finite_pruned_weight_is_no_edge():
     assert spectral(g, masks, w).rows() == spectral(g, masks, zeroed).rows()
 
 
-def test_docs_examples_run():
-    # docs/ is outside pytest's doctest paths: run the page's examples here
-    import doctest
-    from pathlib import Path
-
-    page = Path(__file__).resolve().parents[2] / "docs" / "spectral.md"
-    result = doctest.testfile(str(page), module_relative=False)
-    assert result.failed == 0 and result.attempted >= 10
-
-
 def test_module_is_callable():
     g = _net()
     assert graphpai.spectral(g).rows() == spectral(g).rows()
