@@ -503,9 +503,9 @@ def _init_weights(model, seed):
 
     from ..torch import models
     from ..torch.extract import layer_weights, prunable_modules
-    from ..torch.scores import _scoring_copy
+    from ..torch.masks import masked_copy
 
-    clone, _ = _scoring_copy(model)  # a deep copy without torch prune hooks
+    clone = masked_copy(model)  # re-initialised below: the user's model stays as it is
     zoo = (models.VGG, models.CifarResNet, models.ResNet, models.LeNet5, models.MLP)
     rng = contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[])
     with rng, torch.no_grad():

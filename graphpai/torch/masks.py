@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 from torch.nn.utils import prune
@@ -10,7 +12,7 @@ from ..errors import MaskError
 from ..masks import MaskSet
 from .extract import prunable_modules
 
-__all__ = ["apply_masks", "masks_from_model", "dense_masks", "remove_masks"]
+__all__ = ["apply_masks", "masks_from_model", "dense_masks", "remove_masks", "masked_copy"]
 
 
 def dense_masks(model: nn.Module) -> MaskSet:
@@ -75,6 +77,24 @@ def remove_masks(model: nn.Module) -> nn.Module:
         if hasattr(module, "weight_orig"):
             prune.remove(module, "weight")
     return model
+
+
+def masked_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` with every torch prune mask made permanent (hooks and buffers gone,
+    pruned weights 0); `model` itself is untouched."""
+    memo = {}  # a pruned weight is a non-leaf tensor, which deepcopy refuses: give it a copy
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                tensor = getattr(module, hook._tensor_name, None)
+                if isinstance(tensor, torch.Tensor) and not tensor.is_leaf:
+                    memo[id(tensor)] = tensor.detach().clone()
+    clone = copy.deepcopy(model, memo)
+    for module in clone.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+    return clone
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

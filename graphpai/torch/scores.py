@@ -22,7 +22,6 @@ References
 
 from __future__ import annotations
 
-import copy
 import itertools
 from contextlib import contextmanager
 
@@ -30,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from torch.nn.utils import prune as torch_prune
 
 from ..budgets import check_compression
 from ..errors import DataError, ModelError
 from ..generators.ranking import global_threshold
 from ..masks import MaskSet
 from .extract import prunable_modules
+from .masks import masked_copy
 
 __all__ = ["magnitude_scores", "snip_scores", "grasp_scores", "synflow_scores", "synflow_masks"]
 
@@ -47,18 +46,7 @@ def _scoring_copy(model, dtype=None):
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"scoring needs a torch.nn.Module, got {type(model).__name__}; ranking "
                          "methods score the weights of a model, a NetGraph has none")
-    memo = {}  # a pruned weight is a non-leaf tensor, which deepcopy refuses: give it a copy
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                tensor = getattr(module, hook._tensor_name, None)
-                if isinstance(tensor, torch.Tensor) and not tensor.is_leaf:
-                    memo[id(tensor)] = tensor.detach().clone()
-    clone = copy.deepcopy(model, memo)
-    for module in clone.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                torch_prune.remove(module, hook._tensor_name)
+    clone = masked_copy(model)
     if dtype is not None:
         clone.to(dtype)
     clone.eval()

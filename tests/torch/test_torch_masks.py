@@ -194,3 +194,18 @@ def test_issue_2_partly_pruned_state_dict_reads_untouched_layers_as_dense(tmp_pa
     assert np.array_equal(masks["features.0"], expected)
     others = [name for name in masks if name != "features.0"]
     assert others and all(masks[name].all() for name in others)
+
+
+def test_masked_copy_makes_masks_permanent_and_leaves_the_model():
+    from graphpai.torch.masks import masked_copy
+
+    model = models.build("lenet300_100", seed=0)
+    masks = random_masks(model, seed=4)
+    apply_masks(model, masks)
+    clone = masked_copy(model)
+    original = prunable_modules(model)
+    for name, module in prunable_modules(clone).items():
+        assert not hasattr(module, "weight_mask") and not hasattr(module, "weight_orig")
+        assert torch.equal(module.weight, original[name].weight)  # orig * mask
+        assert (module.weight[~torch.as_tensor(masks[name])] == 0).all()
+    assert masks_from_model(model) == masks  # the original keeps its hooks
