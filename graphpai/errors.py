@@ -14,6 +14,7 @@ __all__ = [
     "BudgetError",
     "DataError",
     "SolverError",
+    "OutputError",
 ]
 
 
@@ -61,3 +62,7 @@ class SolverError(GraphpaiError, RuntimeError):
     def __init__(self, layer, reason, partial=None):
         super().__init__(f"layer {layer!r}: singular values did not converge ({reason})")
         self.layer, self.reason, self.partial = layer, reason, partial
+
+
+class OutputError(GraphpaiError, OSError):
+    """A result or mask file cannot be written there (a directory, no permission, no folder)."""
