@@ -15,6 +15,8 @@ __all__ = [
     "DataError",
     "SolverError",
     "OutputError",
+    "TrainError",
+    "StudyError",
 ]
 
 
@@ -66,3 +68,13 @@ class SolverError(GraphpaiError, RuntimeError):
 
 class OutputError(GraphpaiError, OSError):
     """A result or mask file cannot be written there (a directory, no permission, no folder)."""
+
+
+class StudyError(GraphpaiError, ValueError):
+    """A study cannot run as asked: an unreadable grid, or an output directory that holds a
+    different study."""
+
+
+class TrainError(GraphpaiError, ValueError):
+    """Training cannot run as asked: a recipe value out of range, an absent device, or a
+    checkpoint made with other settings."""
