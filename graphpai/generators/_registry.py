@@ -46,6 +46,9 @@ class Generator:
         Budget name a placement uses when none is given.
     needs_data : bool
         A ranking method that needs batches (SNIP, GraSP).
+    exact_budget : bool
+        A placement that keeps exactly its budget in every layer (``prune`` checks it); False
+        for one that may move weights between layers and reports the drift (NPB).
     """
 
     name: str
@@ -53,13 +56,14 @@ class Generator:
     kind: str
     default_budget: str | None = None
     needs_data: bool = False
+    exact_budget: bool = True
 
 
 GENERATORS: dict[str, Generator] = {}
 
 
 def register(name: str, *, kind: str = "placement", default_budget: str | None = "erk",
-             needs_data: bool = False):
+             needs_data: bool = False, exact_budget: bool = True):
     """Decorator that adds a function to ``GENERATORS`` under `name` and returns it unchanged.
 
     Parameters
@@ -71,6 +75,8 @@ def register(name: str, *, kind: str = "placement", default_budget: str | None =
         For placements: the budget used when ``prune`` gets none. Ignored for ranking methods.
     needs_data : bool
         For ranking methods that need batches of (x, y).
+    exact_budget : bool
+        False for a placement whose per-layer counts may drift from the budget.
 
     Raises
     ------
@@ -88,7 +94,8 @@ def register(name: str, *, kind: str = "placement", default_budget: str | None =
 
     def add(fn):
         GENERATORS[name] = Generator(name, fn, kind,
-                                     default_budget if kind == "placement" else None, needs_data)
+                                     default_budget if kind == "placement" else None, needs_data,
+                                     exact_budget)
         return fn
 
     return add
