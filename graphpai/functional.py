@@ -14,7 +14,8 @@ semantics, and every result says which it used:
   the real geometry, forward from an all-ones input and backward from the logits, clamped after
   every op; a kept conv weight is functional iff its weight gradient with the forward map as input
   and the backward map as output gradient is positive. The algorithm is documented in
-  :mod:`graphpai.torch.spatial`, where torch runs the convolutions.
+  :mod:`graphpai.torch.spatial`, where torch runs the convolutions; this module reaches it only
+  through the spatial engine interface of :mod:`graphpai.engine`.
 
 Channel functional weights always contain the spatial ones; they differ only where a tap only ever
 sees padding or a channel is active on too few pixels.
@@ -40,6 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._results import jsonable
+from .engine import spatial_engine
 from .errors import UnknownMethodError
 from .graph import Layer, NetGraph, as_graph
 from .masks import MaskSet
@@ -52,14 +54,24 @@ __all__ = [
     "functional_edges",
     "reach",
     "coreach",
+    "prepare",
+    "inputs_used",
+    "outputs_fed",
 ]
 
 SEMANTICS = ("channel", "spatial")
 
 
 # ---------------------------------------------------------------------------------- inputs
-def _prepare(net, masks, input_shape=None):
-    """(NetGraph, validated MaskSet) from a graph or torch model and masks (None = dense)."""
+def prepare(net, masks=None, input_shape=None):
+    """(NetGraph, validated MaskSet) from a graph or torch model and masks (None = dense): the
+    one validation gate of the analyses.
+
+    Raises
+    ------
+    MaskError
+        If a mask is missing, not 0/1, has the wrong shape or names an unknown layer.
+    """
     graph = as_graph(net, input_shape)
     if masks is None:
         return graph, MaskSet.dense(graph)
@@ -86,6 +98,31 @@ def _per_output(layer: Layer, vector: np.ndarray) -> np.ndarray:
 
 def _taps(layer: Layer) -> int:
     return layer.fan_in // layer.weight_shape[1]
+
+
+def outputs_fed(layer: Layer, mask) -> np.ndarray:
+    """Output channels (features) of `layer` with at least one kept weight in `mask`.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Layer
+    >>> outputs_fed(Layer("fc", "linear", (2, 3), "x", "y"), np.array([[0, 0, 0], [0, 1, 0]]))
+    array([False,  True])
+    """
+    return _rows(layer, np.asarray(mask, dtype=bool)).any(axis=1)
+
+
+def inputs_used(layer: Layer, mask) -> np.ndarray:
+    """Input channels (features) of `layer` with at least one kept weight in `mask`.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Layer
+    >>> inputs_used(Layer("fc", "linear", (2, 3), "x", "y"), np.array([[0, 0, 0], [0, 1, 0]]))
+    array([False,  True, False])
+    """
+    mask = np.asarray(mask, dtype=bool)
+    return _backward_layer(layer, mask, np.ones(layer.out_channels, dtype=bool))
 
 
 def _forward_layer(layer: Layer, mask: np.ndarray, reached: np.ndarray) -> np.ndarray:
@@ -130,7 +167,7 @@ def reach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
     >>> reach(g, {"fc": [[1, 0], [0, 0]]})["y"]
     array([ True, False])
     """
-    graph, masks = _prepare(graph, masks)
+    graph, masks = prepare(graph, masks)
     return _reach(graph, masks)
 
 
@@ -156,7 +193,7 @@ def coreach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
     >>> coreach(g, {"fc": [[1, 0], [0, 0]]})["x"]
     array([ True, False])
     """
-    graph, masks = _prepare(graph, masks)
+    graph, masks = prepare(graph, masks)
     return _coreach(graph, masks)
 
 
@@ -202,9 +239,7 @@ def _activity(graph, masks, semantics, device):
             for name, layer in graph.layers.items()
         }
         return _Activity(reached, coreached, functional)
-    from .torch.spatial import activity
-
-    act = activity(graph, masks, device=device)
+    act = spatial_engine().activity(graph, masks, device=device)
 
     def channels(maps):
         return {name: m.reshape(m.shape[0], -1).any(axis=1) for name, m in maps.items()}
@@ -238,7 +273,7 @@ def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape
     ([[1, 1], [0, 0]], [[1, 0]])
     """
     _check_semantics(semantics)
-    graph, masks = _prepare(net, masks, input_shape)
+    graph, masks = prepare(net, masks, input_shape)
     return MaskSet(_activity(graph, masks, semantics, device).functional)
 
 
@@ -426,7 +461,7 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     inf
     """
     _check_semantics(semantics)
-    graph, masks = _prepare(net, masks, input_shape)
+    graph, masks = prepare(net, masks, input_shape)
     act = _activity(graph, masks, semantics, device)
     outgoing = _has_outgoing(graph, act.functional)
     rows = []

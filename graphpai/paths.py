@@ -5,7 +5,8 @@
   summed; equivalently R = sum(f(1)) for that linear network. Reported as log10(R) (``-inf`` when
   no path exists). Computed in float64 with per-op renormalisation (each activation is divided by
   its maximum and the log10 of the scale is carried), so no depth overflows. The propagation runs
-  in :mod:`graphpai.torch.spatial`, where torch performs the convolutions.
+  in the spatial engine (:mod:`graphpai.engine`; by default :mod:`graphpai.torch.spatial`, where
+  torch performs the convolutions).
 - **Channel-level paths**: ``1^T (prod of channel multiplicity matrices through the DAG) 1``, where
   the multiplicity of (o, i) is the number of kept taps of kernel (o, i) and links follow SPEC §2
   (a residual add sums, concat stacks, flatten repeats a channel over its pixels). Reported as
@@ -35,8 +36,9 @@ import numpy as np
 
 from ._callable import callable_module
 from ._results import jsonable
+from .engine import common_scale, renormalise, spatial_engine
 from .errors import UnknownMethodError
-from .functional import _activity, _backward_layer, _check_semantics, _prepare, _rows
+from .functional import functional_edges, inputs_used, outputs_fed, prepare
 from .graph import Layer, NetGraph
 
 __all__ = [
@@ -88,27 +90,10 @@ def effective_paths(net, masks=None, *, profile: str = "default", input_shape=No
     24
     """
     _check_profile(profile)
-    graph, masks = _prepare(net, masks, input_shape)
-    from .torch.spatial import log10_paths
-
-    return log10_paths(graph, masks, profile=profile, device=device)
-
-
-def _renormalise(values, scale: float):
-    """(values / max, scale + log10(max)); (zeros, -inf) when all are 0. numpy or torch arrays:
-    the pair stands for ``values * 10**scale``."""
-    top = float(values.max()) if len(values.reshape(-1)) else 0.0
-    if top <= 0:
-        return values * 0.0, -math.inf
-    return values / top, scale + math.log10(top)
-
-
-def _common_scale(pairs):
-    """Bring (values, log10 scale) pairs to their largest scale; returns (values list, scale)."""
-    scale = max(s for _, s in pairs)
-    if scale == -math.inf:
-        return [v for v, _ in pairs], -math.inf
-    return [v if s == scale else v * 10.0 ** (s - scale) for v, s in pairs], scale
+    graph, masks = prepare(net, masks, input_shape)
+    npb = profile == "npb"
+    return spatial_engine().log10_paths(graph, masks, bias_ones=npb, reference_pools=npb,
+                                        device=device)
 
 
 def channel_paths(net, masks=None, *, input_shape=None) -> float:
@@ -123,17 +108,17 @@ def channel_paths(net, masks=None, *, input_shape=None) -> float:
     >>> round(10 ** channel_paths(g, {"c": [[[1, 1, 0]], [[0, 0, 1]]]}))  # 2 + 1 kept taps
     3
     """
-    graph, masks = _prepare(net, masks, input_shape)
+    graph, masks = prepare(net, masks, input_shape)
     state = {name: (np.ones(graph.groups[name].channels), 0.0) for name in graph.inputs}
     for op in graph.order:
         if isinstance(op, Layer):
             values, scale = state[op.source]
             out = graph.multiplicity(op, masks[op.name]) @ values
         else:
-            values, scale = _common_scale([state[s] for s in op.sources])
+            values, scale = common_scale([state[s] for s in op.sources])
             out = sum(graph.link_matrix(op, position) @ v for position, v in enumerate(values))
-        state[op.target] = _renormalise(out, scale)
-    values, scale = _common_scale([state[name] for name in graph.outputs])
+        state[op.target] = renormalise(out, scale)
+    values, scale = common_scale([state[name] for name in graph.outputs])
     total = sum(float(v.sum()) for v in values)
     return math.log10(total) + scale if total > 0 and scale > -math.inf else -math.inf
 
@@ -214,14 +199,13 @@ def _node_rows(graph: NetGraph, functional) -> list[TensorNodes]:
         counted = [op for op in consumers if not _is_shortcut(graph, op)] or consumers
         used = np.zeros(graph.groups[group].channels, dtype=bool)
         for layer in counted:
-            used |= _backward_layer(layer, functional[layer.name],
-                                    np.ones(layer.out_channels, dtype=bool))
+            used |= inputs_used(layer, functional[layer.name])
         rows.append(TensorNodes(group, tuple(op.name for op in counted), len(used),
                                 int(np.count_nonzero(used))))
     incoming = {name: np.zeros(g.channels, dtype=bool) for name, g in graph.groups.items()}
     for op in graph.order:
         if isinstance(op, Layer):
-            incoming[op.target] |= _rows(op, functional[op.name]).any(axis=1)
+            incoming[op.target] |= outputs_fed(op, functional[op.name])
         else:
             for position, source in enumerate(op.sources):
                 incoming[op.target] |= (graph.link_matrix(op, position)
@@ -248,9 +232,8 @@ def effective_nodes(net, masks=None, *, semantics: str = "spatial", input_shape=
     >>> effective_nodes(g, semantics="channel")  # 3 inputs + 4 hidden + 2 logits
     9
     """
-    _check_semantics(semantics)
-    graph, masks = _prepare(net, masks, input_shape)
-    functional = _activity(graph, masks, semantics, device).functional
+    graph, masks = prepare(net, masks, input_shape)
+    functional = functional_edges(graph, masks, semantics=semantics, device=device)
     return sum(row.effective for row in _node_rows(graph, functional))
 
 
@@ -288,9 +271,8 @@ def paths(net, masks=None, *, profile: str = "default", semantics: str = "spatia
     (24, 9)
     """
     _check_profile(profile)
-    _check_semantics(semantics)
-    graph, masks = _prepare(net, masks, input_shape)
-    rows = _node_rows(graph, _activity(graph, masks, semantics, device).functional)
+    graph, masks = prepare(net, masks, input_shape)
+    rows = _node_rows(graph, functional_edges(graph, masks, semantics=semantics, device=device))
     return PathsResult(
         profile=profile, semantics=semantics,
         log10_paths=effective_paths(graph, masks, profile=profile, device=device),

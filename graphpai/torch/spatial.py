@@ -1,7 +1,10 @@
-"""Exact spatial activity: 0/1 maps per pixel through the real geometry (SPEC §3, §4).
+"""The torch spatial engine: exact 0/1 activity maps per pixel through the real geometry.
 
-The algorithm is stated on the :class:`~graphpai.graph.NetGraph`; torch only runs the
-convolutions (the analyses in :mod:`graphpai.functional` and :mod:`graphpai.paths` call in here).
+This module is the default implementation of the spatial engine interface of
+:mod:`graphpai.engine` (``activity``, ``forward_maps``, ``active_fan_in``, ``log10_paths``): the
+analyses in :mod:`graphpai.functional` and :mod:`graphpai.paths` reach it only through
+:func:`graphpai.engine.spatial_engine`, and it imports nothing from them. The algorithm is stated
+on the :class:`~graphpai.graph.NetGraph` (docs/audit.md); torch only runs the convolutions.
 
 Every op of the graph is a *linear* map with nonnegative coefficients once the network is
 linearised (BN, biases and ReLU removed, every kept weight replaced by 1):
@@ -15,6 +18,13 @@ linearised (BN, biases and ReLU removed, every kept weight replaced by 1):
   pools sum over PyTorch's adaptive windows ``[floor(i L / T), ceil((i + 1) L / T))``; a global
   pool sums over all pixels;
 - add: the sum; concat: stacking on channels; flatten: PyTorch's ``(C, H, W)`` order.
+
+Links are dispatched on their kind through a table: :func:`register_link` adds a kind (its
+forward map on a batch; the transpose defaults to autograd through it, which is exact for any
+linear op), so a new op needs no change elsewhere in this module.
+
+``active`` (``activity``, ``forward_maps``): group name -> bool ``(channels,)`` of channels set
+active at every pixel once the group is computed (a bias or a BatchNorm shift, reached or not).
 
 **Forward maps** ``f``: all-ones input, each op applied, then clamped ``f = (op(f) > 0)``.
 **Backward maps** ``g``: all-ones at the logits, each op's transpose applied in reverse
@@ -42,17 +52,16 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine import Activity, common_scale, renormalise
 from ..errors import GraphpaiError, MaskError
 from ..graph import Layer, Link, NetGraph
 from ..masks import MaskSet
-from ..paths import _check_profile, _common_scale, _renormalise
 
 __all__ = [
     "Activity",
@@ -62,6 +71,7 @@ __all__ = [
     "activity",
     "functional_masks",
     "log10_paths",
+    "register_link",
 ]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -190,40 +200,74 @@ def _pool_reference(x, link: Link, target_size):
     return fn(x, kernel, stride, padding, **kw)
 
 
+def _add(xs, link, graph, pool):
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
+
+
+def _pool(xs, link, graph, pool):
+    target = graph.groups[link.target]
+    y = pool(xs[0], link, target.size)
+    if tuple(y.shape[2:]) != tuple(target.size):
+        _check_size(y, target.size, f"pool {link.name!r}")
+    return y
+
+
+# kind -> (forward(xs, link, graph, pool) -> tensor, transpose(g, shapes, link, graph) or None)
+_LINKS: dict = {
+    "add": (_add, lambda g, shapes, link, graph: [g for _ in shapes]),
+    "concat": (lambda xs, link, graph, pool: torch.cat(xs, dim=1),
+               lambda g, shapes, link, graph: list(torch.split(g, [s[1] for s in shapes], dim=1))),
+    "flatten": (lambda xs, link, graph, pool: xs[0].reshape(xs[0].shape[0], -1),
+                lambda g, shapes, link, graph: [g.reshape(shapes[0])]),
+    "pool": (_pool, None),
+}
+
+
+def register_link(kind: str, forward: Callable, transpose: Callable | None = None) -> None:
+    """Teach the engine a new :class:`~graphpai.graph.Link` kind.
+
+    Parameters
+    ----------
+    kind : str
+        The ``Link.kind`` it handles.
+    forward : callable
+        ``forward(xs, link, graph, pool) -> tensor``: the op on the batches ``xs`` (one per source
+        position, ``(1, C, *size)``) of the linearised network: nonnegative coefficients, so that
+        a 0/1 map clamped after it is "some path reaches this pixel". ``pool`` is the pooling
+        function of the running convention (ignore it unless the op pools).
+    transpose : callable, optional
+        ``transpose(g, shapes, link, graph) -> list of tensors``, one gradient per source; by
+        default autograd through `forward`, exact for any linear op.
+    """
+    _LINKS[kind] = (forward, transpose)
+
+
+def _link_entry(link: Link):
+    try:
+        return _LINKS[link.kind]
+    except KeyError:
+        raise GraphpaiError(f"unknown link kind {link.kind!r} of {link.name!r}; the spatial engine "
+                            f"knows {sorted(_LINKS)}") from None
+
+
 def _link_forward(xs, link: Link, graph: NetGraph, pool=_pool_sum):
     """Apply a parameter-free link to its source batches `xs` (one per position)."""
-    target = graph.groups[link.target]
-    if link.kind == "add":
-        y = xs[0]
-        for x in xs[1:]:
-            y = y + x
-        return y
-    if link.kind == "concat":
-        return torch.cat(xs, dim=1)
-    if link.kind == "flatten":
-        return xs[0].reshape(xs[0].shape[0], -1)
-    if link.kind == "pool":
-        y = pool(xs[0], link, target.size)
-        if tuple(y.shape[2:]) != tuple(target.size):
-            _check_size(y, target.size, f"pool {link.name!r}")
-        return y
-    raise GraphpaiError(f"unknown link kind {link.kind!r} of {link.name!r}")
+    return _link_entry(link)[0](xs, link, graph, pool)
 
 
 def _link_transpose(g, xs_shapes, link: Link, graph: NetGraph):
-    """The transposed link applied to `g`: one gradient per source position (autograd)."""
-    if link.kind == "add":
-        return [g for _ in xs_shapes]
-    if link.kind == "flatten":
-        return [g.reshape(xs_shapes[0])]
-    if link.kind == "concat":
-        sizes = [s[1] for s in xs_shapes]
-        return list(torch.split(g, sizes, dim=1))
-    x = torch.zeros(xs_shapes[0], dtype=g.dtype, device=g.device, requires_grad=True)
+    """The transposed link applied to `g`: one gradient per source position."""
+    transpose = _link_entry(link)[1]
+    if transpose is not None:
+        return transpose(g, xs_shapes, link, graph)
+    xs = [torch.zeros(shape, dtype=g.dtype, device=g.device, requires_grad=True)
+          for shape in xs_shapes]
     with torch.enable_grad():
-        y = _link_forward([x], link, graph)
-        (gx,) = torch.autograd.grad(y, x, g)
-    return [gx]
+        y = _link_forward(xs, link, graph)
+        return list(torch.autograd.grad(y, xs, g, allow_unused=True, materialize_grads=True))
 
 
 def _binary(y):
@@ -302,7 +346,7 @@ def _numpy(t) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- API
-def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None,
+def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None, active=None,
                  device="cpu") -> dict[str, np.ndarray]:
     """0/1 forward activity map of every group, from an all-ones input (SPEC §3).
 
@@ -317,6 +361,9 @@ def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None,
         (``(C_in, *size)``, or ``(features,)`` for a linear layer); the returned bool array of the
         weight's shape is used as that layer's mask (masks then may be None). This lets a
         generator place a layer's edges knowing what reaches it ([MiCA]).
+    active : mapping of str to array of bool, optional
+        Group name -> ``(channels,)``: channels set active at every pixel once the group is
+        computed (a bias, a BatchNorm shift), reached or not.
     device : str or torch.device
         Where the convolutions run.
 
@@ -337,14 +384,42 @@ def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None,
     array([[False,  True,  True]])
     """
     masks = _checked_masks(graph, masks) if place is None else masks
-    maps = _forward(graph, masks, place=place, device=_device(device))
+    maps = _forward(graph, masks, place=place, active=_active(graph, active),
+                    device=_device(device))
     return {name: _numpy(t) for name, t in maps.items()}
 
 
-def _forward(graph, masks, *, place=None, device="cpu", weights=None, dtype=torch.float32):
-    """Binary forward pass; returns group -> (1, C, *size) 0/1 tensor (masks already checked).
+def _active(graph: NetGraph, active) -> dict:
+    """`active` checked: group name -> bool (channels,) with at least one True."""
+    out = {}
+    for name, channels in (active or {}).items():
+        if name not in graph.groups:
+            raise GraphpaiError(f"active names the unknown group {name!r}; groups are "
+                                f"{sorted(graph.groups)[:8]}...")
+        channels = np.asarray(channels, dtype=bool).reshape(-1)
+        if channels.shape != (graph.groups[name].channels,):
+            raise GraphpaiError(f"active[{name!r}] has {channels.size} entries; the group has "
+                                f"{graph.groups[name].channels} channels")
+        if channels.any():
+            out[name] = channels
+    return out
+
+
+def _force(y, channels):
+    """`y` (1, C, *size) with the True `channels` set to 1 at every pixel."""
+    index = torch.from_numpy(np.flatnonzero(channels)).to(y.device)
+    y = y.clone()
+    y[:, index] = 1
+    return y
+
+
+def _forward(graph, masks, *, place=None, active=None, device="cpu", weights=None,
+             dtype=torch.float32):
+    """Binary forward pass; returns group -> (1, C, *size) 0/1 tensor (masks and `active`
+    already checked).
 
     With a dict `weights`, the float weight tensor of each layer is stored in it."""
+    active = active or {}
     maps = {name: _ones(graph.groups[name], dtype, device) for name in graph.inputs}
     with torch.no_grad(), _exact(torch.device(device)):
         for op in graph.order:
@@ -354,9 +429,10 @@ def _forward(graph, masks, *, place=None, device="cpu", weights=None, dtype=torc
                 w = _weight(mask, x)
                 if weights is not None:
                     weights[op.name] = w
-                maps[op.target] = _binary(_layer_forward(x, w, op, graph))
+                y = _binary(_layer_forward(x, w, op, graph))
             else:
-                maps[op.target] = _binary(_link_forward([maps[s] for s in op.sources], op, graph))
+                y = _binary(_link_forward([maps[s] for s in op.sources], op, graph))
+            maps[op.target] = _force(y, active[op.target]) if op.target in active else y
     return maps
 
 
@@ -408,24 +484,12 @@ def active_fan_in(layer: Layer, input_map) -> np.ndarray:
     return active[0] if layer.groups == 1 else active
 
 
-@dataclass(frozen=True)
-class Activity:
-    """Spatial activity of a masked graph (SPEC §3).
-
-    ``forward`` and ``backward``: group name -> bool map ``(channels, *size)``;
-    ``functional``: layer name -> bool mask of the functional weights.
-    """
-
-    forward: dict
-    backward: dict
-    functional: dict
-
-
-def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
+def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activity:
     """Forward maps, backward maps and the functional weights in one pass (SPEC §3).
 
     The functional mask of a conv is ``mask & (grad_weight(f_in, g_out) > 0)``; of a linear
-    layer ``mask & g_out[:, None] & f_in[None, :]``. See the module docstring for the algorithm.
+    layer ``mask & g_out[:, None] & f_in[None, :]``. See the module docstring for the algorithm;
+    `active` as in :func:`forward_maps`.
 
     Examples
     --------
@@ -440,10 +504,11 @@ def activity(graph: NetGraph, masks=None, *, device="cpu") -> Activity:
     [[[0, 1, 0]]]
     """
     masks = _checked_masks(graph, masks)
+    active = _active(graph, active)
     device = _device(device)
     weights = {}
     with torch.no_grad(), _exact(device):
-        f = _forward(graph, masks, device=device, weights=weights)
+        f = _forward(graph, masks, active=active, device=device, weights=weights)
         g = {name: _ones(graph.groups[name], torch.float32, device) for name in graph.outputs}
         functional = {}
         for op in reversed(graph.order):
@@ -503,14 +568,16 @@ def functional_masks(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, 
     return activity(graph, masks, device=device).functional
 
 
-def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device="cpu") -> float:
+def log10_paths(graph: NetGraph, masks=None, *, bias_ones: bool = False,
+                reference_pools: bool = False, device="cpu") -> float:
     """log10 of the number of input-output paths of the unrolled all-ones network (SPEC §4).
 
-    Every kept weight is 1, biases 0, BN removed, ReLU ignored, pools sum over their window
-    (profile ``"npb"``: biases 1 on layers that have one, max pools take the max, functional
-    average pools divide). Computed in float64 with per-op renormalisation: each group is a pair
-    (values / max, log10 of the scale), so no depth overflows. Returns ``-inf`` when no path
-    exists.
+    Every kept weight is 1, biases 0, BN removed, ReLU ignored, pools sum over their window.
+    ``bias_ones``: biases 1 on layers that have one; ``reference_pools``: max pools take the max,
+    functional average pools divide ([NPB]'s conventions, ``profile="npb"`` of
+    :func:`graphpai.paths.effective_paths`). Computed in float64 with per-op renormalisation
+    (the number format of :mod:`graphpai.engine`), so no depth overflows. Returns ``-inf`` when
+    no path exists.
 
     Examples
     --------
@@ -525,10 +592,9 @@ def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device
     >>> log10_paths(g, {"c": [[[0, 0, 0]]]})
     -inf
     """
-    _check_profile(profile)
     masks = _checked_masks(graph, masks)
     device = _device(device)
-    pool = _pool_reference if profile == "npb" else _pool_sum
+    pool = _pool_reference if reference_pools else _pool_sum
     dtype = torch.float64
     state = {name: (_ones(graph.groups[name], dtype, device), 0.0) for name in graph.inputs}
     with torch.no_grad():
@@ -536,16 +602,16 @@ def log10_paths(graph: NetGraph, masks=None, *, profile: str = "default", device
             if isinstance(op, Layer):
                 x, scale = state[op.source]
                 y = _layer_forward(x, _weight(_mask(op, masks), x), op, graph)
-                if profile == "npb" and op.bias:
+                if bias_ones and op.bias:
                     if scale == -math.inf:
                         y, scale = torch.ones_like(y), 0.0
                     else:
                         y = y + 10.0 ** (-scale)
             else:
-                xs, scale = _common_scale([state[s] for s in op.sources])
+                xs, scale = common_scale([state[s] for s in op.sources])
                 y = _link_forward(xs, op, graph, pool=pool)
-            state[op.target] = _renormalise(y, scale)
-        ys, scale = _common_scale([state[name] for name in graph.outputs])
+            state[op.target] = renormalise(y, scale)
+        ys, scale = common_scale([state[name] for name in graph.outputs])
         total = float(sum(float(y.sum()) for y in ys))
     if total <= 0 or scale == -math.inf:
         return -math.inf

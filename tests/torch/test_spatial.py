@@ -6,7 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from graphpai.errors import GraphpaiError, MaskError
-from graphpai.graph import Group, Layer, NetGraph
+from graphpai.graph import Group, Layer, Link, NetGraph
 from graphpai.torch.spatial import activity, active_fan_in, backward_maps, forward_maps
 
 from oracles import UnrolledGraph, naive_active_fan_in, vk_functional
@@ -180,3 +180,104 @@ def test_issue_3_cuda_maps_run_without_tf32():
     assert torch.backends.cudnn.allow_tf32 == before
     with _exact(torch.device("cpu")):
         assert torch.backends.cudnn.allow_tf32 == before
+
+
+# ------------------------------------------------------------------ the engine interface
+def _imports(path, package):
+    """(modules imported at module level, modules imported anywhere) by one source file of
+    `package`, as absolute names ("graphpai.paths", "torch.nn", ...)."""
+    import ast
+    import pathlib
+
+    tree = ast.parse(pathlib.Path(path).read_text())
+    parts = package.split(".")
+
+    def names(nodes):
+        out = set()
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(parts[:len(parts) - node.level] if node.level else [])
+                module = ".".join(filter(None, [base, node.module]))
+                out |= {module} | {f"{module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+        return out
+
+    return names(tree.body), names(ast.walk(tree))
+
+
+def test_import_arrows_run_one_way():
+    """The engine imports no analysis; the core imports no torch at import time, reaches the
+    engine only through graphpai.engine, and takes no private name from another module."""
+    import graphpai
+
+    root = __import__("pathlib").Path(graphpai.__file__).parent
+    _, engine_any = _imports(root / "torch" / "spatial.py", "graphpai.torch.spatial")
+    assert not any(n.startswith(("graphpai.functional", "graphpai.paths")) for n in engine_any)
+    for core in ("functional", "paths", "engine"):
+        top, anywhere = _imports(root / f"{core}.py", f"graphpai.{core}")
+        assert not any(n.split(".")[0] == "torch" for n in top), (core, top)
+        assert not any(n.startswith("graphpai.torch.spatial") for n in anywhere), core
+        private = [n for n in anywhere if n.startswith("graphpai.")
+                   and n.rsplit(".", 1)[-1].startswith("_") and not n.startswith("graphpai._")]
+        assert not private, (core, private)
+
+
+def test_analyses_reach_the_engine_only_through_the_interface():
+    """A stand-in engine set with set_spatial_engine answers every spatial call of the core."""
+    import graphpai.engine as engine
+    import graphpai.torch.spatial as torch_engine
+    from graphpai.functional import audit
+    from graphpai.paths import effective_paths, paths
+
+    calls = []
+
+    class Recorder:
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                calls.append(name)
+                return getattr(torch_engine, name)(*args, **kwargs)
+            return call
+
+    graph, _ = tiny_graph("tiny_resnet")
+    masks = random_masks(graph, 0.4, 3)
+    before = engine.set_spatial_engine(Recorder())
+    try:
+        spatial = audit(graph, masks, semantics="spatial")
+        log10 = effective_paths(graph, masks, profile="npb")
+        paths(graph, masks)
+    finally:
+        engine.set_spatial_engine(before)
+    assert calls == ["activity", "log10_paths", "activity", "log10_paths"]
+    assert engine.spatial_engine() is torch_engine
+    assert spatial.functional_masks["stem"].shape == masks["stem"].shape
+    assert np.isfinite(log10)
+    _same(dict(spatial.functional_masks), UnrolledGraph(graph, masks).functional())
+
+
+def test_register_link_teaches_the_engine_a_new_op():
+    """A new link kind needs only its forward map; the backward map is its transpose."""
+    import torch
+
+    from graphpai.torch.spatial import _LINKS, register_link
+
+    graph = NetGraph(
+        [Group("x", 1, (3,)), Group("h", 2, (3,)), Group("r", 2, (3,)), Group("y", 1, (3,))],
+        [Layer("a", "conv", (2, 1, 1), "x", "h", (1,), ((0, 0),), (1,), in_size=(3,),
+               out_size=(3,)),
+         Layer("b", "conv", (1, 2, 1), "r", "y", (1,), ((0, 0),), (1,), in_size=(3,),
+               out_size=(3,))],
+        [Link("roll", "roll", ("h",), "r")], ["x"], ["y"])
+    # "roll": channel c of r reads channel c of h one pixel to the right (a nonnegative linear op)
+    register_link("roll", lambda xs, link, graph, pool: torch.roll(xs[0], -1, dims=2))
+    try:
+        masks = {"a": np.array([[[1]], [[0]]]), "b": np.array([[[1], [1]]])}
+        result = activity(graph, masks)
+    finally:
+        del _LINKS["roll"]
+    assert result.forward["r"].tolist() == [[True] * 3, [False] * 3]
+    assert result.backward["h"].tolist() == [[True] * 3, [True] * 3]
+    assert result.functional["a"].astype(int).tolist() == [[[1]], [[0]]]
+    assert result.functional["b"].astype(int).tolist() == [[[1], [0]]]
+    with pytest.raises(GraphpaiError, match="unknown link kind 'roll'"):
+        activity(graph, masks)
