@@ -174,6 +174,16 @@ def parse_compression(value) -> float:
     >>> parse_compression("10^3"), parse_compression("1e3"), parse_compression("10**0.5")
     (1000.0, 1000.0, 3.1622776601683795)
     """
+    number = _read_compression(value)
+    if number <= 0:
+        raise BudgetError(f"compression {number:g} is outside the allowed range: it must be at "
+                          "least 1 (1 keeps every weight, N keeps one), written like 1000, 1e3 "
+                          "or 10^3")
+    return number
+
+
+def _read_compression(value) -> float:
+    """`value` as a finite float (any sign); BudgetError if it is not a number in a known form."""
     if isinstance(value, str):
         match = _POWER.match(value)
         try:
@@ -185,7 +195,7 @@ def parse_compression(value) -> float:
             number = float(value)
         except (TypeError, ValueError):
             number = math.nan
-    if not math.isfinite(number) or number <= 0:
+    if not math.isfinite(number):
         raise BudgetError(f"cannot read compression {value!r}; write it like 1000, 1e3 or 10^3")
     return number
 
@@ -198,7 +208,7 @@ def check_compression(compression, num_weights: int) -> float:
     BudgetError
         If it is outside [1, N] (N = `num_weights`) or not a number.
     """
-    c = parse_compression(compression)
+    c = _read_compression(compression)
     if not 1 <= c <= num_weights:
         raise BudgetError(
             f"compression {c:g} is outside the allowed range [1, {num_weights}] for a network "

@@ -49,7 +49,8 @@ def model_arguments(parser: argparse.ArgumentParser, *, masks: bool = True) -> N
     source.add_argument("--model", help="a zoo model name (see `graphpai models`)")
     source.add_argument("--model-file", metavar="FILE.py:FACTORY",
                         help="a Python file and the function in it that returns an nn.Module")
-    parser.add_argument("--num-classes", type=int, default=10, help="classes of a zoo model")
+    parser.add_argument("--num-classes", type=int, default=10,
+                        help="classes of a zoo model (default: 10)")
     parser.add_argument("--input-shape", type=_shape, metavar="C,H,W",
                         help="one input without batch, e.g. 3,32,32 (zoo models know theirs)")
     if masks:
@@ -58,9 +59,46 @@ def model_arguments(parser: argparse.ArgumentParser, *, masks: bool = True) -> N
 
 
 def output_arguments(parser: argparse.ArgumentParser) -> None:
-    """--json (print the result as JSON) and --out FILE (write JSON there)."""
+    """--json (print the result as JSON) and --out FILE (write JSON there).
+
+    ``main`` checks that --out can be written before the command runs (``check_paths``).
+    """
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
+    check_paths(parser, "out")
+
+
+def check_paths(parser: argparse.ArgumentParser, *dests: str) -> None:
+    """Have ``main`` check, before the command runs, that the file arguments `dests` (argparse
+    dest names) can be written: a bad path fails at once with one line, not after the work."""
+    known = parser.get_default("_writable") or ()
+    parser.set_defaults(_writable=tuple(known) + dests)
+
+
+def run_arguments(parser: argparse.ArgumentParser, *, device: bool = False) -> None:
+    """--threads N and --quiet (no progress bars) [, --device] for commands that compute."""
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch threads (default: one per free core, see docs/pruning.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    if device:
+        parser.add_argument("--device", default="cpu",
+                            help="torch device for the computation, e.g. cuda (default: cpu)")
+
+
+def progress(args) -> bool:
+    """Whether to show progress bars: not --quiet and stderr is a terminal."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def progress_option(func, args) -> dict:
+    """``{"progress": progress(args)}`` if `func` takes a ``progress`` keyword, else ``{}``."""
+    import inspect
+
+    try:
+        takes = "progress" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"progress": progress(args)} if takes else {}
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -78,23 +116,53 @@ def load_model(args):
     from .torch import models
 
     if args.model:
+        if args.num_classes < 1:
+            raise ModelError(f"--num-classes {args.num_classes} must be a whole number >= 1")
         model = models.build(args.model, num_classes=args.num_classes)
     else:
-        path, _, factory = args.model_file.rpartition(":")
-        if not path or not factory:
-            raise ModelError(f"--model-file {args.model_file!r} must look like FILE.py:factory")
-        try:
-            spec = importlib.util.spec_from_file_location("graphpai_user_model", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        except FileNotFoundError:
-            raise ModelError(f"model file {path!r} does not exist") from None
-        if not hasattr(module, factory):
-            raise ModelError(f"{path!r} has no function {factory!r}")
-        model = getattr(module, factory)()
+        model = _model_from_file(args.model_file)
     if args.input_shape:
         model.input_shape = args.input_shape
     return model
+
+
+def _model_from_file(text: str):
+    """Call FACTORY in FILE.py (``text`` is FILE.py:FACTORY); every failure is a ModelError."""
+    import torch
+
+    path, _, factory = text.rpartition(":")
+    if not path or not factory:
+        raise ModelError(f"--model-file {text!r} must look like FILE.py:factory")
+    try:
+        spec = importlib.util.spec_from_file_location("graphpai_user_model", path)
+        if spec is None or spec.loader is None:
+            raise ModelError(f"model file {path!r} is not a Python file (FILE.py:factory)")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except FileNotFoundError:
+        raise ModelError(f"model file {path!r} does not exist") from None
+    except SyntaxError as exc:
+        raise ModelError(f"model file {path!r} has a syntax error at line {exc.lineno}: "
+                         f"{exc.msg}") from None
+    except ModelError:
+        raise
+    except Exception as exc:  # ImportError and anything else the file runs into at import
+        raise ModelError(f"model file {path!r} failed to import: {_first_line(exc)}") from None
+    if not callable(getattr(module, factory, None)):
+        raise ModelError(f"{path!r} has no function {factory!r}")
+    try:
+        model = getattr(module, factory)()
+    except Exception as exc:
+        raise ModelError(f"{factory}() in {path!r} raised {_first_line(exc)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"{factory}() in {path!r} returned a {type(model).__name__}, not a "
+                         "torch.nn.Module; the factory must return the model")
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_graph_and_masks(args):
@@ -104,6 +172,9 @@ def load_graph_and_masks(args):
 
     model = load_model(args)
     graph = to_graph(model)
+    if not graph.layers:
+        raise ModelError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer that its "
+                         "forward calls; graphpai analyses the prunable layers of a network")
     masks = None
     if getattr(args, "masks", None):
         masks = MaskSet.load(args.masks).validate(graph)
@@ -124,7 +195,7 @@ def emit(args, data: dict, table: str) -> None:
 
 # ---------------------------------------------------------------- models
 def _models_arguments(parser):
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output_arguments(parser)
 
 
 @command("models", "list the model zoo with layer counts and prunable weights", _models_arguments)
@@ -182,30 +253,33 @@ def _prune_arguments(parser):
                         "method name (its mask's per-layer counts: RPI-X) or a mask file; "
                         "default erk")
     parser.add_argument("--compression", help="target N/|M|, written 1000, 1e3 or 10^3")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the model's init and the mask")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the model's init and the mask (default: 0)")
     parser.add_argument("--data", choices=["synthetic"], help="prune batches for snip/grasp: "
                         "'synthetic' draws 10 x classes random images (a demo, not real data)")
-    parser.add_argument("--out", required=True, metavar="FILE.pt", help="write the masks (.pt or .npz)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--masks-out", metavar="FILE.pt", help="write the masks (.pt or .npz)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the per-layer budget and write nothing (placements only "
+                             "resolve the budget; ranking methods score but do not save)")
+    output_arguments(parser)  # --out FILE.pt/.npz is still read as --masks-out (older spelling)
+    check_paths(parser, "masks_out")
+    run_arguments(parser, device=True)
 
 
 @command("prune", "generate a mask with a method and budget; print the per-layer budget",
          _prune_arguments)
 def _prune(args) -> int:
-    import inspect
-
     import torch
 
     from .budgets import from_mask
-    from .errors import DataError, MaskError
+    from .errors import DataError
     from .generators import GENERATORS, get_generator
     from .masks import MaskSet
     from .prune import prune
     from .report.tables import format_table
     from .torch.extract import to_graph
 
-    if not args.out.endswith((".pt", ".pth", ".npz")):
-        raise MaskError(f"--out {args.out!r} must end in .pt or .npz")
+    _prune_outputs(args)
     generator = get_generator(args.method)
     budget = args.budget
     if budget and budget.endswith((".pt", ".pth", ".npz")):
@@ -226,26 +300,73 @@ def _prune(args) -> int:
 
         classes = sum(graph.groups[name].channels for name in graph.outputs)
         data = synthetic_batches(model.input_shape, classes, seed=args.seed)
-    options = {"progress": True} if "progress" in inspect.signature(generator.func).parameters else {}
-    masks = prune(model, generator.name, budget=budget, compression=args.compression,
-                  seed=args.seed, data=data, **options)
-    masks.save(args.out)
-    table = from_mask(masks, graph, source=generator.name)
+    if generator.kind == "ranking" and args.device != "cpu":
+        model = model.to(args.device)
+    options = progress_option(generator.func, args)
+    if args.dry_run and generator.kind == "placement":
+        from .prune import resolve_budget
+
+        masks = None
+        table = resolve_budget(model, generator.default_budget if budget is None else budget,
+                               args.compression, seed=args.seed, data=data, graph=graph)
+    else:
+        masks = prune(model, generator.name, budget=budget, compression=args.compression,
+                      seed=args.seed, data=data, **options)
+        table = from_mask(masks, graph, source=generator.name)
+    if not args.dry_run:
+        masks.save(args.masks_out)
     rows = [{"layer": r.layer, "weights": r.numel, "kept": r.count, "density": r.density}
             for r in table.layers]
     label = args.budget if isinstance(budget, str) else (generator.default_budget if budget is None
                                                          else f"mask {args.budget}")
+    written = "dry run, nothing written" if args.dry_run else f"masks written to {args.masks_out}"
     lines = [format_table(rows), "",
              f"{generator.name}" + (f" with budget {label}" if generator.kind == "placement" else "")
              + f", seed {args.seed}: kept {table.total:,} of {table.num_weights:,} weights, "
-             f"compression {table.achieved_compression:.6g}; masks written to {args.out}"]
-    if table.zero_layers:
-        lines.append(f"warning: layer(s) {', '.join(table.zero_layers)} keep no weight: the "
-                     "network is disconnected")
-    result = {**table.to_dict(), "method": generator.name, "seed": args.seed, "out": args.out,
+             f"compression {table.achieved_compression:.6g}; {written}"]
+    lines += _connectivity_warnings(graph, masks, table)
+    result = {**table.to_dict(), "method": generator.name, "seed": args.seed,
+              "masks_out": None if args.dry_run else args.masks_out, "dry_run": args.dry_run,
               "budget": label if generator.kind == "placement" else None}
-    emit(argparse.Namespace(json=args.json), result, "\n".join(lines))  # --out holds the masks
+    emit(args, result, "\n".join(lines))
     return 0
+
+
+def _prune_outputs(args) -> None:
+    """Sort out --masks-out, --out (JSON; a .pt/.npz --out is the older spelling of --masks-out)
+    and --dry-run before any work."""
+    from .errors import MaskError
+
+    if args.out and args.out.endswith((".pt", ".pth", ".npz")) and not args.masks_out:
+        args.masks_out, args.out = args.out, None
+    if args.dry_run:
+        if args.masks_out:
+            raise MaskError("--dry-run writes nothing; leave out --masks-out")
+    elif not args.masks_out:
+        raise MaskError("prune needs --masks-out FILE.pt (or .npz) for the masks, or --dry-run")
+    elif not args.masks_out.endswith((".pt", ".pth", ".npz")):
+        raise MaskError(f"--masks-out {args.masks_out!r} must end in .pt or .npz")
+
+
+def _connectivity_warnings(graph, masks, table) -> list[str]:
+    """Warning lines for layers that keep nothing; "disconnected" only when the audit says no
+    input reaches an output (a zero layer on one branch of a concat is not a cut)."""
+    import numpy as np
+
+    from .functional import audit
+
+    if masks is None:  # a budget only: the best case is every other layer dense
+        masks = {n: np.full(layer.weight_shape, n not in table.zero_layers)
+                 for n, layer in graph.layers.items()}
+    cut = audit(graph, masks).disconnected
+    lines = []
+    if table.zero_layers:
+        lines.append(f"warning: layer(s) {', '.join(table.zero_layers)} keep no weight"
+                     + ("" if cut else "; other paths still connect the input to the output"))
+    if cut:
+        lines.append("warning: the network is disconnected: no kept path joins the input to the "
+                     "output (corrected compression inf, see `graphpai audit`)")
+    return lines
 
 
 # ---------------------------------------------------------------- audit
@@ -259,6 +380,8 @@ def _audit_arguments(parser):
     parser.add_argument("--functional-out", metavar="FILE",
                         help="write the functional masks (.pt or .npz)")
     output_arguments(parser)
+    check_paths(parser, "functional_out")
+    run_arguments(parser, device=True)
 
 
 @command("audit", "functional weights and channels of a mask, direct and corrected compression",
@@ -267,12 +390,14 @@ def _audit(args) -> int:
     from .functional import audit
 
     _, graph, masks = load_graph_and_masks(args)
-    result = audit(graph, masks, semantics=args.semantics)
+    result = audit(graph, masks, semantics=args.semantics, device=args.device,
+                   **progress_option(audit, args))
     data, table = result.to_dict(), result.table()
     if args.paths:
         from .paths import paths
 
-        counted = paths(graph, masks, semantics=args.semantics)
+        counted = paths(graph, masks, semantics=args.semantics, device=args.device,
+                        **progress_option(paths, args))
         data["paths"] = counted.to_dict()
         table += "\n\n" + counted.table()
     if args.functional_out:
@@ -290,8 +415,10 @@ def _spectral_arguments(parser):
                         help="whose gates apply: iclr23 ([RAM], default) or neurips23 ([FS]); "
                              "see SPEC §5")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seeds the model's initial weights (used by the weighted quantities)")
+                        help="seeds the model's initial weights (used by the weighted "
+                             "quantities; default: 0)")
     output_arguments(parser)
+    run_arguments(parser)
 
 
 @command("spectral", "Ramanujan gaps, NaRC, IMDB and the full-spectrum coordinate per layer",
@@ -305,16 +432,20 @@ def _spectral(args) -> int:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model, graph, masks = load_graph_and_masks(args)
-    report = spectral(graph, masks, layer_weights(model), profile=args.profile)
+    report = spectral(graph, masks, layer_weights(model), profile=args.profile,
+                      **progress_option(spectral, args))
     emit(args, report.to_dict(), report.to_text())
     return 0
 
 
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="graphpai", description="Graph-theoretic audits, metrics and masks for sparse networks "
                                      "pruned at initialization.")
+    parser.add_argument("--version", action="version", version=f"graphpai {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         sub_parser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -327,6 +458,11 @@ def main(argv=None) -> int:
     """Run the graphpai command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        from ._results import check_writable
+
+        for dest in getattr(args, "_writable", ()):
+            if getattr(args, dest, None):
+                check_writable(getattr(args, dest))
         return int(args.run(args) or 0)
     except GraphpaiError as exc:
         print(f"graphpai: error: {exc}", file=sys.stderr)

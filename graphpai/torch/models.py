@@ -94,6 +94,8 @@ def init_weights(model: nn.Module) -> nn.Module:
         `model` itself.
     """
     for module in model.modules():
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            continue  # shapes only (``graphpai models``): meta init would import torch._dynamo
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
             if module.bias is not None:
