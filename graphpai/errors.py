@@ -16,7 +16,6 @@ __all__ = [
     "SolverError",
     "OutputError",
     "TrainError",
-    "TrainError",
     "StudyError",
 ]
 
@@ -74,11 +73,6 @@ class OutputError(GraphpaiError, OSError):
 class StudyError(GraphpaiError, ValueError):
     """A study cannot run as asked: an unreadable grid, or an output directory that holds a
     different study."""
-
-
-class TrainError(GraphpaiError, ValueError):
-    """Training cannot run as asked: a recipe value out of range, an absent device, or a
-    checkpoint made with other settings."""
 
 
 class TrainError(GraphpaiError, ValueError):
