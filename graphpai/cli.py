@@ -438,6 +438,37 @@ def _spectral(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- report
+def _report_arguments(parser):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--study", metavar="DIR",
+                        help="re-render the page of the study in DIR from its store (no "
+                             "recomputation)")
+    source.add_argument("--model", help="a zoo model name (see `graphpai models`), with --masks")
+    source.add_argument("--model-file", metavar="FILE.py:FACTORY",
+                        help="a Python file and the function in it that returns an nn.Module")
+    parser.add_argument("--num-classes", type=int, default=10,
+                        help="classes of a zoo model (default: 10)")
+    parser.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                        help="one input without batch, e.g. 3,32,32 (zoo models know theirs)")
+    parser.add_argument("--masks", action="append", metavar="FILE", default=[],
+                        help="a mask file (.pt or .npz); repeat to compare masks side by side")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the initial weights of the weighted spectral quantities "
+                             "(default: 0)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where report.html and figures/ go (default with --study: DIR)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+@command("report", "an HTML report with figures: of masks side by side, or of a study",
+         _report_arguments)
+def _report(args) -> int:
+    from .report.command import run_report
+
+    return run_report(args)
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__

@@ -455,7 +455,7 @@ def layer_spectrum(rows):
     ax.plot(x, column([ramanujan_bound(r.get("d_L"), r.get("d_R")) for r in rows]),
             linestyle="--", color="black", marker="_", label="√(d_L−1)+√(d_R−1)",
             gid="ramanujan_bound")
-    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.0)
     ax.set_ylabel("singular value")
     ax.set_title("per-layer singular values and the Ramanujan bound [RAM]")
     ax.grid(True, alpha=0.3)

@@ -21,18 +21,16 @@ import html
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .._results import atomic_path
-from ..errors import GraphpaiError
+from .._results import atomic_path, check_writable
 from . import figures as _fig
 from .tables import format_value
 
 __all__ = ["write_study_report", "write_mask_report", "study_summary", "study_page",
-           "save_figure", "html_table", "versions"]
+           "save_figure", "html_table", "versions", "check_report_dir"]
 
 STUDY_COLUMNS = (
     "method", "budget", "compression", "seed", "status", "direct_compression",
@@ -188,16 +186,12 @@ def _write_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def _check_out_dir(out_dir) -> Path:
+def check_report_dir(out_dir) -> Path:
+    """`out_dir` as a Path if ``report.html`` and ``figures/`` can be written there; else
+    :class:`~graphpai.errors.OutputError` (checked before any work is done)."""
     out = Path(out_dir)
-    try:
-        (out / "figures").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GraphpaiError(f"cannot create the report directory {str(out)!r} "
-                            f"({exc.strerror or exc}); choose a writable --out") from None
-    if not os.access(out, os.W_OK) or not os.access(out / "figures", os.W_OK):
-        raise GraphpaiError(f"the report directory {str(out)!r} is not writable; choose a "
-                            "writable --out")
+    check_writable(out / "report.html")
+    check_writable(out / "figures" / "figure.png")
     return out
 
 
@@ -357,12 +351,12 @@ def write_study_report(table, out_dir, *, params: Mapping | None = None,
 
     Raises
     ------
-    GraphpaiError
+    OutputError
         If `out_dir` cannot be created or written.
     DataError
         If a table value is not a number where a number belongs.
     """
-    out = _check_out_dir(out_dir)
+    out = check_report_dir(out_dir)
     rows = list(table)
     parts = _write_figures(_fig.study_figures(rows), out)
     page = study_page(rows, params=params, figures=list(parts.values()), title=title)
@@ -377,7 +371,7 @@ def write_mask_report(report, out_dir, *, params: Mapping | None = None,
     """Write the page of one or more masks (a :class:`graphpai.report.compare.MaskReport`):
     totals side by side, per mask the per-layer table and figures, and for each pair of masks
     the per-layer Jaccard overlaps and the full-spectrum distance. Returns the page's path."""
-    out = _check_out_dir(out_dir)
+    out = check_report_dir(out_dir)
     figures = {}
     for entry in report.masks:
         rows = entry.layer_rows()
