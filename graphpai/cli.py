@@ -469,6 +469,59 @@ def _report(args) -> int:
     return run_report(args)
 
 
+# ---------------------------------------------------------------- sweep
+def _sweep_arguments(parser):
+    parser.add_argument("--model", required=True, help="a zoo model name (see `graphpai models`)")
+    parser.add_argument("--methods", required=True, metavar="M1,M2",
+                        help="pruning methods, e.g. rpi,mica (ranking methods take no budget)")
+    parser.add_argument("--budgets", default="erk", metavar="B1,B2",
+                        help="budgets of the placement methods, e.g. erk,igq (default: erk)")
+    parser.add_argument("--compressions", required=True, metavar="GRID",
+                        help="log10 start:stop:step (inclusive), e.g. 0.5:6:0.5, or a list "
+                             "1e2,1e3,10^3.5")
+    parser.add_argument("--seeds", default="0", help="e.g. 0,1000,2000 (default: 0)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="study directory: results.sqlite, results.csv, results.json, "
+                             "report.html; a rerun skips the points it holds")
+    parser.add_argument("--semantics", choices=["channel", "spatial"], default="channel",
+                        help="spatial adds the exact audit to the channel one")
+    parser.add_argument("--paths", action="store_true", help="effective paths and nodes")
+    parser.add_argument("--spectral", action="store_true",
+                        help="spectral means and positive-gap share, profiles iclr23 and neurips23")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a generator option for every method, e.g. mode=min (repeatable)")
+    parser.add_argument("--workers", type=int, help="local processes (default: the CPU count)")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="run on this Dask scheduler (pip install \"graphpai[dask]\")")
+    parser.add_argument("--no-report", action="store_true", help="skip the figures and HTML page")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("sweep", "a study: masks over methods, budgets, compressions and seeds, audited, "
+         "stored (resumable) and reported", _sweep_arguments)
+def _sweep(args) -> int:
+    from .study import grid, parse_options
+    from .study.runner import sweep
+
+    measures = (["spatial"] if args.semantics == "spatial" else []) + \
+        (["paths"] if args.paths else []) + (["spectral"] if args.spectral else [])
+    points = grid(model=args.model, methods=args.methods, budgets=args.budgets,
+                  compressions=args.compressions, seeds=args.seeds,
+                  options=parse_options(args.option), measures=measures)
+    params = {"methods": args.methods, "budgets": args.budgets,
+              "compressions": args.compressions, "seeds": args.seeds}
+    summary = sweep(points, args.out, workers=args.workers, scheduler=args.scheduler,
+                    progress=not args.quiet and sys.stderr.isatty(), report=not args.no_report,
+                    params=params)
+    if args.json:
+        print(json.dumps(jsonable(summary.to_dict()), indent=2, allow_nan=False))
+    else:
+        print(summary.text() + f"\nresults: {args.out}/results.csv, results.json, results.sqlite"
+              + ("" if args.no_report else f"; report: {args.out}/report.html"))
+    return 1 if summary.failed else 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__

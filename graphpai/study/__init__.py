@@ -10,8 +10,9 @@
 Import by name: ``import graphpai.study``; nothing here imports torch until a point is measured.
 """
 
-from .grid import DEFINITIONS_VERSION, Point, grid, parse_compressions, parse_seeds
+from .grid import (DEFINITIONS_VERSION, Point, grid, parse_compressions, parse_options,
+                   parse_seeds)
 from .store import COLUMNS, Store, read_study, read_table, study_definition
 
-__all__ = ["Point", "grid", "parse_compressions", "parse_seeds", "DEFINITIONS_VERSION",
+__all__ = ["Point", "grid", "parse_compressions", "parse_seeds", "parse_options", "DEFINITIONS_VERSION",
            "Store", "read_table", "read_study", "study_definition", "COLUMNS"]

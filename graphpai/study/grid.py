@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 from ..budgets import parse_compression
 from ..errors import BudgetError, StudyError, UnknownMethodError
 
-__all__ = ["Point", "grid", "parse_compressions", "parse_seeds", "DEFINITIONS_VERSION",
+__all__ = ["Point", "grid", "parse_compressions", "parse_seeds", "parse_options", "DEFINITIONS_VERSION",
            "MAX_POINTS"]
 
 DEFINITIONS_VERSION = 1
@@ -201,6 +201,21 @@ def parse_seeds(text) -> tuple[int, ...]:
     if not seeds or min(seeds) < 0:
         raise StudyError(f"seeds {text!r} must be integers >= 0, like 0,1000,2000")
     return tuple(dict.fromkeys(seeds))
+
+
+def parse_options(items) -> dict:
+    """Generator options from ``["mode=min", "iterations=50"]`` (values read as JSON when they
+    parse, as text otherwise)."""
+    options = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        if not sep or not name.strip():
+            raise StudyError(f"cannot read option {item!r}; write NAME=VALUE, e.g. mode=min")
+        try:
+            options[name.strip()] = json.loads(value)
+        except ValueError:
+            options[name.strip()] = value
+    return options
 
 
 def _names(value) -> list[str]:

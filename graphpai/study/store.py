@@ -118,8 +118,6 @@ class Store:
             self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
         except sqlite3.Error as exc:
             raise OutputError(f"cannot open {self.path!r}: {exc}") from None
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # durable at every commit against a crash
         if not existing:
             with self._transaction():
                 self._db.execute("CREATE TABLE study (name TEXT PRIMARY KEY, value TEXT)")
