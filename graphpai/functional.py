@@ -358,6 +358,14 @@ class AuditResult:
             "total": jsonable(self.total),
         }
 
+    def __repr__(self) -> str:
+        from .report.notebook import audit_repr
+        return audit_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import audit_html
+        return audit_html(self)
+
     def table(self) -> str:
         """A readable per-layer table, a total row, and the network totals below it."""
         from .report.tables import format_table

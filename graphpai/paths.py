@@ -155,6 +155,14 @@ class PathsResult:
     def disconnected(self) -> bool:
         return self.log10_paths == -math.inf
 
+    def __repr__(self) -> str:
+        from .report.notebook import paths_repr
+        return paths_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import paths_html
+        return paths_html(self)
+
     def table(self) -> str:
         """The counted tensors as a table, then the path counts (``-inf (disconnected)`` when
         no path exists) and the effective nodes."""

@@ -137,6 +137,14 @@ class SpectralReport:
             "positive_gap_share": self.positive_gap_share.to_dict(),
         })
 
+    def __repr__(self) -> str:
+        from ..report.notebook import spectral_repr
+        return spectral_repr(self)
+
+    def _repr_html_(self) -> str:
+        from ..report.notebook import spectral_html
+        return spectral_html(self)
+
     def to_text(self) -> str:
         """A readable per-layer table with the network means below it."""
         from ..report.tables import format_table
