@@ -255,8 +255,9 @@ def _prune_arguments(parser):
     parser.add_argument("--compression", help="target N/|M|, written 1000, 1e3 or 10^3")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the model's init and the mask (default: 0)")
-    parser.add_argument("--data", choices=["synthetic"], help="prune batches for snip/grasp: "
-                        "'synthetic' draws 10 x classes random images (a demo, not real data)")
+    parser.add_argument("--data", metavar="DIR|synthetic", help="prune batches for snip/grasp: "
+                        "a CIFAR-10/100 directory (10 x classes images of its training split, "
+                        "docs/training.md) or 'synthetic' (random images, a demo)")
     parser.add_argument("--masks-out", metavar="FILE.pt", help="write the masks (.pt or .npz)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the per-layer budget and write nothing (placements only "
@@ -288,18 +289,23 @@ def _prune(args) -> int:
                            if isinstance(budget, str) and budget.lower() in GENERATORS else [])
     hungry = [g.name for g in users if g.needs_data]
     if hungry and args.data is None:
-        raise DataError(f"{hungry[0]} needs prune batches: add --data synthetic (random images, a "
-                        "demo) or call graphpai.prune from Python with data=your DataLoader")
+        raise DataError(f"{hungry[0]} needs prune batches: add --data DIR (a CIFAR directory), "
+                        "--data synthetic (random images, a demo) or call graphpai.prune from "
+                        "Python with data=your DataLoader")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model = load_model(args)
     graph = to_graph(model)
     data = None
     if hungry:
-        from .torch.data import synthetic_batches
+        from .torch.data import load_data, synthetic_batches
 
         classes = sum(graph.groups[name].channels for name in graph.outputs)
-        data = synthetic_batches(model.input_shape, classes, seed=args.seed)
+        if args.data == "synthetic":
+            data = synthetic_batches(model.input_shape, classes, seed=args.seed)
+        else:  # the training split of the data (the same seeded split `graphpai train` uses)
+            data = load_data(args.data, num_classes=classes, input_shape=model.input_shape)
+            data = data.train.prune_batches(seed=args.seed)
     if generator.kind == "ranking" and args.device != "cpu":
         model = model.to(args.device)
     options = progress_option(generator.func, args)
@@ -467,6 +473,91 @@ def _report(args) -> int:
     from .report.command import run_report
 
     return run_report(args)
+
+
+# ---------------------------------------------------------------- train
+def _train_arguments(parser):
+    from .torch.recipes import RECIPES
+
+    model_arguments(parser)
+    parser.add_argument("--data", required=True, metavar="DIR|synthetic",
+                        help="a CIFAR-10/100 directory in the python-pickle layout, or 'synthetic' "
+                             "(learnable class-dependent images, a demo)")
+    parser.add_argument("--recipe", default="mica-resnet20",
+                        help=f"{', '.join(sorted(RECIPES))} (default: mica-resnet20; "
+                             "docs/training.md)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    parser.add_argument("--weight-decay", type=float, help="override the recipe's weight decay")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the model's init (as `graphpai prune --seed`), the data order "
+                             "and the augmentation (default: 0)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="metrics.json (every epoch), checkpoint.pt, final.pt; rerunning the "
+                             "same command resumes from the checkpoint")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    run_arguments(parser)
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N or auto (CUDA when available; default: auto)")
+
+
+@command("train", "train a masked model with a paper's recipe; resumable, metrics every epoch",
+         _train_arguments)
+def _train(args) -> int:
+    import os
+
+    import torch
+
+    from .masks import MaskSet
+    from .report.tables import write_json
+    from .torch.data import load_data
+    from .torch.recipes import get_recipe
+    from .torch.train import Callback, resolve_device, train
+    from ._results import atomic_path
+
+    recipe = get_recipe(args.recipe, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        weight_decay=args.weight_decay, compile=args.compile or None)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = load_model(args)
+    masks = MaskSet.load(args.masks) if args.masks else None
+    data = load_data(args.data, num_classes=args.num_classes if args.model else None,
+                     input_shape=getattr(model, "input_shape", None),
+                     val_fraction=recipe.val_fraction)
+    os.makedirs(args.out, exist_ok=True)
+    header = {"model": args.model or args.model_file, "masks": args.masks, "data": args.data,
+              "kept": masks.kept() if masks else None, "compression": masks.compression()
+              if masks else 1.0}
+    metrics = os.path.join(args.out, "metrics.json")
+
+    class Metrics(Callback):
+        def on_epoch_end(self, epoch, model, masks, optimizer, result):
+            write_json({**header, **result.to_dict()}, metrics)
+
+    result = train(model, masks, data, recipe=recipe, device=device, seed=args.seed,
+                   checkpoint_dir=args.out, progress=progress(args), callbacks=[Metrics()])
+    write_json({**header, **result.to_dict()}, metrics)
+    with atomic_path(os.path.join(args.out, "final.pt")) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    summary = (f"{recipe.name}, seed {args.seed}, {result.device}: {result.epochs} epochs"
+               + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")
+               + f", best test {_acc(result.best_test_acc)}, final test "
+               f"{_acc(result.final_test_acc)}, best val {_acc(result.best_val_acc)}, "
+               f"{result.wall_s:.1f} s; {args.out}/metrics.json, final.pt")
+    if args.json:
+        print(json.dumps(jsonable({**header, **result.to_dict()}), indent=2, allow_nan=False))
+    else:
+        print(result.table() + "\n\n" + summary)
+    return 0
+
+
+def _acc(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 # ---------------------------------------------------------------- sweep
