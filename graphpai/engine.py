@@ -60,10 +60,15 @@ import importlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from .errors import GraphpaiError
+
 __all__ = [
     "Activity",
     "spatial_engine",
     "set_spatial_engine",
+    "check_active",
     "renormalise",
     "common_scale",
 ]
@@ -110,6 +115,32 @@ def set_spatial_engine(engine):
     global _engine
     before, _engine = _engine, engine
     return before
+
+
+def check_active(graph, active) -> dict:
+    """`active` (group name -> channels active at every pixel) checked: bool ``(channels,)``
+    vectors with at least one True, keyed by groups of `graph`; a one-line error otherwise.
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 1), Group("y", 2)], [Layer("fc", "linear", (2, 1), "x", "y")],
+    ...              [], ["x"], ["y"])
+    >>> check_active(g, {"y": [0, 1]})
+    {'y': array([False,  True])}
+    """
+    out = {}
+    for name, channels in (active or {}).items():
+        if name not in graph.groups:
+            raise GraphpaiError(f"active names the unknown group {name!r}; the graph's groups "
+                                f"are {list(graph.groups)}")
+        channels = np.asarray(channels, dtype=bool).reshape(-1)
+        if channels.shape != (graph.groups[name].channels,):
+            raise GraphpaiError(f"active[{name!r}] has {channels.size} entries; group {name!r} has "
+                                f"{graph.groups[name].channels} channels")
+        if channels.any():
+            out[name] = channels
+    return out
 
 
 def renormalise(values, scale: float):

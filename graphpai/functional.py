@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._results import jsonable
-from .engine import spatial_engine
+from .engine import check_active, spatial_engine
 from .errors import UnknownMethodError
 from .graph import Layer, NetGraph, as_graph
 from .masks import MaskSet
@@ -59,7 +59,10 @@ __all__ = [
     "outputs_fed",
 ]
 
-SEMANTICS = ("channel", "spatial")
+SEMANTICS = ("channel", "spatial", "mica")
+
+# boolean work on a big layer runs over blocks of output rows of at most this many bytes
+BLOCK_BYTES = 64 << 20
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -81,7 +84,7 @@ def prepare(net, masks=None, input_shape=None):
 
 def _check_semantics(semantics: str) -> None:
     if semantics not in SEMANTICS:
-        raise UnknownMethodError(f"unknown semantics {semantics!r}; use 'channel' or 'spatial'")
+        raise UnknownMethodError(f"unknown semantics {semantics!r}; use one of {list(SEMANTICS)}")
 
 
 def _rows(layer: Layer, mask: np.ndarray) -> np.ndarray:
@@ -98,6 +101,46 @@ def _per_output(layer: Layer, vector: np.ndarray) -> np.ndarray:
 
 def _taps(layer: Layer) -> int:
     return layer.fan_in // layer.weight_shape[1]
+
+
+def _blocks(array: np.ndarray):
+    """Slices of the first axis of `array`, each at most BLOCK_BYTES of it (at least one row)."""
+    n = array.shape[0]
+    step = max(1, BLOCK_BYTES // max(1, array[:1].nbytes))
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def _forward_layer(layer: Layer, mask: np.ndarray, reached: np.ndarray) -> np.ndarray:
+    """Output channels with a kept tap from a True input channel."""
+    rows = _rows(layer, mask)
+    if reached.all():
+        return rows.any(axis=1)
+    if layer.groups > 1:
+        seen = np.repeat(_per_output(layer, reached), _taps(layer), axis=1)
+        return (rows & seen).any(axis=1)
+    seen = np.repeat(reached, _taps(layer))  # (fan_in,): the same for every output
+    out = np.empty(layer.out_channels, dtype=bool)
+    for block in _blocks(rows):
+        out[block] = (rows[block] & seen).any(axis=1)
+    return out
+
+
+def _backward_layer(layer: Layer, mask: np.ndarray, coreached=None) -> np.ndarray:
+    """Input channels with a kept tap to a True output channel (None: to any output)."""
+    per = layer.out_channels // layer.groups
+    rows = _rows(layer, mask)
+    if coreached is None or coreached.all():
+        taps = rows.reshape(layer.groups, per, -1).any(axis=1)  # (groups, fan_in)
+    elif layer.groups > 1:
+        taps = (rows.reshape(layer.groups, per, -1) & coreached.reshape(layer.groups, per, 1)
+                ).any(axis=1)
+    else:
+        taps = np.zeros((1, layer.fan_in), dtype=bool)
+        for block in _blocks(rows):
+            chosen = rows[block][coreached[block]]
+            if len(chosen):
+                taps |= chosen.any(axis=0)
+    return taps.reshape(layer.groups, layer.weight_shape[1], _taps(layer)).any(axis=2).reshape(-1)
 
 
 def outputs_fed(layer: Layer, mask) -> np.ndarray:
@@ -121,27 +164,7 @@ def inputs_used(layer: Layer, mask) -> np.ndarray:
     >>> inputs_used(Layer("fc", "linear", (2, 3), "x", "y"), np.array([[0, 0, 0], [0, 1, 0]]))
     array([False,  True, False])
     """
-    mask = np.asarray(mask, dtype=bool)
-    return _backward_layer(layer, mask, np.ones(layer.out_channels, dtype=bool))
-
-
-def _forward_layer(layer: Layer, mask: np.ndarray, reached: np.ndarray) -> np.ndarray:
-    """Output channels with a kept tap from a True input channel."""
-    rows = _rows(layer, mask)
-    if reached.all():
-        return rows.any(axis=1)
-    seen = np.repeat(_per_output(layer, reached), _taps(layer), axis=1)
-    return (rows & seen).any(axis=1)
-
-
-def _backward_layer(layer: Layer, mask: np.ndarray, coreached: np.ndarray) -> np.ndarray:
-    """Input channels with a kept tap to a True output channel."""
-    per = layer.out_channels // layer.groups
-    rows = _rows(layer, mask).reshape(layer.groups, per, -1)
-    if not coreached.all():
-        rows = rows & coreached.reshape(layer.groups, per, 1)
-    taps = rows.any(axis=1)  # (groups, fan_in)
-    return taps.reshape(layer.groups, layer.weight_shape[1], _taps(layer)).any(axis=2).reshape(-1)
+    return _backward_layer(layer, np.asarray(mask, dtype=bool))
 
 
 def _link_forward(graph: NetGraph, link, vectors) -> np.ndarray:
@@ -149,6 +172,12 @@ def _link_forward(graph: NetGraph, link, vectors) -> np.ndarray:
     for position, source in enumerate(link.sources):
         out |= graph.link_matrix(link, position) @ vectors[source].astype(np.float64) > 0
     return out
+
+
+def _link_backward(graph: NetGraph, link, target: np.ndarray, vectors) -> None:
+    """OR the channels of `link`'s sources that feed a True channel of `target` into `vectors`."""
+    for position, source in enumerate(link.sources):
+        vectors[source] |= graph.link_matrix(link, position).T @ target.astype(np.float64) > 0
 
 
 def reach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
@@ -168,17 +197,24 @@ def reach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
     array([ True, False])
     """
     graph, masks = prepare(graph, masks)
-    return _reach(graph, masks)
+    return _reach(graph, masks)[0]
 
 
-def _reach(graph, masks):
+def _reach(graph, masks, active=None):
+    """(group -> reached channels, layer -> its output channels fed from reached inputs);
+    `active` channels count as reached."""
+    active = active or {}
     vectors = {name: np.ones(graph.groups[name].channels, dtype=bool) for name in graph.inputs}
+    fed = {}
     for op in graph.order:
         if isinstance(op, Layer):
-            vectors[op.target] = _forward_layer(op, masks[op.name], vectors[op.source])
+            fed[op.name] = _forward_layer(op, masks[op.name], vectors[op.source])
+            vectors[op.target] = fed[op.name]
         else:
             vectors[op.target] = _link_forward(graph, op, vectors)
-    return vectors
+        if op.target in active:
+            vectors[op.target] = vectors[op.target] | active[op.target]
+    return vectors, fed
 
 
 def coreach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
@@ -194,33 +230,58 @@ def coreach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
     array([ True, False])
     """
     graph, masks = prepare(graph, masks)
-    return _coreach(graph, masks)
+    return _coreach(graph, masks)[0]
 
 
 def _coreach(graph, masks):
+    """(group -> co-reached channels, layer -> its input channels with a kept tap to a
+    co-reached output)."""
     vectors = {name: np.zeros(group.channels, dtype=bool) for name, group in graph.groups.items()}
     for name in graph.outputs:
         vectors[name][:] = True
+    back = {}
     for op in reversed(graph.order):
         target = vectors[op.target]
-        if not target.any():
-            continue
         if isinstance(op, Layer):
-            vectors[op.source] |= _backward_layer(op, masks[op.name], target)
-        else:
-            for position, source in enumerate(op.sources):
-                back = graph.link_matrix(op, position).T @ target.astype(np.float64) > 0
-                vectors[source] |= back
-    return vectors
+            if target.any():
+                back[op.name] = _backward_layer(op, masks[op.name], target)
+                vectors[op.source] |= back[op.name]
+            else:
+                back[op.name] = np.zeros(op.in_channels, dtype=bool)
+        elif target.any():
+            _link_backward(graph, op, target, vectors)
+    return vectors, back
 
 
 def _functional_channel(layer: Layer, mask, reached_in, coreached_out) -> np.ndarray:
     """Kept weights (o, i, ...) with i reached and o co-reached."""
     if reached_in.all() and coreached_out.all():
         return mask.copy()
-    ok = _per_output(layer, reached_in) & coreached_out[:, None]  # (C_out, C_in/groups)
     shape = (layer.out_channels, layer.weight_shape[1], _taps(layer))
-    return (mask.reshape(shape) & ok[:, :, None]).reshape(layer.weight_shape)
+    kernels = mask.reshape(shape)
+    if layer.groups > 1:
+        ok = _per_output(layer, reached_in) & coreached_out[:, None]  # (C_out, C_in/groups)
+        return (kernels & ok[:, :, None]).reshape(layer.weight_shape)
+    out = np.empty(shape, dtype=bool)
+    for rows in _blocks(kernels):
+        ok = coreached_out[rows, None] & reached_in[None, :]  # (rows, C_in): small per block
+        np.logical_and(kernels[rows], ok[:, :, None], out=out[rows])
+    return out.reshape(layer.weight_shape)
+
+
+def _surviving(layer: Layer, mask, fan_in) -> np.ndarray:
+    """Kept weights at the fan-in positions `fan_in` (``(fan_in,)``, or ``(groups, fan_in)``)
+    marks True for the weight's output group."""
+    rows = _rows(layer, mask)
+    if fan_in.ndim == 2:
+        fan_in = np.repeat(fan_in, layer.out_channels // layer.groups, axis=0)
+        return (rows & fan_in).reshape(layer.weight_shape)
+    if fan_in.all():
+        return mask.copy()
+    out = np.empty(rows.shape, dtype=bool)
+    for block in _blocks(rows):
+        out[block] = rows[block] & fan_in
+    return out.reshape(layer.weight_shape)
 
 
 @dataclass(frozen=True)
@@ -228,27 +289,51 @@ class _Activity:
     reached: dict      # group -> bool (channels,)
     coreached: dict    # group -> bool (channels,)
     functional: dict   # layer -> bool mask
+    incoming: dict     # layer -> bool (C_out,): outputs with a functional weight in the layer
+    outgoing: dict     # layer -> bool (C_in,): inputs with a functional weight in the layer
 
 
-def _activity(graph, masks, semantics, device):
+def _pixels_to_channels(maps):
+    return {name: m.reshape(m.shape[0], -1).any(axis=1) for name, m in maps.items()}
+
+
+def _activity(graph, masks, semantics, device, active=None):
+    """Reach, co-reach and functional weights under `semantics`, with each layer's functional
+    in- and out-channels (work done once per layer and shared by the audit's columns)."""
+    active = check_active(graph, active)
+    layers = graph.layers
     if semantics == "channel":
-        reached, coreached = _reach(graph, masks), _coreach(graph, masks)
-        functional = {
-            name: _functional_channel(layer, masks[name], reached[layer.source],
-                                      coreached[layer.target])
-            for name, layer in graph.layers.items()
-        }
-        return _Activity(reached, coreached, functional)
-    act = spatial_engine().activity(graph, masks, device=device)
-
-    def channels(maps):
-        return {name: m.reshape(m.shape[0], -1).any(axis=1) for name, m in maps.items()}
-
-    return _Activity(channels(act.forward), channels(act.backward), act.functional)
+        (reached, fed), (coreached, back) = _reach(graph, masks, active), _coreach(graph, masks)
+        functional = {name: _functional_channel(layer, masks[name], reached[layer.source],
+                                                coreached[layer.target])
+                      for name, layer in layers.items()}
+        # functional (o, i) = kept & i reached & o co-reached: no second pass over the masks
+        incoming = {name: fed[name] & coreached[layer.target] for name, layer in layers.items()}
+        outgoing = {name: back[name] & reached[layer.source] for name, layer in layers.items()}
+        return _Activity(reached, coreached, functional, incoming, outgoing)
+    if semantics == "spatial":
+        act = spatial_engine().activity(graph, masks, active=active, device=device)
+        reached, coreached = _pixels_to_channels(act.forward), _pixels_to_channels(act.backward)
+        functional = act.functional
+    else:  # "mica": tap-level forward, channel-level backward over the surviving weights
+        engine = spatial_engine()
+        maps = engine.forward_maps(graph, masks, active=active, device=device)
+        surviving = {name: _surviving(layer, masks[name],
+                                      engine.active_fan_in(layer, maps[layer.source]))
+                     for name, layer in layers.items()}
+        reached = _pixels_to_channels(maps)
+        coreached = _coreach(graph, surviving)[0]
+        functional = {name: _functional_channel(layer, surviving[name],
+                                                np.ones(layer.in_channels, dtype=bool),
+                                                coreached[layer.target])
+                      for name, layer in layers.items()}
+    incoming = {name: _rows(layer, functional[name]).any(axis=1) for name, layer in layers.items()}
+    outgoing = {name: _backward_layer(layer, functional[name]) for name, layer in layers.items()}
+    return _Activity(reached, coreached, functional, incoming, outgoing)
 
 
 def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape=None,
-                     device="cpu") -> MaskSet:
+                     device="cpu", active=None) -> MaskSet:
     """The functional weights F ⊆ M as a MaskSet (SPEC §3).
 
     Parameters
@@ -274,7 +359,7 @@ def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape
     """
     _check_semantics(semantics)
     graph, masks = prepare(net, masks, input_shape)
-    return MaskSet(_activity(graph, masks, semantics, device).functional)
+    return MaskSet(_activity(graph, masks, semantics, device, active).functional)
 
 
 # ---------------------------------------------------------------------------------- audit
@@ -400,25 +485,22 @@ def _fmt_compression(value: float, empty: bool) -> str:
     return f"{value:.4g}"
 
 
-def _has_outgoing(graph: NetGraph, functional) -> dict[str, np.ndarray]:
-    """Group -> channels with a functional weight downstream (logits: True)."""
+def _has_outgoing(graph: NetGraph, outgoing) -> dict[str, np.ndarray]:
+    """Group -> channels with a functional weight downstream (logits: True), from each layer's
+    input channels with a functional weight."""
     out = {name: np.zeros(group.channels, dtype=bool) for name, group in graph.groups.items()}
     for name in graph.outputs:
         out[name][:] = True
     for op in reversed(graph.order):
         if isinstance(op, Layer):
-            out[op.source] |= _backward_layer(op, functional[op.name],
-                                              np.ones(op.out_channels, dtype=bool))
-        else:
-            target = out[op.target]
-            if target.any():
-                for position, source in enumerate(op.sources):
-                    out[source] |= graph.link_matrix(op, position).T @ target.astype(float) > 0
+            out[op.source] |= outgoing[op.name]
+        elif out[op.target].any():
+            _link_backward(graph, op, out[op.target], out)
     return out
 
 
 def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
-          device="cpu") -> AuditResult:
+          device="cpu", active=None) -> AuditResult:
     """Audit a mask: which weights and channels are functional, and the real compression.
 
     Per layer: kept, functional and their ratio; reached, co-reached and functional output
@@ -470,16 +552,15 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     """
     _check_semantics(semantics)
     graph, masks = prepare(net, masks, input_shape)
-    act = _activity(graph, masks, semantics, device)
-    outgoing = _has_outgoing(graph, act.functional)
+    act = _activity(graph, masks, semantics, device, active)
+    outgoing = _has_outgoing(graph, act.outgoing)
     rows = []
     nodes = functional_nodes = 0
     for name, layer in graph.layers.items():
         mask, func = masks[name], act.functional[name]
         kept, n_func = int(np.count_nonzero(mask)), int(np.count_nonzero(func))
-        incoming = _rows(layer, func).any(axis=1)
-        channels = int(np.count_nonzero(incoming & outgoing[layer.target]))
-        used = _backward_layer(layer, mask, np.ones(layer.out_channels, dtype=bool))
+        channels = int(np.count_nonzero(act.incoming[name] & outgoing[layer.target]))
+        used = _backward_layer(layer, mask)
         rows.append(LayerAudit(
             layer=name, kind=layer.kind, weights=layer.numel, kept=kept, functional=n_func,
             functional_ratio=n_func / kept if kept else None,

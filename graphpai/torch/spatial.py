@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine import Activity, common_scale, renormalise
+from ..engine import Activity, check_active, common_scale, renormalise
 from ..errors import GraphpaiError, MaskError
 from ..graph import Layer, Link, NetGraph
 from ..masks import MaskSet
@@ -384,25 +384,9 @@ def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None, 
     array([[False,  True,  True]])
     """
     masks = _checked_masks(graph, masks) if place is None else masks
-    maps = _forward(graph, masks, place=place, active=_active(graph, active),
+    maps = _forward(graph, masks, place=place, active=check_active(graph, active),
                     device=_device(device))
     return {name: _numpy(t) for name, t in maps.items()}
-
-
-def _active(graph: NetGraph, active) -> dict:
-    """`active` checked: group name -> bool (channels,) with at least one True."""
-    out = {}
-    for name, channels in (active or {}).items():
-        if name not in graph.groups:
-            raise GraphpaiError(f"active names the unknown group {name!r}; groups are "
-                                f"{sorted(graph.groups)[:8]}...")
-        channels = np.asarray(channels, dtype=bool).reshape(-1)
-        if channels.shape != (graph.groups[name].channels,):
-            raise GraphpaiError(f"active[{name!r}] has {channels.size} entries; the group has "
-                                f"{graph.groups[name].channels} channels")
-        if channels.any():
-            out[name] = channels
-    return out
 
 
 def _force(y, channels):
@@ -504,7 +488,7 @@ def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activ
     [[[0, 1, 0]]]
     """
     masks = _checked_masks(graph, masks)
-    active = _active(graph, active)
+    active = check_active(graph, active)
     device = _device(device)
     weights = {}
     with torch.no_grad(), _exact(device):
