@@ -1,14 +1,14 @@
 """Functional (effective) weights and channels of a masked network, and the audit (SPEC §1, §3).
 
 A kept weight is **functional** when it can carry signal from the input to the logits. Two
-semantics, and every result says which it used:
+semantics, a third for reference, and every result says which it used:
 
 - ``"channel"`` (graph only, fast): forward reach R over channels from the input (all input
   channels reached; an output channel is reached if a kept tap connects it to a reached input
   channel; residual adds take the union, concat stacks, flatten and pooling follow SPEC §2) and
   backward co-reach C from the logits (a channel is co-reached if a kept tap connects it to a
   co-reached output channel of any layer that consumes it). A kept weight ``(o, i, a, b)`` is
-  functional iff ``i in R`` and ``o in C``. This is [VK]'s graph method and [MiCA]'s measure.
+  functional iff ``i in R`` and ``o in C``. This is [VK]'s graph method (``effective_masks_custom``).
   Computed with boolean mat-vecs over the masks in topological order, forward then backward.
 - ``"spatial"`` (exact at initialization, [VK]'s reference): 0/1 activity maps per pixel through
   the real geometry, forward from an all-ones input and backward from the logits, clamped after
@@ -16,9 +16,21 @@ semantics, and every result says which it used:
   and the backward map as output gradient is positive. The algorithm is documented in
   :mod:`graphpai.torch.spatial`, where torch runs the convolutions; this module reaches it only
   through the spatial engine interface of :mod:`graphpai.engine`.
+- ``"mica"`` (reference behaviour, to reproduce [MiCA]'s figures): the check in the MiCA code is
+  a hybrid of the two. Forward at tap level: from the all-ones input through the masks, a kept
+  weight survives if its tap sees an active input pixel at some output position; backward at
+  channel level: co-reach over the surviving weights, and a surviving weight is functional iff
+  its output channel is co-reached. On VGG-16 RPI-ERK at 10^3 it gives 12,922 functional weights
+  where channel gives 13,470 and spatial 12,403. Always spatial ⊆ mica ⊆ channel.
 
-Channel functional weights always contain the spatial ones; they differ only where a tap only ever
-sees padding or a channel is active on too few pixels.
+``active`` (all semantics) names channels that are active at every pixel, reached or not: the
+MiCA code treats every channel with a non-zero bias or BatchNorm shift so, [NPB] every channel
+of a layer with a bias (its biases are set to 1). The NetGraph carries no parameter values, so
+these are given explicitly; at initialization BatchNorm shifts are zero, so the default (none)
+is the MiCA code's behaviour on its own models, whose biases start at zero.
+
+Channel functional weights always contain the mica ones, and those the spatial ones; they differ
+only where a tap only ever sees padding or a channel is active on too few pixels.
 
 A **functional node** is a hidden channel (an output channel of a layer that does not produce the
 logits) with at least one functional incoming weight in that layer and one functional outgoing
@@ -341,11 +353,13 @@ def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape
     net : NetGraph or torch.nn.Module
     masks : MaskSet or mapping, optional
         Layer name -> keep-mask; None audits the dense network.
-    semantics : {"channel", "spatial"}
+    semantics : {"channel", "spatial", "mica"}
     input_shape : tuple of int, optional
         For a torch model without ``input_shape`` (see :func:`graphpai.to_graph`).
     device : str
-        Where the spatial semantics runs its convolutions.
+        Where the spatial and mica semantics run their convolutions.
+    active : mapping of str to array of bool, optional
+        Group name -> channels active at every pixel, reached or not (see the module docstring).
 
     Examples
     --------
@@ -514,13 +528,17 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     net : NetGraph or torch.nn.Module
     masks : MaskSet or mapping, optional
         Layer name -> keep-mask (0/1 or bool). None audits the dense network.
-    semantics : {"channel", "spatial"}
-        ``"channel"``: reachability on the channel graph (SPEC §3, fast). ``"spatial"``: exact
-        per-pixel activity at initialization ([VK]'s gradient test; needs torch).
+    semantics : {"channel", "spatial", "mica"}
+        ``"channel"``: reachability on the channel graph (fast). ``"spatial"``: exact per-pixel
+        activity at initialization ([VK]'s gradient test; needs torch). ``"mica"``: the MiCA
+        code's hybrid, for reproducing [MiCA]'s figures (see the module docstring; needs torch).
     input_shape : tuple of int, optional
         Input shape (C, H, W) for a torch model that does not carry one.
     device : str
-        Where the spatial semantics runs its convolutions.
+        Where the spatial and mica semantics run their convolutions.
+    active : mapping of str to array of bool, optional
+        Group name -> channels active at every pixel, reached or not (a bias, a BatchNorm
+        shift; see the module docstring).
 
     Returns
     -------

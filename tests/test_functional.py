@@ -313,3 +313,97 @@ def test_cli_audit(tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", **{name: np.full(m.shape, 0.5) for name, m in masks.items()})
     assert main(["audit", "--model", "lenet300_100", "--masks", str(tmp_path / "bad.npz")]) == 2
     assert "binary" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ [MiCA]'s hybrid (issue 13.1)
+def _three_semantics_net():
+    """x (2 px) -conv A (3 taps, pad 1)-> h (2 px) -conv B (1 tap, stride 2)-> z (1 px)
+    -conv C (3 taps, pad 1)-> y (1 px); every weight kept."""
+    conv = lambda name, k, src, dst, n_in, n_out, stride, pad: Layer(  # noqa: E731
+        name, "conv", (1, 1, k), src, dst, (stride,), ((pad, pad),), (1,), in_size=(n_in,),
+        out_size=(n_out,))
+    return NetGraph(
+        [Group("x", 1, (2,)), Group("h", 1, (2,)), Group("z", 1, (1,)), Group("y", 1, (1,))],
+        [conv("A", 3, "x", "h", 2, 2, 1, 1), conv("B", 1, "h", "z", 2, 1, 2, 0),
+         conv("C", 3, "z", "y", 1, 1, 1, 1)], [], ["x"], ["y"])
+
+
+def test_mica_hybrid_by_hand_differs_from_channel_and_spatial():
+    # By hand. A: output p reads x[p - 1 + a]. Tap 0 sees x[0] at p = 1, tap 2 sees x[1] at p = 0:
+    # every tap of A sees an active pixel somewhere (mica and channel keep all 3). B reads only
+    # h[0], so only p = 0 of A is co-reached pixel-wise, where tap 0 reads padding (spatial drops
+    # it). C works on one pixel: its side taps only ever read padding (mica and spatial drop
+    # them, channel keeps them, since channel z is reached).
+    graph = _three_semantics_net()
+    expected = {"channel": ([1, 1, 1], [1], [1, 1, 1]), "mica": ([1, 1, 1], [1], [0, 1, 0]),
+                "spatial": ([0, 1, 1], [1], [0, 1, 0])}
+    for semantics, (a, b, c) in expected.items():
+        result = audit(graph, semantics=semantics)
+        got = result.functional_masks
+        assert got["A"].ravel().astype(int).tolist() == a, semantics
+        assert got["B"].ravel().astype(int).tolist() == b, semantics
+        assert got["C"].ravel().astype(int).tolist() == c, semantics
+        assert result.functional == sum(a) + sum(b) + sum(c)
+        assert result.semantics == semantics
+    assert [audit(graph, semantics=s).functional for s in ("channel", "mica", "spatial")] == [7, 5, 4]
+
+
+def test_mica_active_channels_are_active_everywhere_reached_or_not():
+    # h[1] has no kept input weight; a non-zero BN shift (or bias) makes it active at every
+    # pixel, so its outgoing weight becomes functional in every semantics
+    graph = NetGraph([Group("x", 1), Group("h", 2), Group("y", 1)],
+                     [Layer("a", "linear", (2, 1), "x", "h"), Layer("b", "linear", (1, 2), "h", "y")],
+                     [], ["x"], ["y"])
+    masks = {"a": [[1], [0]], "b": [[1, 1]]}
+    for semantics in ("channel", "mica", "spatial"):
+        plain = functional_edges(graph, masks, semantics=semantics)
+        assert plain["b"].astype(int).tolist() == [[1, 0]], semantics
+        shifted = functional_edges(graph, masks, semantics=semantics, active={"h": [False, True]})
+        assert shifted["b"].astype(int).tolist() == [[1, 1]], semantics
+        assert shifted["a"].astype(int).tolist() == [[1], [0]], semantics
+        assert audit(graph, masks, semantics=semantics,
+                     active={"h": [0, 1]}).layers[0].reached == 2
+    from graphpai.errors import GraphpaiError
+
+    with pytest.raises(GraphpaiError, match="unknown group 'q'"):
+        audit(graph, masks, active={"q": [1]})
+    with pytest.raises(GraphpaiError, match="has 3 entries"):
+        audit(graph, masks, active={"h": [1, 0, 1]})
+
+
+@settings(max_examples=25, deadline=None)
+@given(graph_and_mask())
+def test_spatial_within_mica_within_channel(case):
+    graph, masks = case
+    channel = functional_edges(graph, masks)
+    mica = functional_edges(graph, masks, semantics="mica")
+    spatial = functional_edges(graph, masks, semantics="spatial")
+    assert _subset(spatial, mica) and _subset(mica, channel)
+
+
+def test_mica_reproduces_the_reference_code_on_vgg16(models):
+    # the MiCA code on the same VGG-16 RPI-ERK 10^3 mask counts 12,922 functional weights
+    # (issue 13; channel 13,470, spatial 12,403 by the exact definitions)
+    import graphpai
+
+    model, graph, _ = models["vgg16"]
+    masks = graphpai.prune(model, "rpi", budget="erk", compression=1000, seed=0)
+    counts = [audit(graph, masks, semantics=s).functional for s in ("channel", "mica", "spatial")]
+    assert counts == [13470, 12922, 12403]
+
+
+def test_channel_audit_walks_each_layer_once_per_direction(models, monkeypatch):
+    """Issue 13.21: the channel audit ran _backward_layer 3 times per layer (co-reach, functional
+    outgoing channels, lost inputs); the functional columns now come from reach and co-reach."""
+    import graphpai.functional as functional
+
+    _, graph, _ = models["vgg16"]
+    masks = random_masks(graph, 0.01, 0)
+    expected = audit(graph, masks)
+    calls = []
+    original = functional._backward_layer
+    monkeypatch.setattr(functional, "_backward_layer",
+                        lambda *args, **kw: calls.append(1) or original(*args, **kw))
+    result = audit(graph, masks)
+    assert len(calls) <= 2 * len(graph.layers)
+    assert result.layers == expected.layers  # the columns themselves: the oracle tests above
