@@ -178,3 +178,71 @@ def test_issue_3_npb_profile_reproduces_the_spec_path_counts():
         np.log10(64), abs=1e-3)  # only the fc bias (1 per logit) differs beyond the pool
     vgg19 = to_graph(build("vgg19", seed=0))
     assert effective_paths(vgg19, profile="npb") == pytest.approx(55, abs=0.5)
+
+
+# ------------------------------------------------------------------ [NPB]'s nodes on biased nets
+def _biased_mlp():
+    from graphpai.graph import Group, Layer, NetGraph
+
+    return NetGraph([Group("x", 2), Group("h", 3), Group("y", 2)],
+                    [Layer("a", "linear", (3, 2), "x", "h", bias=True),
+                     Layer("b", "linear", (2, 3), "h", "y", bias=True)], [], ["x"], ["y"])
+
+
+@pytest.mark.parametrize("semantics", ["spatial", "channel", "mica"])
+def test_npb_profile_counts_bias_fed_channels(semantics):
+    # a keeps only h0 <- x0: h1 and h2 are fed by their biases alone. b keeps y0 <- h0, h1 and
+    # y1 <- h2. Clean: effective weights a(h0,x0), b(y0,h0) = 2; nodes x0, h0, y0 = 3 of 7.
+    # [NPB] (every parameter 1, biases included, dR/dw != 0): h1 and h2 carry 1, so b(y0,h1) and
+    # b(y1,h2) are effective too: 4 weights; nodes x0, h0, h1, h2, y0, y1 = 6 of 7.
+    graph = _biased_mlp()
+    masks = {"a": [[1, 0], [0, 0], [0, 0]], "b": [[1, 1, 0], [0, 0, 1]]}
+    clean = graphpai.paths(graph, masks, semantics=semantics)
+    npb = graphpai.paths(graph, masks, semantics=semantics, profile="npb")
+    assert (clean.effective_weights, clean.effective_nodes, clean.nodes) == (2, 3, 7)
+    assert (npb.effective_weights, npb.effective_nodes, npb.nodes) == (4, 6, 7)
+    assert effective_nodes(graph, masks, semantics=semantics, profile="npb") == 6
+    assert [t.effective for t in npb.tensors] == [1, 3, 2]
+    assert npb.to_dict()["effective_weights"] == 4 and "effective weights = 4" in npb.table()
+    # paths with biases 1: y0 = h0 + h1 + 1 = (x0 + 1) + 1 + 1 = 4, y1 = h2 + 1 = 2
+    assert 10 ** npb.log10_paths == pytest.approx(6.0)
+
+
+def test_npb_effective_weights_equal_the_gradient_test_with_every_parameter_one():
+    # [NPB]'s own measure: set every parameter (biases included) to 1, R = sum(f(1)), a weight
+    # is effective iff dR/dw != 0; torch autograd on the masked model, compared weight by weight
+    import torch
+
+    from graphpai.torch.extract import to_graph
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(2), torch.nn.Conv2d(3, 4, 3, padding=1),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 2 * 2, 2))
+    graph = to_graph(model, (1, 4, 4))
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        masks = {name: rng.random(layer.weight_shape) < 0.3 for name, layer in graph.layers.items()}
+        effective = graphpai.paths(graph, masks, profile="npb")
+        total = 0
+        weights = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        params = {}
+        for (name, layer), module in zip(graph.layers.items(), weights):
+            w = torch.tensor(masks[name], dtype=torch.float64, requires_grad=True)
+            params[name] = (w, module)
+        x = torch.ones((1, 1, 4, 4), dtype=torch.float64)
+        for op in model:  # linear network: ReLU is the identity on nonnegative values
+            if isinstance(op, (torch.nn.Conv2d, torch.nn.Linear)):
+                name = next(n for n, (_, m) in params.items() if m is op)
+                w = params[name][0]
+                x = (torch.nn.functional.conv2d(x, w, torch.ones(w.shape[0], dtype=w.dtype),
+                                                padding=1)
+                     if isinstance(op, torch.nn.Conv2d) else x @ w.T + 1)
+            elif isinstance(op, torch.nn.MaxPool2d):
+                x = torch.nn.functional.avg_pool2d(x, 2)  # every input of a window counts
+            elif isinstance(op, torch.nn.Flatten):
+                x = x.reshape(1, -1)
+        x.sum().backward()
+        for name, (w, _) in params.items():
+            total += int(((w.grad != 0) & torch.from_numpy(masks[name])).sum())
+        assert effective.effective_weights == total
