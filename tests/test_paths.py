@@ -246,3 +246,39 @@ def test_npb_effective_weights_equal_the_gradient_test_with_every_parameter_one(
         for name, (w, _) in params.items():
             total += int(((w.grad != 0) & torch.from_numpy(masks[name])).sum())
         assert effective.effective_weights == total
+
+
+def test_npb_vgg19_is_not_the_zoo_vgg19():
+    """[NPB]'s VGG-19 (Synaptic-Flow's lottery VGG: conv biases, no BN, the final 2x2 average pool
+    called as a function) has 10^54.04 dense paths under its convention; the zoo's VGG-19 (no conv
+    bias, BN, a pool module) 10^54.63. The docs say so (docs/audit.md)."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from graphpai.torch.extract import to_graph
+    from graphpai.torch.models import build
+
+    plan = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+            512, 512, 512, 512]
+
+    class NPBVGG19(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, channels = [], 3
+            for spec in plan:
+                if spec == "M":
+                    layers.append(nn.MaxPool2d(2, 2))
+                else:
+                    layers += [nn.Conv2d(channels, spec, 3, padding=1), nn.ReLU()]
+                    channels = spec
+            self.layers = nn.Sequential(*layers)
+            self.fc = nn.Linear(512, 10)
+
+        def forward(self, x):
+            x = F.avg_pool2d(self.layers(x), 2)
+            return self.fc(x.view(x.size(0), -1))
+
+    npb = to_graph(NPBVGG19(), (3, 32, 32))
+    assert effective_paths(npb, profile="npb") == pytest.approx(54.04, abs=0.005)
+    zoo = to_graph(build("vgg19", seed=0))
+    assert effective_paths(zoo, profile="npb") == pytest.approx(54.63, abs=0.005)
