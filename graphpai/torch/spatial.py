@@ -37,6 +37,12 @@ conv with ``f`` as input and ``g`` as output gradient is ``> 0``. This is the gr
 [VK]: ``dR/dw`` for ``R = sum(net(1))`` in the linearised net with weights ``|w| > 0`` is a sum of
 positive products over exactly these (pixel, path) pairs.
 
+Memory: masks stay bool until an op needs numbers; a layer's float weight exists one block of
+output channels at a time (at most ``BLOCK_BYTES``), never for every layer at once. Before a
+layer runs, the memory it needs is compared with what is free (``/proc/meminfo`` or CUDA's
+``mem_get_info``); when it cannot fit, a one-line :class:`~graphpai.errors.GraphpaiError` names
+the layer and the GiB needed.
+
 Maps are float tensors holding 0/1 (float32: every intermediate value is an integer count below
 2**24, and the threshold is 0.5, so results are exact on any convolution algorithm). On CUDA,
 cuDNN's TF32 (10 mantissa bits, on by default for convolutions) is switched off while the maps
@@ -75,6 +81,10 @@ __all__ = [
 ]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+# a layer whose float weight would take more than this runs on blocks of output channels
+BLOCK_BYTES = 256 << 20
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 # ---------------------------------------------------------------------------------- geometry
@@ -333,12 +343,96 @@ def _ones(group, dtype, device):
     return torch.ones((1, group.channels) + tuple(group.size), dtype=dtype, device=device)
 
 
-def _layer_forward(x, w, layer: Layer, graph: NetGraph):
-    if layer.kind == "linear":
-        return x @ w.T
-    y = _conv(x, w, layer)
-    _check_size(y, graph.groups[layer.target].size, f"layer {layer.name!r}")
+def _apply(x, w, layer: Layer):
+    return x @ w.T if layer.kind == "linear" else _conv(x, w, layer)
+
+
+def _blocks(layer: Layer, itemsize: int) -> list[slice]:
+    """Blocks of output channels whose float weights hold at most BLOCK_BYTES each (one block
+    for a grouped conv): masks stay bool, and only one block is ever a float copy."""
+    n = layer.out_channels
+    step = n if layer.groups > 1 else max(1, BLOCK_BYTES // max(1, layer.fan_in * itemsize))
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def _available(device: torch.device) -> int | None:
+    """Bytes of memory free for new tensors on `device` (None if unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def _fits(layer: Layer, need: int, what: str, device: torch.device):
+    """Raise a one-line GraphpaiError naming `layer` when `need` bytes cannot fit (checked before
+    allocating, and if the allocation fails all the same)."""
+    def error():
+        free = _available(device)
+        have = f"only {free / 2**30:.2f} GiB is free" if free is not None else "it does not fit"
+        return GraphpaiError(
+            f"layer {layer.name!r} (weight {tuple(layer.weight_shape)}) needs about "
+            f"{need / 2**30:.2f} GiB for {what} on {device}, but {have}; free memory, run on a "
+            "machine with more, or prune the layer to a smaller shape")
+
+    free = _available(device)
+    if free is not None and need > free:
+        raise error()
+    try:
+        yield
+    except (MemoryError, _OUT_OF_MEMORY):
+        raise error() from None
+
+
+def _layer_need(layer: Layer, x, graph: NetGraph, *, functional: bool) -> int:
+    """Bytes a layer's step allocates: one float weight block (twice when its weight gradient is
+    computed), the output map, and the bool functional mask."""
+    block = _blocks(layer, x.element_size())[0]
+    weight = (block.stop - block.start) * layer.fan_in * x.element_size()
+    out = graph.groups[layer.target].numel * x.element_size()
+    return weight * (2 if functional else 1) + 2 * out + (layer.numel if functional else 0)
+
+
+def _layer_forward(x, mask, layer: Layer, graph: NetGraph):
+    """The layer with its 0/1 mask as weights on `x`, block by block of output channels."""
+    with _fits(layer, _layer_need(layer, x, graph, functional=False), "its forward map",
+               x.device):
+        blocks = _blocks(layer, x.element_size())
+        if len(blocks) == 1:
+            y = _apply(x, _weight(mask, x), layer)
+        else:
+            y = torch.cat([_apply(x, _weight(mask[b], x), layer) for b in blocks], dim=1)
+    if layer.kind != "linear":
+        _check_size(y, graph.groups[layer.target].size, f"layer {layer.name!r}")
     return y
+
+
+def _layer_backward(g, x, mask, layer: Layer, graph: NetGraph):
+    """(input gradient, functional mask) of `layer` for output map `g` at input map `x`."""
+    functional = np.zeros(layer.weight_shape, dtype=bool)
+    gi = None
+    with _fits(layer, _layer_need(layer, x, graph, functional=True), "its functional weights",
+               x.device):
+        live = bool(x.any())
+        x_np = _numpy(x) if layer.kind == "linear" else None
+        for b in _blocks(layer, x.element_size()):
+            w = _weight(mask[b], x)
+            if layer.kind == "linear":
+                part = g[:, b] @ w
+                functional[b] = mask[b] & _numpy(g[:, b])[:, None] & x_np[None, :]
+            else:
+                part, gw = _conv_backward(g[:, b], x, w, layer, need_input=True, need_weight=live)
+                if live:
+                    functional[b] = mask[b] & (gw > 0.5).cpu().numpy()
+            gi = part if gi is None else gi + part
+            del w
+    return gi, functional
 
 
 def _numpy(t) -> np.ndarray:
@@ -397,12 +491,9 @@ def _force(y, channels):
     return y
 
 
-def _forward(graph, masks, *, place=None, active=None, device="cpu", weights=None,
-             dtype=torch.float32):
+def _forward(graph, masks, *, place=None, active=None, device="cpu", dtype=torch.float32):
     """Binary forward pass; returns group -> (1, C, *size) 0/1 tensor (masks and `active`
-    already checked).
-
-    With a dict `weights`, the float weight tensor of each layer is stored in it."""
+    already checked)."""
     active = active or {}
     maps = {name: _ones(graph.groups[name], dtype, device) for name in graph.inputs}
     with torch.no_grad(), _exact(torch.device(device)):
@@ -410,10 +501,7 @@ def _forward(graph, masks, *, place=None, active=None, device="cpu", weights=Non
             if isinstance(op, Layer):
                 x = maps[op.source]
                 mask = _placed(op, place(op, _numpy(x))) if place is not None else _mask(op, masks)
-                w = _weight(mask, x)
-                if weights is not None:
-                    weights[op.name] = w
-                y = _binary(_layer_forward(x, w, op, graph))
+                y = _binary(_layer_forward(x, mask, op, graph))
             else:
                 y = _binary(_link_forward([maps[s] for s in op.sources], op, graph))
             maps[op.target] = _force(y, active[op.target]) if op.target in active else y
@@ -490,9 +578,8 @@ def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activ
     masks = _checked_masks(graph, masks)
     active = check_active(graph, active)
     device = _device(device)
-    weights = {}
     with torch.no_grad(), _exact(device):
-        f = _forward(graph, masks, active=active, device=device, weights=weights)
+        f = _forward(graph, masks, active=active, device=device)
         g = {name: _ones(graph.groups[name], torch.float32, device) for name in graph.outputs}
         functional = {}
         for op in reversed(graph.order):
@@ -500,18 +587,11 @@ def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activ
             if gt is not None and not bool(gt.any()):
                 gt = None
             if isinstance(op, Layer):
-                mask, x, w = _mask(op, masks), f[op.source], weights.pop(op.name)
-                functional[op.name] = np.zeros(op.weight_shape, dtype=bool)
+                mask = _mask(op, masks)
                 if gt is None or not mask.any():  # nothing reaches the logits through it
+                    functional[op.name] = np.zeros(op.weight_shape, dtype=bool)
                     continue
-                if op.kind == "linear":
-                    gi = gt @ w
-                    functional[op.name] = mask & np.outer(_numpy(gt), _numpy(x))
-                else:
-                    live = bool(x.any())
-                    gi, gw = _conv_backward(gt, x, w, op, need_input=True, need_weight=live)
-                    if live:
-                        functional[op.name] = mask & (gw > 0.5).cpu().numpy()
+                gi, functional[op.name] = _layer_backward(gt, f[op.source], mask, op, graph)
                 gis, sources = [gi], [op.source]
             else:
                 if gt is None:
@@ -585,7 +665,7 @@ def log10_paths(graph: NetGraph, masks=None, *, bias_ones: bool = False,
         for op in graph.order:
             if isinstance(op, Layer):
                 x, scale = state[op.source]
-                y = _layer_forward(x, _weight(_mask(op, masks), x), op, graph)
+                y = _layer_forward(x, _mask(op, masks), op, graph)
                 if bias_ones and op.bias:
                     if scale == -math.inf:
                         y, scale = torch.ones_like(y), 0.0

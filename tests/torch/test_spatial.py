@@ -281,3 +281,59 @@ def test_register_link_teaches_the_engine_a_new_op():
     assert result.functional["b"].astype(int).tolist() == [[[1], [0]]]
     with pytest.raises(GraphpaiError, match="unknown link kind 'roll'"):
         activity(graph, masks)
+
+
+# ------------------------------------------------------------------ memory (issue 13.20)
+def _big_mlp(n_in, n_hidden, n_out):
+    return NetGraph([Group("x", n_in), Group("h", n_hidden), Group("y", n_out)],
+                    [Layer("fc1", "linear", (n_hidden, n_in), "x", "h"),
+                     Layer("fc2", "linear", (n_out, n_hidden), "h", "y")], [], ["x"], ["y"])
+
+
+@pytest.mark.parametrize("block_bytes", [None, 1 << 16])
+def test_big_sparse_layers_run_in_blocks_and_equal_a_small_oracle(monkeypatch, block_bytes):
+    """A 3000 x 2500 linear at 1% (and a conv) on blocks of a few rows give exactly the numbers of
+    a plain numpy count: paths = 1^T B A 1 in exact integers, functional = kept & reached &
+    co-reached."""
+    import math
+
+    import graphpai.torch.spatial as engine
+    from graphpai.paths import effective_paths
+
+    if block_bytes:
+        monkeypatch.setattr(engine, "BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(0)
+    graph = _big_mlp(2500, 3000, 40)
+    a = rng.random((3000, 2500)) < 0.01
+    b = rng.random((40, 3000)) < 0.05
+    count = (b.astype(np.int64) @ (a.astype(np.int64) @ np.ones(2500, dtype=np.int64))).sum()
+    assert effective_paths(graph, {"fc1": a, "fc2": b}) == pytest.approx(math.log10(count),
+                                                                        abs=1e-12)
+    result = activity(graph, {"fc1": a, "fc2": b})
+    reached_h, coreached_h = a.any(axis=1), b.any(axis=0)
+    assert np.array_equal(result.functional["fc1"], a & coreached_h[:, None])
+    assert np.array_equal(result.functional["fc2"], b & reached_h[None, :])
+    conv_graph, _ = tiny_graph("tiny_resnet")
+    masks = random_masks(conv_graph, 0.4, 1)
+    _same(activity(conv_graph, masks).functional, UnrolledGraph(conv_graph, masks).functional())
+
+
+def test_a_layer_that_cannot_fit_is_a_one_line_error_naming_it(monkeypatch):
+    import graphpai.torch.spatial as engine
+    from graphpai.paths import effective_paths
+
+    graph = _big_mlp(300, 400, 10)
+    monkeypatch.setattr(engine, "_available", lambda device: 100_000)  # 100 kB free
+    for run in (lambda: effective_paths(graph), lambda: activity(graph)):
+        with pytest.raises(GraphpaiError, match=r"layer 'fc1' \(weight \(400, 300\)\) needs about "
+                                                r"0\.\d+ GiB .* only 0\.00 GiB is free") as info:
+            run()
+        assert "\n" not in str(info.value)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 16.4 GiB")
+
+    monkeypatch.setattr(engine, "_available", lambda device: None)
+    monkeypatch.setattr(engine, "_weight", no_memory)
+    with pytest.raises(GraphpaiError, match="layer 'fc1'.*it does not fit"):
+        effective_paths(graph)
