@@ -643,13 +643,14 @@ def train(model: nn.Module, masks, train_data, *, val_data=None, test_data=None,
                 y = train_set.labels[index]
                 with autocast():
                     out = forward(x)
+                    if not checked_outputs:
+                        if out.dim() != 2 or out.shape[1] < train_set.num_classes:
+                            raise TrainError(f"the model gives outputs of shape "
+                                             f"{tuple(out.shape)} but the data has "
+                                             f"{train_set.num_classes} classes; build it with "
+                                             f"num_classes={train_set.num_classes}")
+                        checked_outputs = True
                     loss = F.cross_entropy(out.float(), y)
-                if not checked_outputs:
-                    if out.dim() != 2 or out.shape[1] < train_set.num_classes:
-                        raise TrainError(f"the model gives outputs of shape {tuple(out.shape)} "
-                                         f"but the data has {train_set.num_classes} classes; "
-                                         f"build it with num_classes={train_set.num_classes}")
-                    checked_outputs = True
                 optimizer.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 for hook in on_backward:
