@@ -581,6 +581,13 @@ def _sweep_arguments(parser):
                         help="spectral means and positive-gap share, profiles iclr23 and neurips23")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a generator option for every method, e.g. mode=min (repeatable)")
+    parser.add_argument("--train", metavar="RECIPE",
+                        help="also train every point with this recipe (docs/training.md) and "
+                             "store recipe, epochs, best_val_acc, best_test_acc, final_test_acc")
+    parser.add_argument("--data", metavar="DIR|synthetic", default="synthetic",
+                        help="training data for --train: a CIFAR directory or synthetic")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs (--train)")
+    parser.add_argument("--device", help="training device for --train (default: auto)")
     parser.add_argument("--workers", type=int, help="local processes (default: the CPU count)")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                         help="run on this Dask scheduler (pip install \"graphpai[dask]\")")
@@ -597,9 +604,21 @@ def _sweep(args) -> int:
 
     measures = (["spatial"] if args.semantics == "spatial" else []) + \
         (["paths"] if args.paths else []) + (["spectral"] if args.spectral else [])
+    settings = None
+    if args.train:
+        import os
+
+        from .torch.recipes import get_recipe
+
+        get_recipe(args.train, epochs=args.epochs)  # a bad recipe fails before the sweep
+        measures.append("train")
+        data = args.data if args.data == "synthetic" else os.path.abspath(args.data)
+        settings = {"recipe": args.train, "data": data,
+                    **({"epochs": args.epochs} if args.epochs else {}),
+                    **({"device": args.device} if args.device else {})}
     points = grid(model=args.model, methods=args.methods, budgets=args.budgets,
                   compressions=args.compressions, seeds=args.seeds,
-                  options=parse_options(args.option), measures=measures)
+                  options=parse_options(args.option), measures=measures, settings=settings)
     params = {"methods": args.methods, "budgets": args.budgets,
               "compressions": args.compressions, "seeds": args.seeds}
     summary = sweep(points, args.out, workers=args.workers, scheduler=args.scheduler,

@@ -192,3 +192,20 @@ def _spectral(ctx: Context, point: Point) -> dict:
         row[f"{profile}_positive_gap_share"] = report.positive_gap_share.mean
         row[f"{profile}_scored_fraction"] = report.means["delta_r"].scored_fraction
     return row
+
+
+@register_measure("train")
+def _train(ctx: Context, point: Point) -> dict:
+    """Train the point's model (its seed's initial weights) with its masks: the settings give
+    ``recipe``, ``data`` ("synthetic" or a CIFAR directory), ``device`` and recipe overrides
+    such as ``epochs`` (docs/training.md)."""
+    import copy
+
+    from ..torch.train import train_point
+
+    settings = point.setting_dict
+    overrides = {k: v for k, v in settings.items() if k not in ("recipe", "data", "device")}
+    model = copy.deepcopy(ctx.model)  # the cached initial weights stay untouched
+    return train_point(model, ctx.masks, settings.get("data", "synthetic"),
+                       recipe=settings.get("recipe", "mica-resnet20"), seed=point.seed,
+                       device=settings.get("device", "auto"), **overrides)
