@@ -420,7 +420,7 @@ def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     Examples
     --------
     >>> x = torch.arange(4.).view(1, 1, 2, 2)
-    >>> crop_flip(x, torch.tensor([1]), torch.tensor([0]), torch.tensor([True]), padding=1)[0, 0]
+    >>> crop_flip(x, torch.tensor([1]), torch.tensor([1]), torch.tensor([True]), padding=1)[0, 0]
     tensor([[1., 0.],
             [3., 2.]])
     """
