@@ -16,12 +16,7 @@ from graphpai.torch.extract import prunable_modules  # noqa: E402
 from graphpai.torch.train import Callback, train  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def convnet(seed=0, classes=10):
