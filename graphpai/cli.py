@@ -580,7 +580,7 @@ def _sweep_arguments(parser):
     parser.add_argument("--spectral", action="store_true",
                         help="spectral means and positive-gap share, profiles iclr23 and neurips23")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                        help="a generator option for every method, e.g. mode=min (repeatable)")
+                        help="a generator option for every method, e.g. node_selection=min (repeatable)")
     parser.add_argument("--train", metavar="RECIPE",
                         help="also train every point with this recipe (docs/training.md) and "
                              "store recipe, epochs, best_val_acc, best_test_acc, final_test_acc")
@@ -622,7 +622,7 @@ def _sweep(args) -> int:
     params = {"methods": args.methods, "budgets": args.budgets,
               "compressions": args.compressions, "seeds": args.seeds}
     summary = sweep(points, args.out, workers=args.workers, scheduler=args.scheduler,
-                    progress=not args.quiet and sys.stderr.isatty(), report=not args.no_report,
+                    progress=progress(args), report=not args.no_report,
                     params=params)
     if args.json:
         print(json.dumps(jsonable(summary.to_dict()), indent=2, allow_nan=False))

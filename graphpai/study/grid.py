@@ -63,7 +63,7 @@ class Point:
     seed : int
         Seeds the model's initial weights and the mask.
     options : tuple of (name, value)
-        Generator options (``mode`` for MiCA, ...), sorted; `option_dict` gives the mapping.
+        Generator options (``node_selection`` for MiCA, ...), sorted; `option_dict` gives the mapping.
     measures : tuple of str
         Measures taken besides the channel audit (keys of ``graphpai.study.measure.MEASURES``),
         sorted.
@@ -204,13 +204,13 @@ def parse_seeds(text) -> tuple[int, ...]:
 
 
 def parse_options(items) -> dict:
-    """Generator options from ``["mode=min", "iterations=50"]`` (values read as JSON when they
+    """Generator options from ``["node_selection=min", "iterations=50"]`` (values read as JSON when they
     parse, as text otherwise)."""
     options = {}
     for item in items or ():
         name, sep, value = str(item).partition("=")
         if not sep or not name.strip():
-            raise StudyError(f"cannot read option {item!r}; write NAME=VALUE, e.g. mode=min")
+            raise StudyError(f"cannot read option {item!r}; write NAME=VALUE, e.g. node_selection=min")
         try:
             options[name.strip()] = json.loads(value)
         except ValueError:
