@@ -27,6 +27,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.fx
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
@@ -211,30 +213,106 @@ def _input_shape(model, input_shape):
     return tuple(int(s) for s in shape)
 
 
+# Activations that are not the identity on SynFlow's positive signal: the scoring pass replaces
+# them by the identity, so R is the linearised network's path sum ([SF]). ReLU stays: on the
+# positive signal it is the identity already, and [SF]'s code applies it (a BatchNorm shift of
+# -|running_mean| can make a pre-activation negative, and ReLU clips it there too).
+_SATURATING_MODULES = (
+    nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.Softplus, nn.LogSigmoid, nn.Softmax,
+    nn.LogSoftmax, nn.Tanhshrink, nn.Softsign,
+)  # nn.ReLU6 is a Hardtanh
+_SATURATING_FUNCTIONS = {
+    F.relu6, F.hardtanh, F.hardtanh_, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish,
+    F.hardswish, F.hardsigmoid, F.leaky_relu, F.softplus, F.tanh, F.sigmoid, F.logsigmoid,
+    F.softmax, F.log_softmax, F.softsign, F.tanhshrink, torch.sigmoid, torch.tanh,
+    torch.softmax, torch.log_softmax, torch.clamp, torch.clip,
+}
+_SATURATING_METHODS = {"sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax",
+                       "clamp", "clamp_", "clip", "clip_"}
+
+
+class _LeafTracer(torch.fx.Tracer):
+    """fx's tracer, with subclasses of the layers and activations kept whole."""
+
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear) + _SATURATING_MODULES) \
+            or super().is_leaf_module(m, qualname)
+
+
+def _identity_activations(clone: nn.Module) -> nn.Module:
+    """`clone` with every saturating activation replaced by the identity (see above).
+
+    Traced with torch.fx, so ``F.relu6(x)`` in a forward is found as well as ``nn.ReLU6``
+    modules; a model fx cannot trace gets its activation modules swapped for ``nn.Identity``.
+    """
+    try:
+        graph = _LeafTracer().trace(clone)
+    except Exception:  # data-dependent control flow: modules only
+        for name, module in list(clone.named_modules()):
+            if name and isinstance(module, _SATURATING_MODULES):
+                parent, _, attr = name.rpartition(".")
+                setattr(clone.get_submodule(parent) if parent else clone, attr, nn.Identity())
+        return clone
+    for node in list(graph.nodes):
+        if node.op == "call_module":
+            hit = isinstance(clone.get_submodule(node.target), _SATURATING_MODULES)
+        elif node.op == "call_function":
+            hit = node.target in _SATURATING_FUNCTIONS
+        else:
+            hit = node.op == "call_method" and node.target in _SATURATING_METHODS
+        if hit and node.args and isinstance(node.args[0], torch.fx.Node):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    return torch.fx.GraphModule(clone, graph)
+
+
 def _linearised(model):
-    """A float64 copy with |.| of every parameter and buffer, and its prunable weights."""
+    """A float64 copy with |.| of every parameter and buffer and saturating activations replaced
+    by the identity, and its prunable weights (the copy's own Parameters)."""
     clone, weights = _scoring_copy(model, dtype=torch.float64)
+    bad = [name for name, w in weights.items() if torch.isnan(w).any()]
+    if bad:
+        raise ModelError(f"SynFlow: the model has NaN weights in layer(s) {bad}; initialise or "
+                         "load finite weights before pruning")
     with torch.no_grad():
         for t in itertools.chain(clone.parameters(), clone.buffers()):
             t.abs_()
-    return clone, weights
+    return _identity_activations(clone), weights
 
 
 def _synflow_round(clone, weights, ones, iteration=None):
+    where = "" if iteration is None else f" at iteration {iteration}"
     flow = clone(ones).sum()
+    if torch.isnan(flow):
+        raise ModelError(f"SynFlow's synaptic flow R is NaN{where}: the model has NaN or inf "
+                         "parameters or buffers (BatchNorm statistics included); load finite ones")
     if not torch.isfinite(flow):
-        where = "" if iteration is None else f" at iteration {iteration}"
         raise ModelError(f"SynFlow's synaptic flow R overflowed float64{where} ({flow.item()}); "
                          "the network is too deep or its weights too large for R = sum(f(1))")
-    return {name: (w * g).abs() for (name, w), g in zip(weights.items(), _grads(flow, weights))}
+    scores = {name: (w * g).abs() for (name, w), g in zip(weights.items(), _grads(flow, weights))}
+    if not all(bool(torch.isfinite(t).all()) for t in scores.values()):
+        raise ModelError(f"SynFlow scores are not finite{where} (R = {flow.item():.6g}); the "
+                         "gradient of R overflowed float64")
+    if not any(bool(t.any()) for t in scores.values()):
+        raise ModelError(f"SynFlow scores are all zero{where} (R = {flow.item():.6g}): no kept "
+                         "path carries the all-ones signal from the input to the output; check "
+                         "the masks and the model's last ops (an output that does not depend on "
+                         "the input has a zero gradient)")
+    return scores
 
 
 def synflow_scores(model, *, input_shape=None, seed=None) -> dict[str, np.ndarray]:
     r"""One round of SynFlow scores :math:`|w \odot \partial R / \partial w|` ([SF]).
 
     On a float64 copy whose every parameter and buffer is replaced by its absolute value (eval
-    mode), :math:`R = \sum f(\mathbf{1})` for one all-ones input. Data-free. Float64 keeps R finite
-    on dense VGG-19 and ResNet-56; an overflow raises instead of returning inf.
+    mode), :math:`R = \sum f(\mathbf{1})` for one all-ones input. Data-free. [SF] defines R on
+    the linearised network (the path sum :math:`\mathbf{1}^\top \prod_l |W_l| \mathbf{1}`), so
+    activations that are not the identity on this positive signal (ReLU6, hardtanh, clamp,
+    sigmoid, tanh, GELU, SiLU, softmax, ...) are the identity in the scoring pass, as a module or
+    in ``forward`` (torch.fx); ReLU and BatchNorm act as in [SF]'s code. On ReLU networks the
+    scores are [SF]'s own. Float64 keeps R finite on dense VGG-19 and ResNet-56; an overflow
+    raises instead of returning inf.
 
     Parameters
     ----------
@@ -247,7 +325,8 @@ def synflow_scores(model, *, input_shape=None, seed=None) -> dict[str, np.ndarra
     Raises
     ------
     ModelError
-        If no input shape is known or R overflows.
+        If no input shape is known, a weight is NaN ("NaN weights"), R is NaN or overflows, or
+        every score is 0 (no kept path joins the input to the output): never silently.
     """
     shape = _input_shape(model, input_shape)
     clone, weights = _linearised(model)

@@ -296,3 +296,80 @@ def test_synthetic_batches():
     assert all(torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(a, b))
     assert int(a[0][1].min()) >= 0 and int(a[0][1].max()) <= 4
     assert not torch.equal(a[0][0], synthetic_batches((3, 4, 4), 5, seed=10)[0][0])
+
+
+# ------------------------------------------------------------------------------ issue 13 item 5
+def saturating_mlp(last=None, act=nn.ReLU6):
+    """5 -> 4 -> 3 with weights large enough that ReLU6 saturates on the all-ones signal
+    (|W1| 1 + |b1| >= 7.5 > 6), optionally followed by an output activation."""
+    model = mlp(seed=4)
+    model[1] = act()
+    with torch.no_grad():
+        model[0].weight.mul_(0).add_(torch.linspace(-2, 2, 20).reshape(4, 5).sign() * 1.5)
+    if last is not None:
+        model = nn.Sequential(*model, last)
+    model.input_shape = (5,)
+    return model
+
+
+def linear_closed_form(model):
+    """The linearised MLP's path sum, as in test_synflow_equals_closed_form."""
+    w1, b1 = (np.abs(t.detach().double().numpy()) for t in (model[0].weight, model[0].bias))
+    w2 = np.abs(model[2].weight.detach().double().numpy())
+    return {"0": w1 * w2.sum(0)[:, None], "2": w2 * (w1.sum(1) + b1)[None, :]}
+
+
+@pytest.mark.parametrize("act, last", [(nn.ReLU6, None), (nn.Hardtanh, None), (nn.Sigmoid, None),
+                                       (nn.ReLU, nn.Softmax(dim=1)), (nn.ReLU6, nn.Sigmoid())])
+def test_synflow_is_the_linearised_path_sum_under_saturating_activations(act, last):
+    # with ReLU6 the all-ones signal saturates (h = 6) and dR/dW1 = 0; a softmax output sums to 1
+    # whatever the weights, so every gradient is 0. [SF]'s R is the linear network's path sum.
+    model = saturating_mlp(last, act)
+    want = linear_closed_form(model)
+    got = synflow_scores(model)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-12)
+    masks = prune(model, "synflow", compression=4, iterations=3)
+    assert masks.kept() == 8  # N = 32, int((1 - 1/4) 32) = 24 pruned: nothing ties at 0
+
+
+def test_synflow_linearises_functional_activations():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = saturating_mlp()[0], saturating_mlp()[2]
+
+        def forward(self, x):
+            return self.b(F.relu6(self.a(x)).clamp(max=6))
+
+    net = Net()
+    net.input_shape = (5,)
+    want = linear_closed_form(nn.Sequential(net.a, nn.Identity(), net.b))
+    got = synflow_scores(net)
+    np.testing.assert_allclose(got["a"], want["0"], rtol=1e-12)
+    np.testing.assert_allclose(got["b"], want["2"], rtol=1e-12)
+
+
+def test_synflow_all_zero_scores_are_an_error():
+    # no biases, the middle layer pruned away: R = 0 and every gradient is 0
+    model = nn.Sequential(nn.Linear(3, 3, bias=False), nn.ReLU(), nn.Linear(3, 3, bias=False),
+                          nn.ReLU(), nn.Linear(3, 2, bias=False))
+    model.input_shape = (3,)
+    torch_prune.custom_from_mask(model[2], "weight", torch.zeros(3, 3))
+    with pytest.raises(ModelError, match="all zero"):
+        synflow_scores(model)
+    with pytest.raises(ModelError, match="all zero"):
+        prune(model, "synflow", compression=2, iterations=2)
+
+
+def test_synflow_nan_weights_say_so():
+    model = mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with pytest.raises(ModelError, match=r"NaN weights in layer\(s\) \['2'\]"):
+        prune(model, "synflow", compression=2, iterations=2)
+    model = mlp()
+    with torch.no_grad():
+        model[0].bias[0] = float("nan")
+    with pytest.raises(ModelError, match="R is NaN"):
+        synflow_scores(model)
