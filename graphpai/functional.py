@@ -180,16 +180,14 @@ def inputs_used(layer: Layer, mask) -> np.ndarray:
 
 
 def _link_forward(graph: NetGraph, link, vectors) -> np.ndarray:
-    out = np.zeros(graph.groups[link.target].channels, dtype=bool)
-    for position, source in enumerate(link.sources):
-        out |= graph.link_matrix(link, position) @ vectors[source].astype(np.float64) > 0
-    return out
+    return graph.link_forward(link, vectors)  # each link kind's rule lives in graph.py
 
 
-def _link_backward(graph: NetGraph, link, target: np.ndarray, vectors) -> None:
-    """OR the channels of `link`'s sources that feed a True channel of `target` into `vectors`."""
-    for position, source in enumerate(link.sources):
-        vectors[source] |= graph.link_matrix(link, position).T @ target.astype(np.float64) > 0
+def _link_backward(graph: NetGraph, link, target: np.ndarray, vectors, reached=None) -> None:
+    """OR the channels of `link`'s sources that feed a True channel of `target` into `vectors`
+    (`reached` gates products, attention and RMSNorm; without it, the structure alone)."""
+    for source, back in zip(link.sources, graph.link_backward(link, target, reached)):
+        vectors[source] |= back
 
 
 def reach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
@@ -248,6 +246,7 @@ def coreach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
 def _coreach(graph, masks):
     """(group -> co-reached channels, layer -> its input channels with a kept tap to a
     co-reached output)."""
+    reached = _reach(graph, masks)[0] if graph.gated else None  # products, attention, norms
     vectors = {name: np.zeros(group.channels, dtype=bool) for name, group in graph.groups.items()}
     for name in graph.outputs:
         vectors[name][:] = True
@@ -261,7 +260,7 @@ def _coreach(graph, masks):
             else:
                 back[op.name] = np.zeros(op.in_channels, dtype=bool)
         elif target.any():
-            _link_backward(graph, op, target, vectors)
+            _link_backward(graph, op, target, vectors, reached)
     return vectors, back
 
 

@@ -17,6 +17,14 @@ Conventions, stated once:
   source channels) matrix. Pooling is the identity on channels, a residual add the union of its
   inputs, concat stacks its inputs in order, flatten sends channel c of an H x W map to features
   ``c*H*W ... (c+1)*H*W - 1``.
+- Beyond convnets (docs/models.md): every axis of an activation other than batch and channels is a
+  position (tokens are the pixels of a 1-D map), and a linear layer acts per position. Links of
+  kind ``regroup`` (permute, reshape, chunk, split, slicing: any op that moves elements), ``reduce``
+  (a sum or mean over features) carry an explicit (target, source) channel map; ``norm``
+  (LayerNorm/GroupNorm centre over the features of a position, RMSNorm does not), ``mul`` (the
+  elementwise product of two branches) and ``attention`` (heads of a score product, softmax and
+  value product) have their own reach rules, in :meth:`NetGraph.link_forward` and
+  :meth:`NetGraph.link_backward`.
 """
 
 from __future__ import annotations
@@ -31,9 +39,42 @@ import scipy.sparse as sp
 from .errors import GraphpaiError, MaskError
 from .masks import _as_bool
 
-__all__ = ["Group", "Layer", "Link", "NetGraph", "as_graph"]
+__all__ = ["ChannelMap", "Group", "Layer", "Link", "NetGraph", "as_graph"]
 
-LINK_KINDS = ("pool", "add", "concat", "flatten")
+LINK_KINDS = ("pool", "add", "concat", "flatten", "regroup", "reduce", "norm", "mul", "attention")
+# links whose co-reach needs the forward reach of their sources (not a union of link matrices)
+_GATED = ("norm", "mul", "attention")
+
+
+class ChannelMap:
+    """A fixed sparse 0/1 (target channels, source channels) map, held by value.
+
+    ``rows[k]`` (a target channel) is connected to ``cols[k]`` (a source channel). Two maps are
+    equal when they connect the same pairs (a plain ndarray in ``Link.params`` would make the
+    dataclass comparison ambiguous).
+    """
+
+    __slots__ = ("rows", "cols")
+
+    def __init__(self, rows, cols):
+        pairs = np.unique(np.stack([np.asarray(rows, np.int64).reshape(-1),
+                                    np.asarray(cols, np.int64).reshape(-1)]), axis=1)
+        self.rows, self.cols = pairs[0], pairs[1]
+        self.rows.flags.writeable = self.cols.flags.writeable = False
+
+    def matrix(self, n_target: int, n_source: int) -> sp.csr_array:
+        return sp.csr_array((np.ones(len(self.rows)), (self.rows, self.cols)),
+                            shape=(n_target, n_source))
+
+    def __eq__(self, other):
+        return (isinstance(other, ChannelMap) and np.array_equal(self.rows, other.rows)
+                and np.array_equal(self.cols, other.cols))
+
+    def __hash__(self):
+        return hash((len(self.rows), self.rows[:8].tobytes(), self.cols[:8].tobytes()))
+
+    def __repr__(self):
+        return f"ChannelMap({len(self.rows)} pairs)"
 
 
 @dataclass(frozen=True)
@@ -94,12 +135,18 @@ class Layer:
 
 @dataclass(frozen=True)
 class Link:
-    """A parameter-free op: ``kind`` is one of pool, add, concat, flatten.
+    """A parameter-free op: ``kind`` is one of ``LINK_KINDS``.
 
     ``params`` holds the geometry of a pool (``mode`` "max"/"avg", ``kernel``, ``stride``,
     ``padding`` pairs, ``dilation``, ``ceil_mode``, ``count_include_pad``, ``divisor_override``,
     ``output_size`` for adaptive pools, ``functional`` when it was called as a function). A
     global pool has ``output_size == ()``: its target is a feature vector.
+
+    The kinds of docs/models.md: ``regroup``, ``reduce`` and ``mul`` hold ``maps``, one
+    :class:`ChannelMap` per source; ``norm`` holds ``centred`` (bool) and ``groups``; ``attention``
+    reads (q, k, v) and holds ``q``, ``k`` (the channels of q and k multiplied together, pair by
+    pair), ``pair_head`` (the head of each pair), ``v`` (the value channel of each output
+    channel) and ``v_head`` (its head); ``op`` names the torch op a link came from.
     """
 
     name: str
@@ -285,9 +332,97 @@ class NetGraph:
             per = prod(src.size)
             rows = np.arange(n * per)
             return sp.csr_array((np.ones(n * per), (rows, rows // per)), shape=(tgt.channels, n))
+        elif link.kind in ("regroup", "reduce", "mul"):
+            return link.params["maps"][position].matrix(tgt.channels, n)
+        elif link.kind == "norm":
+            size = n // link.params.get("groups", 1)
+            block = np.arange(n) // size
+            rows, cols = np.nonzero(block[:, None] == block[None, :])
+            return sp.csr_array((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+        elif link.kind == "attention":
+            p = link.params
+            if position == 2:
+                return sp.csr_array((np.ones(len(p["v"])), (np.arange(len(p["v"])), p["v"])),
+                                    shape=(tgt.channels, n))
+            channels = np.asarray(p["q"] if position == 0 else p["k"])
+            t, pair = np.nonzero(np.asarray(p["v_head"])[:, None] == np.asarray(p["pair_head"])[None, :])
+            return ChannelMap(t, channels[pair]).matrix(tgt.channels, n)
         else:
             raise GraphpaiError(f"unknown link kind {link.kind!r}")
         return sp.csr_array((np.ones(n), (rows, np.arange(n))), shape=(tgt.channels, n))
+
+    @property
+    def gated(self) -> bool:
+        """Whether co-reach needs the forward reach (a norm, product or attention link)."""
+        return any(link.kind in _GATED for link in self.links)
+
+    def link_forward(self, link: Link, reached: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Channel-level reach of a link's target from its sources' (docs/graph.md, models.md).
+
+        A union of the link matrices for every kind except ``norm`` (a centring norm reaches every
+        feature of a norm group with one reached feature; RMSNorm keeps reach), ``mul`` (reached
+        on every branch) and ``attention`` (an output channel is reached when its value channel
+        is: the mixing weights are positive whatever q and k are).
+        """
+        srcs = [np.asarray(reached[s], dtype=bool) for s in link.sources]
+        if link.kind == "norm":
+            x = srcs[0]
+            if not link.params.get("centred", True):
+                return x.copy()
+            groups = x.reshape(link.params.get("groups", 1), -1)
+            return np.repeat(groups.any(axis=1), groups.shape[1])
+        if link.kind == "attention":
+            return srcs[2][np.asarray(link.params["v"])]
+        parts = [self.link_matrix(link, k) @ x.astype(np.float64) > 0 for k, x in enumerate(srcs)]
+        if link.kind == "mul":
+            return np.logical_and.reduce(parts)
+        return np.logical_or.reduce(parts)
+
+    def link_backward(self, link: Link, coreached: np.ndarray, reached=None) -> list[np.ndarray]:
+        """Channel-level co-reach of each source position from the target's `coreached`.
+
+        The transpose of :meth:`link_forward`: a union of transposed link matrices, except that a
+        branch of a product is co-reached where the other branches are reached, a Q or K channel
+        where its partner in the score product is reached and its head has a reached and
+        co-reached value channel, and an RMSNorm input through the norm where it is reached and a
+        reached feature of its group is co-reached. `reached` (group -> bool) is needed for
+        these kinds only.
+        """
+        target = np.asarray(coreached, dtype=bool)
+        kind, p = link.kind, link.params
+        if kind in _GATED and reached is None:  # structure only: every channel a link connects
+            return [self.link_matrix(link, k).T @ target.astype(np.float64) > 0
+                    for k in range(len(link.sources))]
+        if kind == "norm":
+            x = np.asarray(reached[link.sources[0]], dtype=bool)
+            g = p.get("groups", 1)
+            if p.get("centred", True):
+                return [np.repeat(target.reshape(g, -1).any(axis=1), target.size // g)]
+            live = (target & x).reshape(g, -1).any(axis=1)
+            return [target | (x & np.repeat(live, target.size // g))]
+        if kind == "attention":
+            q, k, v = (np.asarray(reached[s], dtype=bool) for s in link.sources)
+            heads_v, heads_p = np.asarray(p["v_head"]), np.asarray(p["pair_head"])
+            qi, ki, vi = np.asarray(p["q"]), np.asarray(p["k"]), np.asarray(p["v"])
+            n_heads = int(max(heads_v.max(initial=-1), heads_p.max(initial=-1))) + 1
+            live = np.zeros(n_heads, dtype=bool)
+            live[heads_v[target & v[vi]]] = True
+            out = [np.zeros(self.groups[s].channels, dtype=bool) for s in link.sources]
+            out[0][qi[live[heads_p] & k[ki]]] = True
+            out[1][ki[live[heads_p] & q[qi]]] = True
+            out[2][vi[target]] = True
+            return out
+        mats = [self.link_matrix(link, k) for k in range(len(link.sources))]
+        if kind == "mul":
+            parts = [m @ np.asarray(reached[s], dtype=np.float64) > 0
+                     for m, s in zip(mats, link.sources)]
+            out = []
+            for k, m in enumerate(mats):
+                others = np.logical_and.reduce([x for j, x in enumerate(parts) if j != k]
+                                               or [np.ones_like(target)])
+                out.append(m.T @ (target & others).astype(np.float64) > 0)
+            return out
+        return [m.T @ target.astype(np.float64) > 0 for m in mats]
 
     def _link(self, name: str) -> Link:
         for link in self.links:
