@@ -584,8 +584,9 @@ def _sweep_arguments(parser):
     parser.add_argument("--train", metavar="RECIPE",
                         help="also train every point with this recipe (docs/training.md) and "
                              "store recipe, epochs, best_val_acc, best_test_acc, final_test_acc")
-    parser.add_argument("--data", metavar="DIR|synthetic", default="synthetic",
-                        help="training data for --train: a CIFAR directory or synthetic")
+    parser.add_argument("--data", metavar="DIR|synthetic",
+                        help="a CIFAR directory or synthetic: the training data of --train "
+                             "(default: synthetic) and the prune batches of SNIP/GraSP")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (--train)")
     parser.add_argument("--device", help="training device for --train (default: auto)")
     parser.add_argument("--workers", type=int, help="local processes (default: the CPU count)")
@@ -605,14 +606,23 @@ def _sweep(args) -> int:
     measures = (["spatial"] if args.semantics == "spatial" else []) + \
         (["paths"] if args.paths else []) + (["spectral"] if args.spectral else [])
     settings = None
-    if args.train:
+    data = args.data or ("synthetic" if args.train else None)
+    if data is not None and data != "synthetic":
         import os
 
+        from .errors import DataError
+
+        if not os.path.isdir(data):
+            raise DataError(f"--data {data!r} is not a directory; give a CIFAR-10/100 directory "
+                            "(cifar-10-batches-py layout) or --data synthetic")
+        data = os.path.abspath(data)
+    if data is not None:
+        settings = {"data": data}  # training data and the prune batches of SNIP/GraSP
+    if args.train:
         from .torch.recipes import get_recipe
 
         get_recipe(args.train, epochs=args.epochs)  # a bad recipe fails before the sweep
         measures.append("train")
-        data = args.data if args.data == "synthetic" else os.path.abspath(args.data)
         settings = {"recipe": args.train, "data": data,
                     **({"epochs": args.epochs} if args.epochs else {}),
                     **({"device": args.device} if args.device else {})}

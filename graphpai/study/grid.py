@@ -246,7 +246,9 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
         Extra measures (``"spatial"``, ``"paths"``, ``"spectral"``; see
         ``graphpai.study.measure.MEASURES``).
     settings : mapping, optional
-        Parameters of the measures.
+        Parameters of the measures. ``data`` (``"synthetic"`` or a CIFAR directory) also gives
+        the prune batches of methods that need them (SNIP, GraSP; 10 x classes training images
+        drawn with the point's seed).
 
     Returns
     -------
@@ -258,7 +260,8 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
     UnknownModelError, UnknownMethodError
         For an unknown model, method, budget or measure (the message lists the known ones).
     StudyError
-        For an unreadable compression or seed list, or a method that needs prune data.
+        For an unreadable compression or seed list, or a method that needs prune batches
+        without ``settings["data"]``.
 
     Examples
     --------
@@ -296,10 +299,10 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
         chosen = budget_names if gen.kind == "placement" else [None]
         for budget in chosen:
             hungry = [g for g in (gen, GENERATORS.get(budget)) if g is not None and g.needs_data]
-            if hungry:
-                raise StudyError(f"{hungry[0].name} needs prune batches, which a sweep does not "
-                                 "supply yet; use data-free methods (rpi, mica, magnitude, "
-                                 "synflow) or run `graphpai prune --data` per mask")
+            if hungry and (settings or {}).get("data") is None:
+                raise StudyError(f"{hungry[0].name} needs prune batches: give the sweep --data "
+                                 "DIR (a CIFAR directory) or --data synthetic (settings="
+                                 "{'data': ...} in Python)")
             points.extend(Point(model, gen.name, budget, c, s, options, measures, settings)
                           for c in compressions for s in seeds)
     return points

@@ -36,7 +36,7 @@ from typing import Callable
 
 from .grid import DEFINITIONS_VERSION, Point
 
-__all__ = ["measure", "MEASURES", "register_measure", "Context", "audit_columns"]
+__all__ = ["measure", "MEASURES", "register_measure", "Context", "audit_columns", "prune_batches"]
 
 MEASURES: dict[str, Callable[["Context", Point], dict]] = {}
 
@@ -74,6 +74,38 @@ def _model(model: str, seed: int):
     return build(model, seed=seed)
 
 
+def uses_method_budget(budget) -> list:
+    """``[Generator]`` when `budget` names a registered method (RPI-SNIP), else ``[]``."""
+    from ..generators import GENERATORS
+
+    generator = GENERATORS.get(str(budget).lower()) if budget else None
+    return [generator] if generator is not None else []
+
+
+@lru_cache(maxsize=8)
+def prune_batches(model: str, data, seed: int):
+    """The prune batches of a data-hungry method (SNIP, GraSP, ...): 10 x classes images of the
+    training split of `data` (``"synthetic"`` or a CIFAR directory), drawn with `seed`, as
+    ``graphpai prune --data`` draws them (docs/training.md).
+
+    Raises
+    ------
+    StudyError
+        If `data` is None (the sweep needs ``--data``).
+    """
+    from ..errors import StudyError
+    from ..torch.data import load_data
+    from ..torch.models import input_shape
+
+    if data is None:
+        raise StudyError("this method needs prune batches: give the sweep --data DIR (a CIFAR "
+                         "directory) or --data synthetic")
+    graph = _graph(model)
+    classes = sum(graph.groups[name].channels for name in graph.outputs)
+    splits = load_data(data, num_classes=classes, input_shape=input_shape(model))
+    return splits.train.prune_batches(seed=seed)
+
+
 class Context:
     """What the measures of one point share: the graph, the mask, the channel audit and (built
     on first use) the model with the point's initial weights.
@@ -95,12 +127,14 @@ class Context:
 
         self.point = point
         self.graph = _graph(point.model)
-        if get_generator(point.method).kind == "ranking":
-            net = self.model  # ranking methods score the weights
-        else:
-            net = self.graph
+        users = [get_generator(point.method)] + uses_method_budget(point.budget)
+        # ranking methods, and placements of a ranking method's counts (rpi-snip), score weights
+        net = self.model if any(g.kind == "ranking" for g in users) else self.graph
+        data = None
+        if any(g.needs_data for g in users):
+            data = prune_batches(point.model, point.setting_dict.get("data"), point.seed)
         self.masks = prune(net, point.method, budget=point.budget, compression=point.compression,
-                           seed=point.seed, **point.option_dict)
+                           seed=point.seed, data=data, **point.option_dict)
         self.audit = audit(self.graph, self.masks, semantics="channel")
 
     @property

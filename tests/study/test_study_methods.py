@@ -1,0 +1,106 @@
+"""Study methods: SNIP/GraSP get prune batches from the sweep's --data, RPI takes a ranking
+method's per-layer counts, and a method registered by any module joins a sweep unedited."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from graphpai.cli import main  # noqa: E402
+from graphpai.errors import StudyError  # noqa: E402
+from graphpai.functional import audit  # noqa: E402
+from graphpai.generators import GENERATORS, register  # noqa: E402
+from graphpai.generators.ranking import magnitude  # noqa: E402
+from graphpai.prune import prune  # noqa: E402
+from graphpai.study import grid, read_table  # noqa: E402
+from graphpai.study.measure import measure  # noqa: E402
+from graphpai.torch.data import load_data  # noqa: E402
+from graphpai.torch.extract import to_graph  # noqa: E402
+from graphpai.torch.models import build  # noqa: E402
+
+
+def test_data_hungry_methods_need_data():
+    with pytest.raises(StudyError, match="snip needs prune batches: give the sweep --data"):
+        grid(model="lenet5", methods="snip", compressions="1e2")
+    with pytest.raises(StudyError, match="grasp needs prune batches"):
+        grid(model="lenet5", methods="rpi", budgets="grasp", compressions="1e2")
+
+
+def test_sweep_without_data_for_snip_is_one_line(tmp_path, capsys):
+    out = tmp_path / "study"
+    for extra in ([], ["--data", str(tmp_path / "missing")]):
+        assert main(["sweep", "--model", "lenet5", "--methods", "snip", "--compressions", "1e2",
+                     "--out", str(out), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("graphpai: error:")
+        assert "--data" in err
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("method, budget", [("snip", None), ("grasp", None), ("rpi", "snip")])
+def test_prune_batches_are_the_training_split_of_the_data(method, budget):
+    """The row equals a mask made by hand: the seed's initial weights, 10 x classes images of
+    the synthetic training split drawn with the point's seed."""
+    seed = 3
+    (point,) = [p for p in grid(model="lenet5", methods=method, budgets=budget or "erk",
+                                compressions="1e2", seeds=str(seed),
+                                settings={"data": "synthetic"})]
+    row = measure(point)
+    model = build("lenet5", seed=seed)
+    batches = load_data("synthetic", num_classes=10, input_shape=(1, 28, 28)).train \
+        .prune_batches(seed=seed)
+    assert sum(len(y) for _, y in batches) == 100
+    masks = prune(model, method, budget=budget, compression=100, seed=seed, data=batches)
+    expected = audit(to_graph(model), masks, semantics="channel")
+    assert (row["kept"], row["channel_functional"]) == (masks.kept(), expected.functional)
+
+
+def test_rpi_with_a_data_free_ranking_budget():
+    (point,) = grid(model="lenet5", methods="rpi", budgets="synflow", compressions="1e2")
+    row = measure(point)
+    counts = prune(build("lenet5", seed=0), "synflow", compression=100, seed=0)
+    assert row["kept"] == counts.kept()
+
+
+@pytest.fixture
+def registered():
+    """Two methods registered the way other modules do (a placement and a data-hungry
+    ranking); removed afterwards."""
+    seen = {}
+
+    @register("b2-placement")
+    def b2_placement(graph, budget, *, seed=None):
+        return prune(graph, "rpi", budget=budget, seed=seed)
+
+    @register("b2-ranking", kind="ranking", needs_data=True)
+    def b2_ranking(model, compression, *, seed=None, data=None, input_shape=None):
+        seen["images"] = sum(len(y) for _, y in data)
+        return magnitude(model, compression, seed=seed)
+
+    yield seen
+    for name in ("b2-placement", "b2-ranking"):
+        GENERATORS.pop(name, None)
+
+
+def test_a_newly_registered_method_joins_a_study(registered, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from graphpai.study import Store, study_definition
+    from graphpai.study.runner import run
+
+    points = grid(model="lenet5", methods="b2-placement,b2-ranking,rpi", budgets="erk",
+                  compressions="1e1,1e2", settings={"data": "synthetic"})
+    assert [(p.method, p.budget) for p in points[::2]] == [
+        ("b2-placement", "erk"), ("b2-ranking", None), ("rpi", "erk")]
+    with Store(tmp_path, study_definition(points)) as store, ThreadPoolExecutor(1) as pool:
+        summary = run(points, measure, store, executor=pool, progress=False)
+    assert summary.failed == () and summary.done == 6
+    rows = {(r["method"], r["compression"]): r for r in read_table(tmp_path)}
+    assert registered["images"] == 100
+    # the new placement is RPI under another name: the same masks, the same rows
+    for c in (10.0, 100.0):
+        assert rows[("b2-placement", c)]["channel_functional"] == rows[("rpi", c)][
+            "channel_functional"]
+    model = build("lenet5", seed=0)
+    assert rows[("b2-ranking", 100.0)]["kept"] == magnitude(model, 100, seed=0).kept()
