@@ -5,13 +5,16 @@ methods up there, so a new method is one ``@register("name")`` decorator in a mo
 imports (the built-in modules are imported here).
 
 Built in: ``mica`` (minimum connection assurance, [MiCA]), ``rpi`` (random placement of a
-budget), ``magnitude``, ``snip``, ``grasp``, ``synflow`` (global ranking, [SF] conventions).
+budget), ``npb`` (node-path balancing, [NPB]; docs/npb.md), ``magnitude``, ``snip``, ``grasp``,
+``synflow`` (global ranking, [SF] conventions).
 """
 
 from ._registry import GENERATORS, Generator, get_generator, register
 from .mica import mica, node_counts, shuffle
+from .npb import npb, solve_npb
 from .random import rpi
 from .ranking import global_threshold, grasp, magnitude, snip, synflow
 
 __all__ = ["GENERATORS", "Generator", "register", "get_generator", "mica", "node_counts",
-           "shuffle", "rpi", "magnitude", "snip", "grasp", "synflow", "global_threshold"]
+           "shuffle", "npb", "solve_npb", "rpi", "magnitude", "snip", "grasp", "synflow",
+           "global_threshold"]

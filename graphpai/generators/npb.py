@@ -1,0 +1,613 @@
+r"""NPB: node-path balancing masks, solved exactly layer by layer ([NPB]; docs/npb.md).
+
+For every prunable layer, from the input to the output, with a budget of n kept weights, NPB
+chooses integer kernel counts :math:`M_{ij} \in \{0, \dots, K\}` (input channel i, output
+channel j; K = ``max_p``, the kernel size by default) that maximise
+
+.. math::
+
+    \alpha \frac{C_{in} + C_{out} - \sum_i (1 - \sum_j M_{ij})_+ - \sum_j (1 - \sum_i M_{ij})_+}
+    {C_{in} + C_{out}}
+    + (1 - \alpha) \frac{\sum_i P_i \sum_j M_{ij}}{\text{max\_path}}
+    + \beta \frac{n - \sum_{ij} (1 - M_{ij})_+}{n}
+
+subject to :math:`\sum M \le n`, where :math:`P_i` is the path mass reaching input channel i
+through the layers already chosen and max_path the largest value the path sum can take with n
+weights. The kept taps of each kernel are then placed at random, and kept weights that carry no
+signal (spatial semantics, docs/audit.md) are moved into kernels that do.
+
+The program is solved exactly by :func:`solve_layer`, a combinatorial method proved equal to the
+integer program in docs/npb.md (``solver="milp"`` solves the same reduced program with
+``scipy.optimize.milp``). The functions here need only numpy and scipy; the move of dead weights
+runs the spatial engine (torch).
+
+References
+----------
+.. [NPB] H. Pham et al., "Towards Data-Agnostic Pruning at Initialization: What Makes a Good
+   Sparse Mask?", NeurIPS 2023. Code: pvh1602/NPB.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass
+from math import prod
+from typing import Mapping
+
+import numpy as np
+
+from .._results import jsonable
+from ..budgets import Budget
+from ..engine import common_scale, renormalise, spatial_engine
+from ..errors import BudgetError, UnknownMethodError
+from ..graph import Layer, NetGraph, as_graph
+from ..masks import MaskSet
+from ._registry import register
+
+__all__ = ["npb", "solve_npb", "solve_layer", "layer_objective", "max_path", "NPBLayer",
+           "NPBResult", "SOLVERS", "PATH_NORMS"]
+
+SOLVERS = ("exact", "milp")
+PATH_NORMS = ("tight", "reference")
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class NPBLayer:
+    """One layer of an NPB run.
+
+    Attributes
+    ----------
+    layer : str
+    budget : int
+        n, the layer's budget.
+    max_p : int
+        K, the most taps a kernel may keep (after raising it to ``ceil(n / (C_in C_out))``).
+    objective : float
+        The program's optimal value (per group, summed, for a grouped conv).
+    solved : int
+        Weights the program kept (n unless the layer cannot hold them).
+    removed : int
+        Kept weights that carried no signal and were taken out.
+    added : int
+        Weights put in (this layer's dead ones and those carried from the layers before).
+    kept : int
+        Final kept weights.
+    drift : int
+        ``kept - budget``.
+    seconds : float
+        Time spent solving the program and placing taps.
+    """
+
+    layer: str
+    budget: int
+    max_p: int
+    objective: float
+    solved: int
+    removed: int
+    added: int
+    kept: int
+    drift: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NPBResult:
+    """NPB masks with the per-layer program values and the budget drift of the move step.
+
+    ``dropped`` weights could not be placed where they carry signal in any later layer and were
+    left out (``total_drift = -dropped``); ``functional`` is True when every kept weight is
+    functional under the spatial semantics (always, when the move step ran).
+    """
+
+    masks: MaskSet
+    layers: tuple[NPBLayer, ...]
+    alpha: float
+    beta: float
+    solver: str
+    moved: bool
+    dropped: int
+    functional: bool | None
+    seconds: float
+
+    @property
+    def budget(self) -> int:
+        return sum(row.budget for row in self.layers)
+
+    @property
+    def kept(self) -> int:
+        return sum(row.kept for row in self.layers)
+
+    @property
+    def total_drift(self) -> int:
+        """Total kept minus total budget."""
+        return self.kept - self.budget
+
+    def rows(self) -> list[dict]:
+        """The per-layer table as a list of dicts."""
+        return [asdict(row) for row in self.layers]
+
+    def table(self) -> str:
+        from ..report.tables import format_table
+
+        return "\n".join([
+            format_table(self.rows()), "",
+            f"kept {self.kept} of budget {self.budget} (drift {self.total_drift:+d}, "
+            f"dropped {self.dropped}); fully functional: {self.functional}",
+        ])
+
+    def to_dict(self) -> dict:
+        return jsonable({
+            "alpha": self.alpha, "beta": self.beta, "solver": self.solver, "moved": self.moved,
+            "budget": self.budget, "kept": self.kept, "total_drift": self.total_drift,
+            "dropped": self.dropped, "functional": self.functional, "seconds": self.seconds,
+            "layers": self.rows(),
+        })
+
+
+# ------------------------------------------------------------------------------ one program
+def max_path(path_mass, budget: int, out_channels: int, max_p: int, *,
+             path_norm: str = "tight") -> float:
+    """The largest ``sum_i P_i sum_j M_ij`` with ``sum M <= n`` and ``0 <= M <= K``.
+
+    An input channel holds at most ``K * C_out`` weights, so the n weights go to the inputs of
+    largest P first. ``path_norm="reference"`` is [NPB]'s code instead: with
+    ``q = floor(n / (K C_out))`` it sums the q largest P times ``K C_out`` plus the remainder
+    times the next P, but for q = 0 its slice ``[-0:]`` takes *every* P, which gives
+    ``K C_out sum(P) + n max(P)``: far above the tight value at high sparsity, so the path term
+    weighs much less there (docs/npb.md).
+
+    Examples
+    --------
+    >>> max_path([1.0, 3.0, 2.0], 5, out_channels=2, max_p=1)  # 2 on P=3, 2 on P=2, 1 on P=1
+    11.0
+    """
+    if path_norm not in PATH_NORMS:
+        raise UnknownMethodError(f"unknown NPB path_norm {path_norm!r}; use one of "
+                                 f"{list(PATH_NORMS)}")
+    p = np.sort(np.asarray(path_mass, dtype=np.float64))[::-1]
+    cap = max_p * out_channels
+    if path_norm == "reference":
+        q = budget // cap
+        rest = budget - q * cap
+        head = p.sum() if q == 0 else p[:q].sum()
+        return float(cap * head + (rest * p[q] if q < p.size else 0.0))
+    full = min(budget // cap, p.size)
+    rest = budget - full * cap if full < p.size else 0
+    return float(cap * p[:full].sum() + (rest * p[full] if rest else 0.0))
+
+
+def layer_objective(counts, path_mass, budget: int, *, max_p: int, alpha: float = 0.01,
+                    beta: float = 1.0, path_norm: str = "tight") -> float:
+    """The value of the NPB program (module docstring) for kernel counts `counts`.
+
+    Parameters
+    ----------
+    counts : array-like of int, shape (C_in, C_out)
+        M_ij, kept taps of the kernel from input i to output j.
+    path_mass : array-like, shape (C_in,)
+        P_i.
+    budget : int
+        n.
+    max_p : int
+        K, used by max_path. A path term with max_path = 0 (no path reaches the layer) is 0.
+    alpha, beta : float
+    path_norm : {"tight", "reference"}
+        Which max_path (see :func:`max_path`).
+
+    Examples
+    --------
+    >>> # nodes 4 of 4, paths 2 of max_path 2, (n - 2 empty kernels) / n = 0
+    >>> layer_objective([[1, 0], [0, 1]], [1.0, 1.0], 2, max_p=1, alpha=0.5, beta=1.0)
+    1.0
+    """
+    m = np.asarray(counts, dtype=np.int64)
+    c_in, c_out = m.shape
+    rows, cols = m.sum(axis=1), m.sum(axis=0)
+    nodes = (c_in + c_out - np.maximum(1 - rows, 0).sum() - np.maximum(1 - cols, 0).sum())
+    top = max_path(path_mass, budget, c_out, max_p, path_norm=path_norm)
+    path = float(np.asarray(path_mass, dtype=np.float64) @ rows) / top if top > 0 else 0.0
+    reg = (budget - np.maximum(1 - m, 0).sum()) / budget if budget else 0.0
+    return float(alpha * nodes / (c_in + c_out) + (1 - alpha) * path + beta * reg)
+
+
+def _check_params(alpha, beta, solver) -> None:
+    if solver not in SOLVERS:
+        raise UnknownMethodError(f"unknown NPB solver {solver!r}; use one of {list(SOLVERS)}")
+    if not (0.0 <= alpha <= 1.0) or not math.isfinite(alpha):
+        raise BudgetError(f"NPB alpha must be in [0, 1], got {alpha!r}")
+    if not (beta >= 0.0) or not math.isfinite(beta):
+        raise BudgetError(f"NPB beta must be a finite number >= 0, got {beta!r}")
+
+
+def _unit_values(p, a, b, c_out):
+    """Row, rank within the row and value of every 'shallow' unit (a row's first C_out units)."""
+    c_in = p.size
+    rows = np.concatenate([np.arange(c_in), np.repeat(np.arange(c_in), c_out - 1)])
+    index = np.concatenate([np.zeros(c_in, dtype=np.int64), np.tile(np.arange(1, c_out), c_in)])
+    values = np.concatenate([a + p + b, np.repeat(p + b, c_out - 1)])
+    return rows, index, values
+
+
+def _deep_prefix(p_sorted, cap, m):
+    """Sum of the m largest deep units (every row has `cap` units of value P_i), vectorised in m."""
+    if cap == 0:
+        return np.zeros(np.shape(m))
+    cum = np.concatenate([[0.0], np.cumsum(p_sorted)])
+    q = np.minimum(m // cap, p_sorted.size)
+    rest = m - q * cap
+    tail = np.where(q < p_sorted.size, p_sorted[np.minimum(q, p_sorted.size - 1)], 0.0)
+    return cap * cum[q] + rest * tail
+
+
+def _best_split(p, a, b, n, c_out, k):
+    """(T, m, shallow values sorted): the number of shallow and deep units of an optimum."""
+    c_in = p.size
+    _, _, values = _unit_values(p, a, b, c_out)
+    shallow = np.concatenate([[0.0], np.cumsum(np.sort(values)[::-1])])
+    deep_cap = (k - 1) * c_out
+    total_deep = deep_cap * c_in
+    t = np.arange(min(n, c_in * c_out) + 1)
+    m = np.minimum(n - t, total_deep)
+    value = shallow[t] + a * np.minimum(c_out, t) + _deep_prefix(np.sort(p)[::-1], deep_cap, m)
+    top = value.max()
+    best = int(np.flatnonzero(value >= top - 1e-12 * max(1.0, abs(top)))[-1])  # most kernels
+    return best, int(m[best])
+
+
+def _exact_rows(p, a, b, n, c_out, k, rank):
+    """Row sums r_i of an optimum (docs/npb.md, the reduction)."""
+    c_in = p.size
+    t, m = _best_split(p, a, b, n, c_out, k)
+    rows, index, values = _unit_values(p, a, b, c_out)
+    order = np.lexsort((rank[rows], index, -values))[:t]  # by value, then round-robin over ties
+    x = np.bincount(rows[order], minlength=c_in)
+    y = np.zeros(c_in, dtype=np.int64)
+    cap = (k - 1) * c_out
+    if m and cap:
+        order = np.lexsort((rank, -p))
+        ps = p[order]
+        full = m // cap
+        filled = np.zeros(c_in, dtype=np.int64)
+        filled[:full] = cap
+        rest = m - full * cap
+        if rest:  # spread the boundary's tie group evenly
+            lo = np.searchsorted(-ps, -ps[full], "left")
+            hi = np.searchsorted(-ps, -ps[full], "right")
+            share = (full - lo) * cap + rest
+            g = hi - lo
+            filled[lo:hi] = share // g + (np.arange(g) < share % g)
+        y[order] = filled
+    return x + y
+
+
+def _milp_rows(p, a, b, n, c_out, k):
+    """Row sums from scipy.optimize.milp on the reduced program (docs/npb.md)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    c_in = p.size
+    # variables: x_i (shallow, 0..C_out), y_i (deep, 0..(K-1) C_out), u_i (row active, 0/1), c
+    nv = 3 * c_in + 1
+    cost = -np.concatenate([p + b, p, np.full(c_in, a), [a]])
+    lower = np.zeros(nv)
+    upper = np.concatenate([np.full(c_in, c_out), np.full(c_in, (k - 1) * c_out),
+                            np.ones(c_in), [c_out]]).astype(float)
+    eye = np.eye(c_in)
+    rows = [
+        np.concatenate([np.ones(2 * c_in), np.zeros(c_in + 1)]),           # sum x + y <= n
+        np.concatenate([-np.ones(c_in), np.zeros(2 * c_in), [1.0]]),        # c <= sum x
+    ]
+    a_ub = np.vstack(rows + [np.hstack([-eye, np.zeros((c_in, c_in)), eye,
+                                        np.zeros((c_in, 1))])])              # u_i <= x_i
+    ub = np.concatenate([[n, 0.0], np.zeros(c_in)])
+    res = milp(cost, constraints=LinearConstraint(a_ub, -np.inf, ub),
+               integrality=np.concatenate([np.ones(3 * c_in), [0]]),
+               bounds=Bounds(lower, upper))
+    if res.x is None:
+        raise BudgetError(f"scipy.optimize.milp found no solution ({res.message})")
+    z = np.round(res.x).astype(np.int64)
+    return z[:c_in] + z[c_in:2 * c_in]
+
+
+def solve_layer(path_mass, budget: int, out_channels: int, max_p: int, *, alpha: float = 0.01,
+                beta: float = 1.0, solver: str = "exact", path_norm: str = "tight",
+                seed=None) -> np.ndarray:
+    """Kernel counts M (C_in, C_out) of an optimum of one layer's NPB program (docs/npb.md).
+
+    Among the optima it returns one that keeps the whole budget (there always is one when it
+    fits: every unit adds a nonnegative amount), that spreads each input's weights over as
+    many kernels as it can and covers as many outputs as it can, with ties between equal inputs
+    and the outputs chosen at random (seeded). Exactness is proved in docs/npb.md and tested
+    against brute-force enumeration and ``scipy.optimize.milp`` on the full program.
+
+    Parameters
+    ----------
+    path_mass : array-like, shape (C_in,)
+        P_i >= 0.
+    budget : int
+        n >= 0.
+    out_channels : int
+        C_out.
+    max_p : int
+        K >= 1, the most taps a kernel may keep; raised to ``ceil(n / (C_in C_out))`` if smaller.
+    alpha : float in [0, 1]
+    beta : float >= 0
+    solver : {"exact", "milp"}
+        ``"exact"``: the combinatorial method; ``"milp"``: HiGHS on the reduced program.
+    path_norm : {"tight", "reference"}
+        Which max_path (see :func:`max_path`).
+    seed : int or numpy.random.Generator, optional
+
+    Returns
+    -------
+    ndarray of int64, shape (C_in, C_out)
+
+    Raises
+    ------
+    BudgetError
+        If the budget is negative or larger than ``K * C_in * C_out``, or alpha/beta are out of
+        range.
+
+    Examples
+    --------
+    With 2 weights on 2 inputs and 2 outputs the optimum touches every node:
+
+    >>> m = solve_layer([1.0, 1.0], 2, 2, 1, alpha=0.5, seed=0)
+    >>> sorted(m.sum(axis=0).tolist()), sorted(m.sum(axis=1).tolist())
+    ([1, 1], [1, 1])
+    """
+    _check_params(alpha, beta, solver)
+    rng = np.random.default_rng(seed)
+    p = np.asarray(path_mass, dtype=np.float64).reshape(-1)
+    if (p < 0).any() or not np.isfinite(p).all():
+        raise BudgetError("NPB path masses must be finite and >= 0")
+    c_in, c_out, n = p.size, int(out_channels), int(budget)
+    k = max(int(max_p), -(-n // (c_in * c_out)) if c_in * c_out else 0)
+    if n < 0 or n > k * c_in * c_out:
+        raise BudgetError(f"NPB budget {n} is outside [0, {k * c_in * c_out}] for a "
+                          f"{c_in} x {c_out} layer with at most {k} taps per kernel")
+    counts = np.zeros((c_in, c_out), dtype=np.int64)
+    rank = rng.permutation(c_in)
+    columns = rng.permutation(c_out)
+    if n == 0:
+        return counts
+    top = max_path(p, n, c_out, k, path_norm=path_norm)
+    p = (1 - alpha) * p / top if top > 0 else np.zeros_like(p)
+    a, b = alpha / (c_in + c_out), beta / n
+    r = (_exact_rows(p, a, b, n, c_out, k, rank) if solver == "exact"
+         else _milp_rows(p, a, b, n, c_out, k))
+    # each row on min(r_i, C_out) distinct kernels; consecutive rows continue cyclically over a
+    # random column order, so the union covers min(C_out, sum) outputs, loads within one kernel
+    order = np.argsort(rank, kind="stable")
+    width = np.minimum(r[order], c_out)
+    row_of = np.repeat(order, width)
+    start = np.repeat(np.cumsum(width) - width, width)
+    pos = np.arange(row_of.size) - start
+    rr = r[row_of]
+    ww = np.minimum(rr, c_out)
+    counts[row_of, columns[np.arange(row_of.size) % c_out]] = rr // ww + (pos < rr % ww)
+    return counts
+
+
+# ------------------------------------------------------------------------------ the network
+def _path_state(graph: NetGraph):
+    return {name: renormalise(np.ones(graph.groups[name].channels), 0.0) for name in graph.inputs}
+
+
+def _link_mass(graph, link, state):
+    values, scale = common_scale([state[s] for s in link.sources])
+    out = sum(graph.link_matrix(link, pos) @ v for pos, v in enumerate(values))
+    return renormalise(np.asarray(out, dtype=np.float64), scale)
+
+
+def _max_p_of(layer: Layer, max_p) -> int:
+    taps = prod(layer.kernel) if layer.kind == "conv" else 1
+    value = max_p.get(layer.name) if isinstance(max_p, Mapping) else max_p
+    if value is None:
+        return taps
+    if int(value) < 1:
+        raise BudgetError(f"NPB max_p for {layer.name!r} must be >= 1, got {value!r}")
+    return min(int(value), taps)
+
+
+def _place_taps(counts, taps: int, rng) -> np.ndarray:
+    """(C_out, C_in_g) counts -> bool (C_out, C_in_g, taps), the taps of a kernel at random."""
+    if taps == 1:
+        return (counts > 0)[:, :, None]
+    order = np.argsort(rng.random(counts.shape + (taps,)), axis=2)
+    mask = np.zeros(counts.shape + (taps,), dtype=bool)
+    np.put_along_axis(mask, order, np.arange(taps) < counts[:, :, None], axis=2)
+    return mask
+
+
+def _solve_layer_masks(layer, budget, mass, max_p, alpha, beta, solver, path_norm, rng):
+    g = layer.groups
+    c_out_g, c_in_g = layer.out_channels // g, layer.weight_shape[1]
+    taps = prod(layer.kernel) if layer.kind == "conv" else 1
+    k = _max_p_of(layer, max_p)
+    split = budget // g + (np.arange(g) < budget % g)
+    counts = np.zeros((layer.out_channels, c_in_g), dtype=np.int64)
+    objective = 0.0
+    used_k = k
+    for group in range(g):  # a loop over conv groups
+        p = mass[group * c_in_g:(group + 1) * c_in_g]
+        n_g = int(split[group])
+        kg = max(k, -(-n_g // (c_in_g * c_out_g)))
+        used_k = max(used_k, kg)
+        m = solve_layer(p, n_g, c_out_g, kg, alpha=alpha, beta=beta, solver=solver,
+                        path_norm=path_norm, seed=rng)
+        objective += layer_objective(m, p, n_g, max_p=kg, alpha=alpha, beta=beta,
+                                     path_norm=path_norm)
+        counts[group * c_out_g:(group + 1) * c_out_g] = m.T
+    mask = _place_taps(counts, taps, rng).reshape(layer.weight_shape)
+    return mask, objective, used_k
+
+
+def _capable(layer: Layer, f_in: np.ndarray, g_out: np.ndarray) -> np.ndarray:
+    """Weights of `layer` that would be functional if kept: some output pixel p with
+    g_out[o, p] and f_in[i, p*stride + tap*dilation - padding] inside the image (docs/audit.md)."""
+    if layer.kind == "linear":
+        return np.outer(g_out, f_in)
+    pad = [(0, 0)] + [tuple(p) for p in layer.padding]
+    fp = np.pad(f_in, pad).astype(np.float32)
+    out = layer.out_size
+    g = layer.groups
+    c_out_g, c_in_g = layer.out_channels // g, layer.weight_shape[1]
+    result = np.zeros((layer.out_channels, c_in_g) + layer.kernel, dtype=bool)
+    go = g_out.reshape(layer.out_channels, -1).astype(np.float32)
+    for tap in itertools.product(*(range(k) for k in layer.kernel)):  # a loop over kernel taps
+        window = fp[(slice(None),) + tuple(
+            slice(t * d, t * d + s * (o - 1) + 1, s)
+            for t, d, s, o in zip(tap, layer.dilation, layer.stride, out))]
+        window = window.reshape(layer.in_channels, -1)
+        for group in range(g):
+            rows = slice(group * c_out_g, (group + 1) * c_out_g)
+            cols = slice(group * c_in_g, (group + 1) * c_in_g)
+            result[(rows, slice(None)) + tap] = (go[rows] @ window[cols].T) > 0.5
+    return result
+
+
+def _move(graph: NetGraph, masks: dict, rng, device):
+    """Move every kept weight that carries no signal to one that does; returns per-layer
+    (removed, added) and the weights left over at the end.
+
+    One backward pass on the masks as placed, then one forward pass through
+    ``forward_maps(place=...)``, layer by layer from the input: a layer's capable weights
+    (:func:`_capable`) read the forward map of its input as repaired so far and the backward map
+    of its output from the first pass. docs/npb.md proves the result fully functional.
+    """
+    engine = spatial_engine()
+    backward = engine.activity(graph, masks, device=device).backward
+    stats = {}
+    carry = [0]
+
+    def place(layer: Layer, input_map):
+        mask = masks[layer.name]
+        capable = _capable(layer, input_map, backward[layer.target])
+        live = mask & capable
+        dead = int(mask.sum() - live.sum())
+        need = dead + carry[0]
+        free = capable & ~mask
+        added = min(need, int(free.sum()))
+        if added:
+            shape = (layer.out_channels, layer.weight_shape[1], -1)
+            per_kernel = live.reshape(shape).sum(axis=2).reshape(-1)
+            slots = free.reshape(shape)
+            kernel, tap = np.nonzero(slots.reshape(per_kernel.size, -1))
+            # into the kernels with the most live weights first, random order otherwise
+            key = rng.random(per_kernel.size)
+            pick = np.lexsort((rng.random(kernel.size), key[kernel], -per_kernel[kernel]))[:added]
+            flat = live.reshape(per_kernel.size, -1)
+            flat[kernel[pick], tap[pick]] = True
+            live = flat.reshape(mask.shape)
+        carry[0] = need - added
+        stats[layer.name] = (dead, added)
+        masks[layer.name] = live
+        return live
+
+    engine.forward_maps(graph, None, place=place, device=device)
+    return stats, carry[0]
+
+
+def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: float = 1.0,
+              max_p=None, solver: str = "exact", path_norm: str = "tight", move: bool = True,
+              progress: bool = False, device="cpu", input_shape=None) -> NPBResult:
+    """NPB masks for a network, with the program values and the drift of the move step.
+
+    Layers are solved in topological order. P_i for a layer is the channel-level path mass
+    reaching its input channels through the layers already solved: the number of paths in the
+    channel multigraph whose multiplicities are the kernel counts (docs/npb.md says how this
+    compares with [NPB]'s pixel sums). Kept taps are placed at random in each kernel; then, with
+    ``move=True``, every kept weight that carries no signal under the spatial semantics moves
+    into a kernel of the same layer that does (the kernels with the most live weights first),
+    or, if the layer has no room left, on to the next layer.
+
+    Parameters
+    ----------
+    net : NetGraph or torch.nn.Module
+    budget : Budget
+        Per-layer counts n (see :mod:`graphpai.budgets`).
+    seed : int or numpy.random.Generator, optional
+    alpha, beta : float
+        The program's weights; [NPB]'s CIFAR setting is alpha = 0.01, beta = 1.
+    max_p : int, mapping of layer name to int, or None
+        K, the most taps per kernel (never above the kernel size; None: the kernel size). It is
+        raised per layer to ``ceil(n / (C_in C_out))`` where that is larger.
+    solver : {"exact", "milp"}
+    path_norm : {"tight", "reference"}
+        max_path as defined (the tight bound) or as [NPB]'s code computes it (see
+        :func:`max_path`).
+    move : bool
+        Move dead weights (off: the program's masks with random taps, as they come).
+    progress : bool
+        A bar over the layers on stderr (when it is a terminal).
+    device : str
+        Where the spatial engine runs.
+    input_shape : tuple of int, optional
+        For a torch model without ``input_shape``.
+
+    Returns
+    -------
+    NPBResult
+    """
+    _check_params(alpha, beta, solver)
+    max_path([1.0], 1, 1, 1, path_norm=path_norm)  # checks the name before any work
+    start = time.perf_counter()
+    graph = as_graph(net, input_shape)
+    counts = budget.check(graph).counts
+    rng = np.random.default_rng(seed)
+    from .._progress import bar as progress_bar
+
+    state = _path_state(graph)
+    masks, info = {}, {}
+    bar = progress_bar(None, progress, total=len(graph.layers), unit="layer", desc="npb")
+    for op in graph.order:
+        if not isinstance(op, Layer):
+            state[op.target] = _link_mass(graph, op, state)
+            continue
+        t0 = time.perf_counter()
+        values, scale = state[op.source]
+        mask, objective, k = _solve_layer_masks(op, counts[op.name], values, max_p, alpha, beta,
+                                                solver, path_norm, rng)
+        masks[op.name] = mask
+        out = graph.multiplicity(op, mask) @ values
+        state[op.target] = renormalise(np.asarray(out, dtype=np.float64), scale)
+        info[op.name] = (k, objective, int(mask.sum()), time.perf_counter() - t0)
+        bar.update(1)
+    bar.close()
+    solved = {name: masks[name].sum() for name in masks}
+    stats, dropped = ({name: (0, 0) for name in masks}, 0)
+    functional = None
+    if move:
+        stats, dropped = _move(graph, masks, rng, device)
+        functional = True
+    rows = tuple(
+        NPBLayer(name, counts[name], info[name][0], info[name][1], int(solved[name]),
+                 stats[name][0], stats[name][1], int(masks[name].sum()),
+                 int(masks[name].sum()) - counts[name], info[name][3])
+        for name in graph.layers
+    )
+    return NPBResult(MaskSet({name: masks[name] for name in graph.layers}), rows, alpha, beta,
+                     solver, move, dropped, functional, time.perf_counter() - start)
+
+
+@register("npb", exact_budget=False)
+def npb(graph, budget, *, seed=None, alpha: float = 0.01, beta: float = 1.0, max_p=None,
+        solver: str = "exact", path_norm: str = "tight", move: bool = True,
+        progress: bool = False, device="cpu") -> MaskSet:
+    """NPB masks ([NPB]): :func:`solve_npb` without the report (docs/npb.md).
+
+    Examples
+    --------
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> from graphpai.budgets import uniform
+    >>> layers = [Layer("a", "linear", (4, 4), "x", "h"), Layer("b", "linear", (2, 4), "h", "y")]
+    >>> g = NetGraph([Group("x", 4), Group("h", 4), Group("y", 2)], layers, [], ["x"], ["y"])
+    >>> npb(g, uniform(g, 2), seed=0).counts()
+    {'a': 8, 'b': 4}
+    """
+    return solve_npb(graph, budget, seed=seed, alpha=alpha, beta=beta, max_p=max_p,
+                     solver=solver, path_norm=path_norm, move=move, progress=progress,
+                     device=device).masks

@@ -1,0 +1,223 @@
+"""NPB (docs/npb.md): the exact layer solver against brute-force enumeration of the program and
+against HiGHS on the full (unreduced) program, full functionality under the spatial audit on
+VGG-16, ResNet-20 and a concat DAG, kept counts and drift, same seed same mask, and [NPB]'s
+balance claim against RPI-ERK on ResNet-20."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+from graphpai.budgets import erk, uniform
+from graphpai.errors import BudgetError, UnknownMethodError
+from graphpai.functional import functional_edges
+from graphpai.generators import GENERATORS
+from graphpai.generators.npb import layer_objective, max_path, solve_layer, solve_npb
+
+
+def definition(M, P, n, top, alpha, beta):
+    """The program's objective, written from the issue's formula (pos(x) = max(x, 0))."""
+    M = np.asarray(M)
+    c_in, c_out = M.shape
+    r, c = M.sum(1), M.sum(0)
+    nodes = c_in + c_out - np.maximum(1 - r, 0).sum() - np.maximum(1 - c, 0).sum()
+    path = float(np.asarray(P, float) @ r) / top if top > 0 else 0.0
+    return (alpha * nodes / (c_in + c_out) + (1 - alpha) * path
+            + beta * (n - np.maximum(1 - M, 0).sum()) / n)
+
+
+def brute(P, n, K, c_out, alpha, beta):
+    """Enumerate every M in {0..K}^(C_in x C_out) with sum <= n; max_path by enumeration too."""
+    P = np.asarray(P, float)
+    c_in = P.size
+    Ms = [np.array(v).reshape(c_in, c_out)
+          for v in itertools.product(range(K + 1), repeat=c_in * c_out) if sum(v) <= n]
+    top = max(float(P @ M.sum(1)) for M in Ms)
+    return max(definition(M, P, n, top, alpha, beta) for M in Ms), top
+
+
+def full_milp(P, n, K, c_out, alpha, beta):
+    """HiGHS on the full program: M_ij in 0..K, z_ij = [M_ij >= 1], u_i = [row i used],
+    v_j = [column j used] (binaries bounded by the sums they indicate); max_path by an LP."""
+    P = np.asarray(P, float)
+    c_in = P.size
+    # max_path: max sum_i P_i r_i, 0 <= r_i <= K C_out, sum r <= n (integral: a knapsack LP)
+    lp = linprog(-P, A_ub=np.ones((1, c_in)), b_ub=[n], bounds=[(0, K * c_out)] * c_in)
+    top = -lp.fun
+    nm = c_in * c_out
+    nv = 2 * nm + c_in + c_out  # M, z, u, v
+    cost = np.zeros(nv)
+    cost[:nm] = -(1 - alpha) * np.repeat(P, c_out) / top if top > 0 else 0.0
+    cost[nm:2 * nm] = -beta / n
+    cost[2 * nm:] = -alpha / (c_in + c_out)
+    A, lb, ub = [], [], []
+    row = np.zeros(nv)
+    row[:nm] = 1
+    A.append(row), lb.append(-np.inf), ub.append(n)
+    for k in range(nm):  # z_k <= M_k
+        row = np.zeros(nv)
+        row[nm + k], row[k] = 1, -1
+        A.append(row), lb.append(-np.inf), ub.append(0)
+    for i in range(c_in):  # u_i <= sum_j M_ij
+        row = np.zeros(nv)
+        row[2 * nm + i] = 1
+        row[i * c_out:(i + 1) * c_out] = -1
+        A.append(row), lb.append(-np.inf), ub.append(0)
+    for j in range(c_out):  # v_j <= sum_i M_ij
+        row = np.zeros(nv)
+        row[2 * nm + c_in + j] = 1
+        row[j:nm:c_out] = -1
+        A.append(row), lb.append(-np.inf), ub.append(0)
+    upper = np.concatenate([np.full(nm, K), np.ones(nm + c_in + c_out)])
+    res = milp(cost, constraints=LinearConstraint(np.array(A), lb, ub),
+               integrality=np.ones(nv), bounds=Bounds(np.zeros(nv), upper),
+               options={"mip_rel_gap": 0})
+    assert res.success, res.message
+    const = beta * (n - nm) / n  # sum pos(1 - M_ij) = C_in C_out - sum z
+    return -res.fun + const, top
+
+
+@pytest.mark.parametrize("solver", ["exact", "milp"])
+def test_solver_equals_brute_force(solver):
+    rng = np.random.default_rng(1)
+    for case in range(60):
+        c_in, c_out, K = rng.integers(1, 4), rng.integers(1, 4), rng.integers(1, 4)
+        while (K + 1) ** (c_in * c_out) > 5000:  # keep the enumeration small
+            c_out -= 1
+        n = int(rng.integers(1, K * c_in * c_out + 1))
+        P = rng.choice([0.0, 1.0, 2.0, 5.0], size=c_in)
+        alpha, beta = float(rng.choice([0.0, 0.01, 0.5, 1.0])), float(rng.choice([0.0, 1.0, 3.0]))
+        best, top = brute(P, n, K, c_out, alpha, beta)
+        assert max_path(P, n, c_out, K) == pytest.approx(top)
+        M = solve_layer(P, n, c_out, K, alpha=alpha, beta=beta, solver=solver, seed=case)
+        assert M.shape == (c_in, c_out) and M.sum() <= n and M.min() >= 0 and M.max() <= K
+        assert definition(M, P, n, top, alpha, beta) == pytest.approx(best, abs=1e-9), \
+            (P, n, K, c_out, alpha, beta)
+        assert layer_objective(M, P, n, max_p=K, alpha=alpha, beta=beta) == pytest.approx(best)
+
+
+def test_exact_equals_highs_on_the_full_program():
+    # layers too big to enumerate: the combinatorial optimum equals HiGHS on the unreduced program
+    rng = np.random.default_rng(7)
+    for case in range(30):
+        c_in, c_out, K = int(rng.integers(2, 7)), int(rng.integers(2, 7)), int(rng.choice([1, 4, 9]))
+        n = int(rng.integers(1, K * c_in * c_out + 1))
+        P = rng.choice([0.0, 0.5, 1.0, 3.0, 10.0], size=c_in) * rng.integers(1, 3, size=c_in)
+        alpha = float(rng.choice([0.01, 0.3, 0.9]))
+        beta = float(rng.choice([0.0, 1.0, 2.0]))
+        best, top = full_milp(P, n, K, c_out, alpha, beta)
+        M = solve_layer(P, n, c_out, K, alpha=alpha, beta=beta, seed=case)
+        assert M.max() <= K and M.sum() == n  # an optimum that keeps the whole budget
+        assert definition(M, P, n, top, alpha, beta) == pytest.approx(best, abs=1e-7)
+
+
+def test_reference_path_norm_and_errors():
+    # [NPB]'s code: q = floor(n / (K C_out)) = 0 takes every P: K C_out sum(P) + n max(P)
+    assert max_path([1.0, 3.0, 2.0], 1, 2, 1, path_norm="reference") == 2 * 6 + 3
+    assert max_path([1.0, 3.0, 2.0], 5, 2, 1, path_norm="reference") == 2 * (3 + 2) + 1 * 1
+    with pytest.raises(UnknownMethodError, match="path_norm"):
+        max_path([1.0], 1, 1, 1, path_norm="loose")
+    with pytest.raises(BudgetError, match="outside"):
+        solve_layer([1.0, 1.0], -1, 2, 1)
+    with pytest.raises(BudgetError, match="alpha"):
+        solve_layer([1.0], 1, 1, 1, alpha=2.0)
+    with pytest.raises(UnknownMethodError, match="solver"):
+        solve_layer([1.0], 1, 1, 1, solver="cvxpy")
+
+
+def test_max_p_is_raised_to_hold_the_budget():
+    # 2 x 2 kernels, K = 1 but n = 7: K becomes ceil(7 / 4) = 2 and every weight is placed
+    M = solve_layer([1.0, 2.0], 7, 2, 1, seed=0)
+    assert M.sum() == 7 and M.max() == 2
+
+
+# ------------------------------------------------------------------------------ networks
+_GRAPHS = {}
+
+
+def graph_of(name):
+    if name not in _GRAPHS:
+        if name == "custom_dag":
+            from tests.generators.test_mica import zoo_graph
+            _GRAPHS[name] = zoo_graph("custom_dag")
+        else:
+            from graphpai.torch.extract import to_graph
+            from graphpai.torch.models import build
+            _GRAPHS[name] = to_graph(build(name, seed=0), (3, 32, 32))
+    return _GRAPHS[name]
+
+
+@pytest.mark.parametrize("name,compressions", [
+    ("resnet20", [10, 100, 1000]), ("vgg16", [100, 10 ** 3.5]), ("custom_dag", [3, 10, 30])])
+def test_fully_functional_with_drift_reported(name, compressions):
+    g = graph_of(name)
+    for compression in compressions:
+        budget = erk(g, compression)
+        r = solve_npb(g, budget, seed=3)
+        f = functional_edges(g, r.masks, semantics="spatial")
+        assert {k: int((r.masks[k] & ~f[k]).sum()) for k in r.masks
+                if (r.masks[k] & ~f[k]).any()} == {}, compression
+        assert r.functional is True
+        rows = {row.layer: row for row in r.layers}
+        for k in r.masks:
+            assert rows[k].kept == r.masks.kept(k)
+            assert rows[k].budget == budget.counts[k]
+            assert rows[k].drift == rows[k].kept - rows[k].budget
+            assert rows[k].solved - rows[k].removed + rows[k].added == rows[k].kept
+        assert r.kept == r.masks.kept() and r.budget == budget.total
+        assert r.total_drift == r.kept - r.budget == -r.dropped
+        d = r.to_dict()
+        assert d["total_drift"] == r.total_drift and len(d["layers"]) == len(r.masks)
+
+
+def test_same_seed_same_mask():
+    g = graph_of("resnet20")
+    budget = erk(g, 100)
+    a = solve_npb(g, budget, seed=3).masks
+    assert a == solve_npb(g, budget, seed=3).masks
+    assert a != solve_npb(g, budget, seed=4).masks
+    assert a == GENERATORS["npb"].func(g, budget, seed=3)
+
+
+def test_without_move_the_program_keeps_the_budget():
+    g = graph_of("resnet20")
+    budget = erk(g, 100)
+    r = solve_npb(g, budget, seed=0, move=False)
+    assert r.masks.counts() == budget.counts and r.functional is None
+    assert all(row.removed == row.added == 0 for row in r.layers)
+
+
+def test_milp_solver_gives_the_same_objective_on_a_network():
+    g = graph_of("resnet20")
+    budget = erk(g, 100)
+    a = solve_npb(g, budget, seed=0, move=False)
+    b = solve_npb(g, budget, seed=0, move=False, solver="milp")
+    for x, y in zip(a.layers[:3], b.layers[:3]):  # the first layers see the same path masses
+        assert x.objective == pytest.approx(y.objective, rel=1e-9)
+
+
+def test_issue_12_balance_against_rpi_erk():
+    # [NPB]: more effective paths than random pruning with the same budget, and (nearly) as many
+    # effective nodes. Holds at 99.9% for the exact program; at 99% the paths hold but the
+    # nodes do not (docs/npb.md records both points: 307 vs 670 nodes at seed 0)
+    from graphpai.generators.random import rpi
+    from graphpai.paths import paths
+
+    g = graph_of("resnet20")
+    budget = erk(g, 1000)
+    a = paths(g, solve_npb(g, budget, seed=0).masks)
+    b = paths(g, rpi(g, budget, seed=0))
+    assert a.log10_paths >= b.log10_paths
+    assert a.effective_nodes >= 0.95 * b.effective_nodes
+    a = paths(g, solve_npb(g, erk(g, 100), seed=0).masks)
+    b = paths(g, rpi(g, erk(g, 100), seed=0))
+    assert a.log10_paths >= b.log10_paths
+
+
+def test_uniform_budget_and_prune_entry_point():
+    import graphpai
+
+    g = graph_of("custom_dag")
+    masks = graphpai.prune(g, "npb", budget="uniform", compression=5, seed=1, alpha=0.1)
+    assert masks.kept() <= uniform(g, 5).total
