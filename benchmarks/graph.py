@@ -1,4 +1,4 @@
-"""Benchmark graph extraction and the per-layer views (issue 2; SPEC §2).
+"""Benchmark graph extraction and the per-layer views (issue 2; docs/definitions.md#graph).
 
 For each model and mask, times ``to_graph(model)`` and building every layer's channel view
 (``multiplicity``) and fan-in view (``biadjacency``), and reports the median over runs.

@@ -1,4 +1,4 @@
-"""Benchmark MiCA generation time (issue 5; SPEC §7).
+"""Benchmark MiCA generation time (issue 5; docs/definitions.md#mica).
 
 Times ``graphpai.generators.mica.mica`` (pass 1, pass 2 with the spatial activity engine, and the
 repair check) for VGG-16 and ResNet-20 at every grid point 10^0.5 ... 10^6 (points above a

@@ -1,9 +1,10 @@
-"""Benchmark the budgets and the mask generators (issue 4; SPEC §6-7).
+"""Benchmark the budgets and the mask generators (issue 4; docs/definitions.md#budgets,
+#generators).
 
 Times every budget (uniform, ERK, IGQ, EPL, from-mask) at a few compressions and every method
 (RPI-ERK, magnitude, SNIP, GraSP, SynFlow) at one compression, on CPU, and reports the median
 over runs (SynFlow: one run). SNIP and GraSP use one batch of 10 x classes synthetic images
-(SPEC §8); SynFlow runs its 100 float64 iterations.
+(docs/definitions.md#training); SynFlow runs its 100 float64 iterations.
 
     python benchmarks/prune.py                                # vgg16 and resnet20
     python benchmarks/prune.py --models resnet20 --synflow-iterations 10 --threads 2 --json

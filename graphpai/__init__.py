@@ -3,7 +3,7 @@ networks pruned at initialization.
 
 The core (graph, masks, functional edges, paths, spectral metrics, budgets, generators) needs
 numpy and scipy only; torch is imported by the adapter, ``graphpai.torch``, when it is used.
-SPEC.md defines every quantity; docstrings cite its sections.
+docs/definitions.md defines every quantity; docstrings link to its sections.
 """
 
 from .errors import (BudgetError, DataError, GraphpaiError, MaskError, ModelError, SolverError,
@@ -15,7 +15,8 @@ from . import budgets, paths, prune, spectral  # callable modules: graphpai.path
 
 
 def to_graph(model, input_shape=None) -> NetGraph:
-    """The NetGraph of a torch model (SPEC §2); see :func:`graphpai.torch.extract.to_graph`."""
+    """The NetGraph of a torch model (docs/definitions.md#graph); see
+    :func:`graphpai.torch.extract.to_graph`."""
     from .torch.extract import to_graph as _to_graph
 
     return _to_graph(model, input_shape)

@@ -1,4 +1,4 @@
-"""Layerwise budgets: how many weights each layer keeps (SPEC §6).
+"""Layerwise budgets: how many weights each layer keeps (docs/definitions.md#budgets).
 
 A budget turns a target compression ``c`` (density ``d = 1/c``) into an integer count ``|E_l|``
 of kept weights per layer. Every budget function takes the :class:`~graphpai.graph.NetGraph`
@@ -62,7 +62,8 @@ class LayerBudget:
 
 @dataclass(frozen=True)
 class Budget:
-    """Integer kept-weight counts per layer for one target compression (SPEC §6).
+    """Integer kept-weight counts per layer for one target compression
+    (docs/definitions.md#budgets).
 
     Attributes
     ----------
@@ -239,7 +240,8 @@ def _resolve(net, compression, density):
 
 
 def kept_count(num_weights: int, compression: float) -> int:
-    """N - k with k = int((1 - d) N): the weights the [SF] global threshold keeps (SPEC §7).
+    """N - k with k = int((1 - d) N): the weights the [SF] global threshold keeps
+    (docs/definitions.md#generators).
 
     Computed as ``N - floor(N - N/c)`` so that ``c = N`` keeps exactly one weight in floating
     point. (Ties at the threshold are pruned too, so a ranking mask may keep fewer.)
@@ -254,7 +256,8 @@ def kept_count(num_weights: int, compression: float) -> int:
 
 # ------------------------------------------------------------------------------ budgets
 def uniform(net, compression=None, *, density=None) -> Budget:
-    r"""Uniform budget: every layer keeps :math:`\lfloor d N_l \rfloor` (SPEC §6).
+    r"""Uniform budget: every layer keeps :math:`\lfloor d N_l \rfloor`
+    (docs/definitions.md#budgets).
 
     Parameters
     ----------
@@ -286,7 +289,7 @@ def uniform(net, compression=None, *, density=None) -> Budget:
 
 
 def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) -> Budget:
-    r"""Erdős–Rényi-Kernel budget of RigL with MiCA's ``>=`` rule (SPEC §6).
+    r"""Erdős–Rényi-Kernel budget of RigL with MiCA's ``>=`` rule (docs/definitions.md#budgets).
 
     :math:`raw_l = (\sum \text{dims} / \prod \text{dims})^{p}` of the weight shape (conv:
     :math:`(C_{out} + C_{in} + k_h + k_w)/(C_{out} C_{in} k_h k_w)`), p = `erk_power_scale`.
@@ -365,7 +368,8 @@ def erk(net, compression=None, *, density=None, erk_power_scale: float = 1.0) ->
 
 
 def igq(net, compression=None, *, density=None) -> Budget:
-    r"""IGQ budget of [VK]: density_l = 1/(1 + F N_l), F found by bisection (SPEC §6).
+    r"""IGQ budget of [VK]: density_l = 1/(1 + F N_l), F found by bisection
+    (docs/definitions.md#budgets).
 
     F is bisected on [0, 1e20] until the overall sparsity is within 1/N of the target, that is
     until :math:`|\sum_l N_l/(1 + F N_l) - dN| < 1`: the real-valued total is within one weight.
@@ -430,7 +434,8 @@ def igq(net, compression=None, *, density=None) -> Budget:
 
 
 def epl(net, compression=None, *, density=None) -> Budget:
-    r"""Equal-per-layer budget: every layer gets E/L; overflow is capped and spread (SPEC §6).
+    r"""Equal-per-layer budget: every layer gets E/L; overflow is capped and spread
+    (docs/definitions.md#budgets).
 
     E = N - int((1 - d) N), the count the [SF] global threshold keeps. Water-filling: a layer with
     :math:`N_l \le` (remaining E)/(remaining layers) is capped at N_l and leaves; repeat until no
@@ -478,7 +483,7 @@ def epl(net, compression=None, *, density=None) -> Budget:
 
 
 def from_mask(masks, graph=None, *, source: str | None = None) -> Budget:
-    """The per-layer counts of an existing mask (SPEC §6).
+    """The per-layer counts of an existing mask (docs/definitions.md#budgets).
 
     This is how [MiCA] compares methods at a matched budget: RPI-SNIP keeps as many weights per
     layer as SNIP's mask, and a functional mask gives matched effective compression.

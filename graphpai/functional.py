@@ -1,11 +1,13 @@
-"""Functional (effective) weights and channels of a masked network, and the audit (SPEC §1, §3).
+"""Functional (effective) weights and channels of a masked network, and the audit
+(docs/definitions.md#masks, #functional).
 
 A kept weight is **functional** when it can carry signal from the input to the logits. Two
 semantics, a third for reference, and every result says which it used:
 
 - ``"channel"`` (graph only, fast): forward reach R over channels from the input (all input
   channels reached; an output channel is reached if a kept tap connects it to a reached input
-  channel; residual adds take the union, concat stacks, flatten and pooling follow SPEC §2) and
+  channel; residual adds take the union, concat stacks, flatten and pooling follow
+  docs/definitions.md#graph) and
   backward co-reach C from the logits (a channel is co-reached if a kept tap connects it to a
   co-reached output channel of any layer that consumes it). A kept weight ``(o, i, a, b)`` is
   functional iff ``i in R`` and ``o in C``. This is [VK]'s graph method (``effective_masks_custom``).
@@ -56,7 +58,7 @@ from ._results import jsonable
 from .engine import check_active, spatial_engine
 from .errors import UnknownMethodError
 from .graph import Layer, NetGraph, as_graph
-from .masks import MaskSet
+from .masks import MaskSet, nm_compliant, parse_nm
 
 __all__ = [
     "SEMANTICS",
@@ -191,7 +193,7 @@ def _link_backward(graph: NetGraph, link, target: np.ndarray, vectors, reached=N
 
 
 def reach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
-    """Channel-level forward reach R of every group (SPEC §3).
+    """Channel-level forward reach R of every group (docs/definitions.md#functional).
 
     Returns
     -------
@@ -228,7 +230,8 @@ def _reach(graph, masks, active=None):
 
 
 def coreach(graph: NetGraph, masks=None) -> dict[str, np.ndarray]:
-    """Channel-level backward co-reach C of every group (SPEC §3): True if a path of kept weights
+    """Channel-level backward co-reach C of every group (docs/definitions.md#functional): True if a
+    path of kept weights
     leads from the channel to a logit (all logits are co-reached).
 
     Examples
@@ -345,7 +348,7 @@ def _activity(graph, masks, semantics, device, active=None):
 
 def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape=None,
                      device="cpu", active=None) -> MaskSet:
-    """The functional weights F ⊆ M as a MaskSet (SPEC §3).
+    """The functional weights F ⊆ M as a MaskSet (docs/definitions.md#functional).
 
     Parameters
     ----------
@@ -378,11 +381,13 @@ def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape
 # ---------------------------------------------------------------------------------- audit
 @dataclass(frozen=True)
 class LayerAudit:
-    """One layer's row of an audit (SPEC §3).
+    """One layer's row of an audit (docs/definitions.md#functional).
 
     ``reached``, ``co_reached`` and ``functional_channels`` count the layer's output channels;
     ``lost_inputs`` counts its reached input channels (features for a linear layer) with no kept
     weight in this layer. ``functional_ratio`` is functional / kept (None when nothing is kept).
+    ``nm_compliant``: whether the kept mask follows the N:M pattern the audit was asked to check
+    (``audit(..., nm="2:4")``; None when none was asked; docs/llm.md).
     """
 
     layer: str
@@ -397,11 +402,13 @@ class LayerAudit:
     co_reached: int
     functional_channels: int
     lost_inputs: int
+    nm_compliant: bool | None = None
 
 
 @dataclass(frozen=True)
 class AuditResult:
-    """Functional edges and nodes, direct and corrected compression of a mask (SPEC §1, §3).
+    """Functional edges and nodes, direct and corrected compression of a mask
+    (docs/definitions.md#masks, #functional).
 
     ``functional_masks`` is the MaskSet of functional weights: save it, apply it, or use it as a
     budget. ``corrected_compression`` is N / functional, ``inf`` when nothing is functional
@@ -513,12 +520,13 @@ def _has_outgoing(graph: NetGraph, outgoing) -> dict[str, np.ndarray]:
 
 
 def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
-          device="cpu", active=None) -> AuditResult:
+          device="cpu", active=None, nm=None) -> AuditResult:
     """Audit a mask: which weights and channels are functional, and the real compression.
 
     Per layer: kept, functional and their ratio; reached, co-reached and functional output
     channels; lost inputs (reached input channels with no kept weight). In total: N, kept,
-    functional, direct compression N/|M| and corrected compression N/|F| (SPEC §1; ``inf`` when
+    functional, direct compression N/|M| and corrected compression N/|F|
+    (docs/definitions.md#masks; ``inf`` when
     nothing is functional: the network is disconnected), functional nodes and their ratio, and the
     functional MaskSet.
 
@@ -538,6 +546,8 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     active : mapping of str to array of bool, optional
         Group name -> channels active at every pixel, reached or not (a bias, a BatchNorm
         shift; see the module docstring).
+    nm : str or (int, int), optional
+        An N:M pattern (``"2:4"``) to check on every layer's kept mask: ``nm_compliant``.
 
     Returns
     -------
@@ -568,6 +578,7 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     inf
     """
     _check_semantics(semantics)
+    pattern = None if nm is None else parse_nm(nm)
     graph, masks = prepare(net, masks, input_shape)
     act = _activity(graph, masks, semantics, device, active)
     outgoing = _has_outgoing(graph, act.outgoing)
@@ -586,6 +597,7 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
             co_reached=int(np.count_nonzero(act.coreached[layer.target])),
             functional_channels=channels,
             lost_inputs=int(np.count_nonzero(act.reached[layer.source] & ~used)),
+            nm_compliant=None if pattern is None else nm_compliant(mask, pattern),
         ))
         if layer.target not in graph.outputs:
             nodes += layer.out_channels

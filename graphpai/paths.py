@@ -1,4 +1,4 @@
-"""Effective paths and effective nodes of a masked network ([NPB]; SPEC §4).
+"""Effective paths and effective nodes of a masked network ([NPB]; docs/definitions.md#paths).
 
 - **Effective paths**: the number R of input-to-output paths in the spatially unrolled network
   with every kept weight set to 1, biases 0, BN removed, ReLU ignored and every pooling window
@@ -8,7 +8,8 @@
   in the spatial engine (:mod:`graphpai.engine`; by default :mod:`graphpai.torch.spatial`, where
   torch performs the convolutions).
 - **Channel-level paths**: ``1^T (prod of channel multiplicity matrices through the DAG) 1``, where
-  the multiplicity of (o, i) is the number of kept taps of kernel (o, i) and links follow SPEC §2
+  the multiplicity of (o, i) is the number of kept taps of kernel (o, i) and links follow
+  docs/definitions.md#graph
   (a residual add sums, concat stacks, flatten repeats a channel over its pixels). Reported as
   log10, with the same renormalisation, with numpy/scipy only.
 - **Effective nodes** as [NPB] counts them: every activation tensor that a layer consumes is
@@ -72,7 +73,7 @@ def _check_profile(profile: str) -> None:
 
 def effective_paths(net, masks=None, *, profile: str = "default", input_shape=None,
                     device="cpu") -> float:
-    """log10 of the number of effective input-output paths (SPEC §4; needs torch).
+    """log10 of the number of effective input-output paths (docs/definitions.md#paths; needs torch).
 
     Parameters
     ----------
@@ -108,7 +109,8 @@ def effective_paths(net, masks=None, *, profile: str = "default", input_shape=No
 
 
 def channel_paths(net, masks=None, *, input_shape=None) -> float:
-    """log10 of ``1^T (prod of channel multiplicity matrices) 1`` through the DAG (SPEC §4).
+    """log10 of ``1^T (prod of channel multiplicity matrices) 1`` through the DAG
+    (docs/definitions.md#paths).
 
     Examples
     --------
@@ -147,7 +149,7 @@ class TensorNodes:
 
 @dataclass(frozen=True)
 class PathsResult:
-    """Effective paths, channel paths and effective nodes (SPEC §4).
+    """Effective paths, channel paths and effective nodes (docs/definitions.md#paths).
 
     ``log10_paths`` and ``log10_channel_paths`` are ``-inf`` when the network is disconnected;
     ``effective_nodes`` of ``nodes`` counted channels are effective, from the
@@ -240,7 +242,8 @@ def _node_rows(graph: NetGraph, functional) -> list[TensorNodes]:
 
 def effective_nodes(net, masks=None, *, semantics: str = "spatial", input_shape=None,
                     device="cpu", profile: str = "default") -> int:
-    """The number of effective nodes as [NPB] counts them (SPEC §4; see the module docstring).
+    """The number of effective nodes as [NPB] counts them (docs/definitions.md#paths; see the
+    module docstring).
 
     The functional weights come from :func:`graphpai.functional.functional_edges` with
     `semantics` (``"spatial"``, the exact one, needs torch); ``profile="npb"`` makes every
@@ -272,7 +275,8 @@ def _effective_weights(graph, masks, profile, semantics, device):
 
 def paths(net, masks=None, *, profile: str = "default", semantics: str = "spatial",
           input_shape=None, device="cpu") -> PathsResult:
-    """Effective paths, channel-level paths and effective nodes of a mask (SPEC §4, [NPB]).
+    """Effective paths, channel-level paths and effective nodes of a mask
+    (docs/definitions.md#paths, [NPB]).
 
     Parameters
     ----------

@@ -1,4 +1,5 @@
-"""``graphpai.prune``: one entry point for every mask generator (SPEC §6-7).
+"""``graphpai.prune``: one entry point for every mask generator (docs/definitions.md#budgets,
+#generators).
 
 The module is callable: ``graphpai.prune(model, "snip", compression=100, data=batches)`` is
 :func:`prune`, and ``graphpai.prune.resolve_budget`` is reachable too.
@@ -21,7 +22,7 @@ __all__ = ["prune", "resolve_budget"]
 
 def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None, data=None,
           input_shape=None, **options) -> MaskSet:
-    """Generate a mask with a registered method (SPEC §7).
+    """Generate a mask with a registered method (docs/definitions.md#generators).
 
     Parameters
     ----------
@@ -98,7 +99,7 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
             raise DataError(
                 f"{generator.name} needs batches: pass data=, an iterable of (inputs, labels) such "
                 "as a DataLoader, or for a demo graphpai.torch.data.synthetic_batches(input_shape, "
-                "num_classes) (SPEC §8 uses 10 x classes images)"
+                "num_classes) (docs/definitions.md#training uses 10 x classes images)"
             )
         return generator.func(net_or_model, compression, seed=seed, data=data,
                               input_shape=input_shape, **options)
@@ -134,7 +135,8 @@ def _check_options(generator, options) -> None:
 
 def resolve_budget(net_or_model, budget, compression=None, *, seed=None, data=None,
                    input_shape=None, graph=None) -> Budget:
-    """The :class:`~graphpai.budgets.Budget` that `budget` names for this network (SPEC §6).
+    """The :class:`~graphpai.budgets.Budget` that `budget` names for this network
+    (docs/definitions.md#budgets).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Naive reference implementations the tests compare graphpai against.
 
-Each oracle is written from the definition in SPEC.md, as directly as possible (Python loops,
+Each oracle is written from the definition in docs/definitions.md, as directly as possible (Python loops,
 explicit graphs, autograd), and shares no code with the implementation it checks. Others may
 append their own oracles below; keep each one independent.
 """
@@ -13,7 +13,8 @@ from collections import defaultdict
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------
-# Unrolled pixel graph (SPEC §3, §4): every (group, channel, pixel) is a node; a kept conv tap
+# Unrolled pixel graph (docs/definitions.md#functional, #paths): every (group, channel, pixel) is a
+# node; a kept conv tap
 # connects input pixel q = p*stride + tap*dilation - padding_before (inside the image) to output
 # pixel p; a pool connects every pixel of a window to the window's output pixel (PyTorch's window
 # grid); add, concat and flatten connect pixels one to one. Written with loops, for tiny nets.
@@ -192,7 +193,8 @@ class UnrolledGraph:
 
 
 def naive_active_fan_in(layer, input_map):
-    """Loop version of SPEC §2/§3's active fan-in positions of a conv (groups == 1)."""
+    """Loop version of docs/definitions.md#graph, #functional's active fan-in positions of a conv
+    (groups == 1)."""
     input_map = np.asarray(input_map, dtype=bool)
     c_in = layer.weight_shape[1]
     out = np.zeros((c_in,) + tuple(layer.kernel), dtype=bool)
@@ -207,7 +209,8 @@ def naive_active_fan_in(layer, input_map):
 
 
 # ---------------------------------------------------------------------------------------------
-# Linearised torch model (SPEC §3, §4): rewrite the real model with torch.fx (BN, ReLU, dropout
+# Linearised torch model (docs/definitions.md#functional, #paths): rewrite the real model with
+# torch.fx (BN, ReLU, dropout
 # removed; weights replaced; biases set) and evaluate R = sum(f(1)) in float64.
 # - [VK] gradient test: weights |w| * mask, biases 0, max pools -> average pools (a positive
 #   multiple of the window sum, so the zero pattern of dR/dw is that of the sum); functional iff
@@ -377,7 +380,8 @@ def vk_functional(model, masks, input_shape, *, rescale=True):
 
 
 def linearised_log10_paths(model, masks, input_shape, *, profile="default"):
-    """log10 of R = sum(f(1)) of the model with kept weights 1 (SPEC §4), plain float64."""
+    """log10 of R = sum(f(1)) of the model with kept weights 1 (docs/definitions.md#paths), plain
+    float64."""
     import torch
 
     pools, bias = ("npb", 1.0) if profile == "npb" else ("sum", 0.0)
@@ -427,9 +431,11 @@ def _replace_module(gm, node, new_module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Channel graph with networkx (SPEC §2, §3): nodes (group, channel); an edge (i -> o) per layer
+# Channel graph with networkx (docs/definitions.md#graph, #functional): nodes (group, channel); an
+# edge (i -> o) per layer
 # where kernel (o, i) keeps a tap (with the number of kept taps as multiplicity), and link edges
-# per SPEC §2. Reach = descendants of the input channels, co-reach = ancestors of the logits.
+# per docs/definitions.md#graph. Reach = descendants of the input channels, co-reach = ancestors of
+# the logits.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -520,7 +526,8 @@ def exact_channel_paths(graph, masks):
 
 
 # ---------------------------------------------------------------------------------------------
-# Spectral quantities (SPEC §5) from their definitions: dense numpy SVD, explicit loops over
+# Spectral quantities (docs/definitions.md#spectral) from their definitions: dense numpy SVD,
+# explicit loops over
 # nodes and degree groups, the gates written out literally. Shares no code with graphpai.spectral.
 # ---------------------------------------------------------------------------------------------
 
@@ -554,7 +561,7 @@ def _bipartite(a):
 
 
 def naive_layer_spectrum(b, x=None, *, profile="iclr23"):
-    """Every SPEC §5 quantity of one layer, as a dict (None = not scored).
+    """Every docs/definitions.md#spectral quantity of one layer, as a dict (None = not scored).
 
     `b` is the 0/1 fan-in biadjacency (n_in x n_out), `x` the weighted |W * M| or None.
     """
@@ -621,7 +628,8 @@ def naive_layer_spectrum(b, x=None, *, profile="iclr23"):
 
 
 # ---------------------------------------------------------------------------------------------
-# Audit rows (SPEC §3) from the reach sets of the oracles above, with loops: per layer, the
+# Audit rows (docs/definitions.md#functional) from the reach sets of the oracles above, with loops:
+# per layer, the
 # output channels reached / co-reached / functional (a functional incoming weight here and a
 # functional outgoing weight downstream, through parameter-free links, or a logit), and the
 # reached input channels this layer keeps no weight from.

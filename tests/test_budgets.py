@@ -1,4 +1,5 @@
-"""Budgets (SPEC §6) against hand computations and naive references written here."""
+"""Budgets (docs/definitions.md#budgets) against hand computations and naive references written
+here."""
 
 import json
 import math
@@ -349,7 +350,7 @@ def test_spec_vgg16_erk_first_conv_gets_nothing_at_10_5_5():
     with _meta_default():
         graph = to_graph(models.build("vgg16"))
     b = erk(graph, 10 ** 5.5)
-    assert "features.0" in b.zero_layers  # SPEC §6
+    assert "features.0" in b.zero_layers  # docs/definitions.md#budgets
     assert "features.0" not in erk(graph, 10 ** 3).zero_layers
 
 

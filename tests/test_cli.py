@@ -1,6 +1,7 @@
 """The ``graphpai models`` and ``graphpai graph`` commands (graphpai/cli.py).
 
-Other commands are tested in their own files. Expected numbers come from SPEC §1 and the
+Other commands are tested in their own files. Expected numbers come from docs/definitions.md#masks
+and the
 architecture plans, not from the commands' own output.
 """
 
@@ -46,7 +47,7 @@ def run(capsys, *argv):
 
 
 def test_models_table_lists_the_zoo_with_spec_counts(capsys):
-    assert vgg16_weights() == 14_715_584  # SPEC §1
+    assert vgg16_weights() == 14_715_584  # docs/definitions.md#masks
     code, out, err = run(capsys, "models")
     assert code == 0 and err == ""
     rows = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}

@@ -1,4 +1,5 @@
-"""graphpai.functional: functional edges and nodes, the audit (SPEC §1, §3).
+"""graphpai.functional: functional edges and nodes, the audit (docs/definitions.md#masks,
+#functional).
 
 Every expected value comes from an independent computation here or in tests/oracles.py: the
 [VK] autograd gradient test on the linearised torch model, networkx reachability on the channel
@@ -66,7 +67,8 @@ def test_spatial_equals_vk_and_channel_equals_networkx(models, name, exponent):
     assert _subset(spatial.functional_masks, channel.functional_masks)
     assert _subset(channel.functional_masks, masks)
     if name == "vgg16" and exponent == 3:
-        # SPEC §3: they differ where a channel is active on too few pixels (VGG-16 at 2x2)
+        # docs/definitions.md#functional: they differ where a channel is active on too few pixels
+        # (VGG-16 at 2x2)
         assert channel.functional > spatial.functional > 0
 
 
@@ -150,7 +152,8 @@ def test_adding_an_identity_module_changes_no_number(name, seed, semantics):
 
 @given(graph_and_mask(), st.sampled_from(["channel", "spatial"]))
 def test_issue_3_audit_columns_and_totals_equal_the_oracle(case, semantics):
-    """SPEC §3: reached, co-reached, functional channels and lost inputs, per layer and in total,
+    """docs/definitions.md#functional: reached, co-reached, functional channels and lost inputs,
+    per layer and in total,
     from the oracles' reach sets; nodes are the outputs of the layers not producing the logits."""
     graph, masks = case
     result = audit(graph, masks, semantics=semantics)

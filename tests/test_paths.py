@@ -1,4 +1,5 @@
-"""graphpai.paths: effective paths, channel paths, effective nodes (SPEC §4, [NPB]).
+"""graphpai.paths: effective paths, channel paths, effective nodes (docs/definitions.md#paths,
+[NPB]).
 
 Expected values come from brute-force path enumeration on the unrolled pixel graph, exact
 integer dynamic programming on the networkx channel graph, the plain float64 forward pass of the
@@ -128,7 +129,7 @@ def test_disconnected_resnet20(resnet20):
     assert result.log10_channel_paths == -math.inf and result.effective_nodes == 0
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["log10_paths"] == "-inf"
-    # [NPB]'s convention: biases 1, so the 10 logits each carry R = 1 (SPEC §4)
+    # [NPB]'s convention: biases 1, so the 10 logits each carry R = 1 (docs/definitions.md#paths)
     assert effective_paths(resnet20, masks, profile="npb") == pytest.approx(1.0, abs=1e-12)
 
 
@@ -142,7 +143,7 @@ def test_effective_nodes_of_a_hand_graph():
 
 
 def test_issue_3_disconnected_paths_read_minus_inf_disconnected():
-    # SPEC §4: log10 of 0 is reported as -inf / "disconnected", never as a number
+    # docs/definitions.md#paths: log10 of 0 is reported as -inf / "disconnected", never as a number
     graph = mlp_graph([3, 4, 2])
     masks = {"fc0": np.ones((4, 3)), "fc1": np.zeros((2, 4))}
     text = graphpai.paths(graph, masks, semantics="channel").table()
@@ -166,7 +167,8 @@ def test_module_is_callable_and_keeps_its_functions():
 
 
 def test_issue_3_npb_profile_reproduces_the_spec_path_counts():
-    """SPEC §4 quotes dense ResNet-20 at about 10^47.5 and VGG-19 at about 10^55: the [NPB]
+    """docs/definitions.md#paths quotes dense ResNet-20 at about 10^47.5 and VGG-19 at about 10^55:
+    the [NPB]
     convention, where open_lth's functional global average pool divides by its 8x8 window
     (the clean count is larger by exactly log10(64))."""
     from graphpai.torch.extract import to_graph

@@ -1,4 +1,5 @@
-"""The registry of mask generators: method name -> :class:`Generator` (SPEC §7).
+"""The registry of mask generators: method name -> :class:`Generator`
+(docs/definitions.md#generators).
 
 Two kinds of method exist:
 

@@ -1,4 +1,5 @@
-r"""MiCA: minimum-connection-assured random masks, generated on the graph ([MiCA]; SPEC §7).
+r"""MiCA: minimum-connection-assured random masks, generated on the graph ([MiCA];
+docs/definitions.md#mica).
 
 MiCA is random pruning that keeps a top-to-bottom connection. Given exact per-layer counts
 |E_l| (any budget of :mod:`graphpai.budgets`), it works in two passes over the
@@ -45,8 +46,9 @@ Generalisation from the paper's VGG/ResNet rules to any DAG (graphpai's, stated 
   group); a group with active inputs but no selected output also selects its first output, so
   every active input channel is assured.
 
-**Departure from SPEC §7 and [MiCA]: the repair** (``repair=True``, the default; neither the
-paper nor SPEC has it, and ``repair=False`` gives their two passes alone, with the DAG rules above
+**Departure from docs/definitions.md#mica and [MiCA]: the repair** (``repair=True``, the
+default; neither the
+paper nor the definitions page has it, and ``repair=False`` gives their two passes alone, with the DAG rules above
 that reduce to [MiCA]'s on chains and ResNets). The two passes assure a connection channel by
 channel; with real geometry a kept weight can still be dead where a channel is live on only a few
 pixels and its consumers read other pixels (tiny maps, such as VGG-16's 2 x 2 block at 10^3 and
@@ -57,7 +59,8 @@ output back: each dead weight moves to a position that carries signal given the 
 counts stay exact; the moves are vectorised per layer, one activity pass per repaired layer.
 Where the two passes leave no dead weight the repair changes nothing. Removing a dead weight
 kills no live one and adding a weight only adds paths, so live weights stay live. The result is
-fully functional under both semantics of SPEC §3 whenever no layer has a zero budget and every
+fully functional under both semantics of docs/definitions.md#functional whenever no layer has a
+zero budget and every
 layer has enough positions that can carry signal; on the VGG and ResNet families this holds over
 the whole grid. It can fail in branchy DAGs at one to a few weights per layer, where often no
 fully functional mask exists (one weight after a concat of two branches that both keep weights),
@@ -103,7 +106,7 @@ NODE_SELECTIONS = ("rand", "min", "max")
 # ------------------------------------------------------------------------------ results
 @dataclass(frozen=True)
 class LayerNodes:
-    """Pass 1 for one layer (SPEC §7).
+    """Pass 1 for one layer (docs/definitions.md#mica).
 
     Attributes
     ----------
@@ -139,7 +142,8 @@ class LayerNodes:
 
 @dataclass(frozen=True)
 class NodeCounts:
-    """Pass 1 of MiCA: per-layer node counts and the request of every group (SPEC §7)."""
+    """Pass 1 of MiCA: per-layer node counts and the request of every group
+    (docs/definitions.md#mica)."""
 
     node_selection: str
     layers: tuple[LayerNodes, ...]
@@ -236,7 +240,7 @@ def _check_selection(node_selection: str) -> None:
 # ------------------------------------------------------------------------------ pass 1
 def node_counts(graph, counts, *, seed=None, node_selection: str = "rand",
                 num_classes: int | None = None) -> NodeCounts:
-    r"""Pass 1 of MiCA: node counts from output to input ([MiCA]; SPEC §7).
+    r"""Pass 1 of MiCA: node counts from output to input ([MiCA]; docs/definitions.md#mica).
 
     Every output group starts with the request ``num_classes``; ops are visited in reverse
     topological order, and a group's request is the maximum over its consumers (see the module
@@ -376,7 +380,8 @@ def _layer_nodes(graph, layer: Layer, budget: int, c: int, node_selection: str, 
 # ------------------------------------------------------------------------------ pass 2
 def place_layer(active: np.ndarray, budget: int, n_out: int, *, out_channels: int, groups: int = 1,
                 random_outputs: bool = False, seed=None) -> np.ndarray:
-    """Pass 2 for one layer: keep exactly `budget` edges by the priority tiers of SPEC §7.
+    """Pass 2 for one layer: keep exactly `budget` edges by the priority tiers of
+    docs/definitions.md#mica.
 
     Parameters
     ----------
@@ -508,7 +513,8 @@ def _sample(m: int, r: int, rng) -> np.ndarray:
 
 def place_edges(graph, counts, nodes: NodeCounts, *, seed=None, repair: bool = True,
                 device="cpu") -> Placement:
-    """Pass 2 of MiCA: place exactly |E_l| edges per layer, input to output (SPEC §7).
+    """Pass 2 of MiCA: place exactly |E_l| edges per layer, input to output
+    (docs/definitions.md#mica).
 
     Each layer is placed by :func:`place_layer` on the exact active fan-in positions that the
     spatial activity engine (:func:`graphpai.torch.spatial.forward_maps`) finds from the masks
@@ -523,7 +529,8 @@ def place_edges(graph, counts, nodes: NodeCounts, *, seed=None, repair: bool = T
         Pass 1, from :func:`node_counts` with the same counts.
     seed : int or numpy.random.Generator, optional
     repair : bool
-        Move dead kept weights to live positions, a departure from SPEC §7 (module docstring);
+        Move dead kept weights to live positions, a departure from docs/definitions.md#mica
+        (module docstring);
         skipped when a layer has a zero budget, since then nothing can be functional.
     device : str or torch.device
         Where the activity engine runs its convolutions.
@@ -613,7 +620,8 @@ def _refill(candidates: np.ndarray, lost: np.ndarray, rng) -> np.ndarray:
 @register("mica")
 def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes: int | None = None,
          repair: bool = True, device="cpu") -> MaskSet:
-    """MiCA: random masks that keep a top-to-bottom connection ([MiCA]; SPEC §7).
+    """MiCA: random masks that keep a top-to-bottom connection ([MiCA];
+    docs/definitions.md#mica).
 
     Pass 1 (:func:`node_counts`) and pass 2 (:func:`place_edges`) with one random generator, so
     the same seed gives the same mask. With the per-layer counts of budget X this is MiCA-X;
@@ -630,7 +638,8 @@ def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes:
     num_classes : int, optional
         The request at the logits (default: the output's number of channels).
     repair : bool
-        Move weights that carry no signal to ones that do: graphpai's departure from SPEC §7 and
+        Move weights that carry no signal to ones that do: graphpai's departure from
+        docs/definitions.md#mica and
         [MiCA] (module docstring); False gives the two passes alone.
     device : str or torch.device
         Where the activity engine runs.
@@ -639,7 +648,8 @@ def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes:
     -------
     MaskSet
         Exactly ``counts[l]`` kept weights in every layer. Every kept weight is functional (both
-        semantics of SPEC §3) whenever no layer has a zero budget and each budget fits in its
+        semantics of docs/definitions.md#functional) whenever no layer has a zero budget and each
+        budget fits in its
         layer's live positions.
 
     Raises
@@ -670,7 +680,8 @@ def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes:
 
 
 def shuffle(masks, seed=None) -> MaskSet:
-    """RPI with a mask's own budget: each layer's kept positions permuted uniformly (SPEC §7).
+    """RPI with a mask's own budget: each layer's kept positions permuted uniformly
+    (docs/definitions.md#mica).
 
     The result keeps exactly as many weights per layer as `masks` and, since a uniform
     permutation of any fixed set of k positions is a uniform k-subset, has the distribution of

@@ -1,4 +1,5 @@
-"""RPI: random pruning at initialization with a layerwise budget (SPEC §7)."""
+"""RPI: random pruning at initialization with a layerwise budget
+(docs/definitions.md#rpi)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Ranking methods ([SF] conventions): magnitude, SNIP, GraSP, SynFlow (SPEC §7).
+"""Ranking methods ([SF] conventions): magnitude, SNIP, GraSP, SynFlow
+(docs/definitions.md#ranking).
 
 Each scores every prunable weight of a torch model (the scores live in
 :mod:`graphpai.torch.scores`) and keeps the best globally with :func:`global_threshold`. The
@@ -73,7 +74,8 @@ def global_threshold(scores: Mapping[str, np.ndarray], compression) -> MaskSet:
 
 @register("magnitude", kind="ranking")
 def magnitude(model, compression, *, seed=None, data=None, input_shape=None) -> MaskSet:
-    """Keep the largest |w| globally (SPEC §7). `seed`, `data`, `input_shape` are not used."""
+    """Keep the largest |w| globally (docs/definitions.md#ranking). `seed`, `data`,
+    `input_shape` are not used."""
     from ..torch.scores import magnitude_scores
 
     return global_threshold(magnitude_scores(model), compression)
@@ -81,7 +83,8 @@ def magnitude(model, compression, *, seed=None, data=None, input_shape=None) -> 
 
 @register("snip", kind="ranking", needs_data=True)
 def snip(model, compression, *, seed=None, data=None, input_shape=None) -> MaskSet:
-    """SNIP: keep the largest |w * dL/dw| over the batches in `data` (SPEC §7).
+    """SNIP: keep the largest |w * dL/dw| over the batches in `data`
+    (docs/definitions.md#ranking).
 
     See :func:`graphpai.torch.scores.snip_scores`.
     """
@@ -93,7 +96,7 @@ def snip(model, compression, *, seed=None, data=None, input_shape=None) -> MaskS
 @register("grasp", kind="ranking", needs_data=True)
 def grasp(model, compression, *, seed=None, data=None, input_shape=None,
           temperature: float = 200.0) -> MaskSet:
-    """GraSP: keep the largest w ⊙ Hg at temperature 200 (SPEC §7).
+    """GraSP: keep the largest w ⊙ Hg at temperature 200 (docs/definitions.md#ranking).
 
     See :func:`graphpai.torch.scores.grasp_scores` for the sign convention.
     """
@@ -106,7 +109,8 @@ def grasp(model, compression, *, seed=None, data=None, input_shape=None,
 @register("synflow", kind="ranking")
 def synflow(model, compression, *, seed=None, data=None, input_shape=None,
             iterations: int = 100, progress: bool = False) -> MaskSet:
-    """SynFlow: iterative, data-free synaptic-flow pruning (SPEC §7). `data` is not used.
+    """SynFlow: iterative, data-free synaptic-flow pruning (docs/definitions.md#synflow). `data`
+    is not used.
 
     See :func:`graphpai.torch.scores.synflow_masks`.
     """

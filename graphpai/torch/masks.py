@@ -1,4 +1,5 @@
-"""MaskSets to and from torch models: ``torch.nn.utils.prune`` buffers and state dicts (SPEC §1)."""
+"""MaskSets to and from torch models: ``torch.nn.utils.prune`` buffers and state dicts
+(docs/definitions.md#masks)."""
 
 from __future__ import annotations
 

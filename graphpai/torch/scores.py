@@ -1,4 +1,5 @@
-"""Weight scores for the ranking methods: magnitude, SNIP, GraSP, SynFlow ([SF]; SPEC §7).
+"""Weight scores for the ranking methods: magnitude, SNIP, GraSP, SynFlow ([SF];
+docs/definitions.md#ranking).
 
 Every function scores a private copy of the model: the model a user passes is left exactly as it
 was (weights, BatchNorm statistics, train/eval mode, ``requires_grad``, ``torch.nn.utils.prune``
@@ -79,7 +80,7 @@ def _batches(data, method, device, dtype):
         raise DataError(
             f"{method} needs batches: pass data=, an iterable of (inputs, labels) such as a "
             "DataLoader, or for a demo graphpai.torch.data.synthetic_batches(input_shape, "
-            "num_classes) (SPEC §8 uses 10 x classes images)"
+            "num_classes) (docs/definitions.md#training uses 10 x classes images)"
         )
     batches = []
     for i, batch in enumerate(data):
@@ -114,7 +115,7 @@ def _device_dtype(model):
 
 # ------------------------------------------------------------------------------ scores
 def magnitude_scores(model) -> dict[str, np.ndarray]:
-    """|w| of every prunable weight (SPEC §7).
+    """|w| of every prunable weight (docs/definitions.md#ranking).
 
     Examples
     --------
@@ -139,7 +140,7 @@ def snip_scores(model, data, *, seed=None) -> dict[str, np.ndarray]:
     ----------
     model : torch.nn.Module
     data : iterable of (inputs, labels)
-        The prune batches (SPEC §8: 10 x classes images), e.g. a DataLoader or
+        The prune batches (docs/definitions.md#training: 10 x classes images), e.g. a DataLoader or
         :func:`graphpai.torch.data.synthetic_batches`.
     seed : int or numpy.random.Generator, optional
         Seeds torch's RNG during scoring (eval mode draws nothing; the RNG is restored after).
@@ -166,7 +167,8 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None) -> dict[
     :math:`g = \sum_b \nabla_w L_b` (no graph kept) and :math:`Hg = \sum_b \nabla_w (g^\top \nabla_w
     L_b)`, the Hessian of the loss in the prunable weights times g. The paper's score is
     :math:`S = -w \odot Hg` and removes the weights with the largest S; keeping the largest
-    :math:`w \odot Hg`, as SPEC §7 and [SF]'s code do, gives the same mask. [SF] divides by
+    :math:`w \odot Hg`, as docs/definitions.md#ranking and [SF]'s code do, gives the same mask.
+    [SF] divides by
     :math:`|\sum S|`, which changes no mask and is left out.
 
     Parameters
@@ -338,7 +340,7 @@ def synflow_scores(model, *, input_shape=None, seed=None) -> dict[str, np.ndarra
 
 def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None, seed=None,
                   progress: bool = False) -> MaskSet:
-    r"""Iterative SynFlow pruning ([SF]; SPEC §7).
+    r"""Iterative SynFlow pruning ([SF]; docs/definitions.md#synflow).
 
     For k = 1 .. `iterations`: score the masked, linearised float64 copy (see
     :func:`synflow_scores`), then prune globally to density :math:`d^{k/n}` (the exponential

@@ -1,7 +1,9 @@
-"""MiCA (SPEC §7): pass 1 by hand, pass 2 tiers, exact budgets, full functionality, RPI shuffle.
+"""MiCA (docs/definitions.md#mica): pass 1 by hand, pass 2 tiers, exact budgets, full
+functionality, RPI shuffle.
 
 Functionality is checked against computations written here or in tests/oracles.py: a channel
-reach/co-reach written from SPEC §3, the unrolled pixel graph on tiny nets, and the spatial
+reach/co-reach written from docs/definitions.md#functional, the unrolled pixel graph on tiny nets,
+and the spatial
 activity engine (itself checked against that oracle and [VK]'s autograd test) on the big nets.
 """
 
@@ -32,7 +34,8 @@ GRID = [x / 2 for x in range(1, 12)]  # 10^0.5 ... 10^5.5
 
 # ------------------------------------------------------------------------------ independent checks
 def channel_functional(graph, masks):
-    """SPEC §3 channel semantics, written from the definition (reach, then co-reach)."""
+    """docs/definitions.md#functional channel semantics, written from the definition (reach, then
+    co-reach)."""
     reach = {name: np.ones(graph.groups[name].channels, bool) for name in graph.inputs}
     for op in graph.order:
         if isinstance(op, Layer):

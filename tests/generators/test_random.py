@@ -1,4 +1,5 @@
-"""RPI (SPEC §7): exact per-layer counts, placed by a seeded random permutation."""
+"""RPI (docs/definitions.md#rpi): exact per-layer counts, placed by a seeded random
+permutation."""
 
 import numpy as np
 import pytest

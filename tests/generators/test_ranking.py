@@ -1,4 +1,4 @@
-"""The [SF] global threshold (SPEC §7) against a naive sort."""
+"""The [SF] global threshold (docs/definitions.md#ranking) against a naive sort."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Ranking scores (SPEC §7) against explicit autograd and closed forms written in the test."""
+"""Ranking scores (docs/definitions.md#ranking) against explicit autograd and closed forms
+written in the test."""
 
 import copy
 

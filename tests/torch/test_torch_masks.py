@@ -1,4 +1,5 @@
-"""MaskSets and torch (graphpai/torch/masks.py, MaskSet .pt files; SPEC §1, DESIGN "Masks
+"""MaskSets and torch (graphpai/torch/masks.py, MaskSet .pt files; docs/definitions.md#masks,
+DESIGN "Masks
 interoperate with PyTorch"): every round trip keeps every bit.
 """
 
