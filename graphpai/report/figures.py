@@ -360,7 +360,8 @@ def study_figures(table, *, semantics: Sequence[str] = ("channel", "spatial")) -
 
     ``functional_ratio``, ``corrected_compression`` and ``functional_node_ratio`` per semantics
     present (``..._spatial`` for the spatial one), then ``effective_paths`` and ``npb_plane``
-    (with ``--paths``) and ``spectral_means`` (with ``--spectral``).
+    (with ``--paths``) and ``spectral_means`` (with ``--spectral``); with ``--train`` the
+    figures of :func:`graphpai.report.accuracy.accuracy_figures`.
     """
     rows = _ok(table)
     out = {}
@@ -378,6 +379,9 @@ def study_figures(table, *, semantics: Sequence[str] = ("channel", "spatial")) -
             out["npb_plane"] = npb_plane(rows)
     if any(_has(rows, f"{p}_{q}") for q, profiles, _ in SPECTRAL_PANELS for p in profiles):
         out["spectral_means"] = spectral_means(rows)
+    from .accuracy import accuracy_figures  # with --train (accuracy.py imports this module)
+
+    out.update(accuracy_figures(rows, semantics=semantics))
     return out
 
 

@@ -56,7 +56,25 @@ _FIGURE_CAPTIONS = {
     "layer_spectrum": "Per-layer sigma_1, sigma_2 and the Ramanujan bound "
                       "sqrt(d_L-1)+sqrt(d_R-1): sigma_2 under the bound is a Ramanujan layer.",
     "degree_histograms": "Degree histograms of the fan-in biadjacency per layer.",
+    "accuracy_vs_compression": "Accuracy against corrected compression N/|F| ([MiCA]), mean "
+                               "over seeds with a min-max band; a red x on the right edge is a "
+                               "disconnected network (N/|F| = inf).",
 }
+
+
+def _caption(name: str) -> str:
+    """The caption of a figure by its name (``..._spatial`` adds the semantics)."""
+    base = name.rsplit("_spatial", 1)[0].split(":")[0]
+    if base.startswith("metric_accuracy_"):
+        from .accuracy import METRIC_LABELS
+
+        metric = base[len("metric_accuracy_"):]
+        text = (f"{METRIC_LABELS.get(metric, metric)} against accuracy, one panel per target "
+                "compression; each title gives Kendall's tau and Spearman's rho over that "
+                "panel's points ([RAM], [FS]); a red x on the left edge has no finite value.")
+    else:
+        text = _FIGURE_CAPTIONS.get(base, "")
+    return text + (" (spatial semantics)" if name.endswith("_spatial") else "")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1180px;margin:1.5em auto;
@@ -151,9 +169,7 @@ def save_figure(fig, stem) -> tuple[Path, Path]:
 
 def _figure_html(name: str, fig, png: bytes | None = None, files: str | None = None) -> str:
     data = base64.b64encode(png if png is not None else figure_png(fig)).decode("ascii")
-    caption = html.escape(_FIGURE_CAPTIONS.get(name.rsplit("_spatial", 1)[0].split(":")[0], ""))
-    if name.endswith("_spatial"):
-        caption += " (spatial semantics)"
+    caption = html.escape(_caption(name))
     links = ""
     if files:
         f = html.escape(files)
@@ -301,17 +317,26 @@ def _sorted_rows(rows):
 
 def study_page(table, *, params: Mapping | None = None, figures: Sequence[str] | None = None,
                title: str = "graphpai study") -> str:
-    """The study's HTML page as text (`figures`: prepared ``<figure>`` snippets; None draws
-    them inline without writing files)."""
+    """The study's HTML page as text (`figures`: prepared ``<figure>`` snippets by figure
+    name, or a list of them; None draws them inline without writing files). A trained study
+    (an accuracy column) gets a section of accuracy figures and rank correlations."""
     rows = list(table)
     if figures is None:
-        figures = [_figure_html(n, f) for n, f in _fig.study_figures(rows).items()]
+        figures = {n: _figure_html(n, f) for n, f in _fig.study_figures(rows).items()}
+    if not isinstance(figures, Mapping):
+        figures = {str(i): part for i, part in enumerate(figures)}
+    trained = {n: part for n, part in figures.items() if _is_accuracy_figure(n)}
+    graph = [part for n, part in figures.items() if n not in trained]
     summary = "".join(f"<li>{html.escape(s)}</li>" for s in study_summary(rows))
     columns = [c for c in STUDY_COLUMNS if any(r.get(c) is not None for r in rows)]
     sections = [
         f'<section class="summary"><h2>Summary</h2><ul>{summary}</ul></section>',
-        "<section><h2>Figures</h2>" + ("".join(figures) or "<p>No finished point to plot.</p>")
+        "<section><h2>Figures</h2>" + ("".join(graph) or "<p>No finished point to plot.</p>")
         + "</section>",
+    ]
+    if trained or _accuracy_column(rows):
+        sections.append(_accuracy_section(rows, list(trained.values())))
+    sections += [
         "<section><h2>Results</h2><p>One row per point (the full table, every column, is in "
         '<a href="results.csv">results.csv</a> and results.json beside this page).</p>'
         + html_table(_sorted_rows(rows), columns,
@@ -320,6 +345,42 @@ def study_page(table, *, params: Mapping | None = None, figures: Sequence[str] |
         "<section><h2>Parameters</h2>" + _meta_table(params) + "</section>",
     ]
     return _page(title, sections)
+
+
+def _is_accuracy_figure(name: str) -> bool:
+    return name.startswith(("accuracy_vs_compression", "metric_accuracy_"))
+
+
+def _accuracy_column(rows):
+    from .accuracy import accuracy_column
+
+    return accuracy_column(rows)
+
+
+def _accuracy_section(rows, figures: Sequence[str]) -> str:
+    """Accuracy figures and the rank-correlation table of a trained study ([RAM], [FS])."""
+    from .accuracy import power_label
+    from .correlation import correlations
+
+    column = _accuracy_column(rows)
+    text = (f"<p>Accuracy column: <code>{html.escape(str(column))}</code>. Kendall's tau and "
+            "Spearman's rho of each graph metric with it over the points of one target "
+            "compression (scipy.stats; '-' below 3 points or for a constant column).</p>")
+    table = ""
+    if column:
+        stats = [{"compression": power_label(r["compression"]), "metric": r["metric"],
+                  "n": r["n"], "kendall_tau": _nan_none(r["kendall_tau"]),
+                  "kendall_p": _nan_none(r["kendall_p"]),
+                  "spearman_rho": _nan_none(r["spearman_rho"]),
+                  "spearman_p": _nan_none(r["spearman_p"])}
+                 for r in correlations(rows, accuracy=column)]
+        table = html_table(stats) if stats else ""
+    return ("<section><h2>Accuracy and graph metrics</h2>" + text + "".join(figures)
+            + table + "</section>")
+
+
+def _nan_none(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def write_study_report(table, out_dir, *, params: Mapping | None = None,
@@ -359,7 +420,7 @@ def write_study_report(table, out_dir, *, params: Mapping | None = None,
     out = check_report_dir(out_dir)
     rows = list(table)
     parts = _write_figures(_fig.study_figures(rows), out)
-    page = study_page(rows, params=params, figures=list(parts.values()), title=title)
+    page = study_page(rows, params=params, figures=parts, title=title)
     path = out / "report.html"
     _write_text(path, page)
     return path

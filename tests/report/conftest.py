@@ -66,3 +66,9 @@ def table():
 @pytest.fixture
 def full_table():
     return make_table(paths=True, spectral=True)
+
+
+@pytest.fixture
+def make():
+    """`make_table` itself, for tests that build variants of the table."""
+    return make_table
