@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import zipfile
-import zipfile
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from ._results import atomic_path
 from .errors import MaskError
 
-__all__ = ["MaskSet"]
+__all__ = ["MaskSet", "parse_nm", "nm_compliant", "nm_violations", "nm_eligible"]
 
 _SUFFIXES = (".weight_mask", ".weight")
 
@@ -25,7 +24,7 @@ def _as_bool(name: str, value) -> np.ndarray:
     """Check one mask is 0/1 with no NaN and return it as a bool array of its own (a later change
     to the caller's array or tensor does not reach the MaskSet)."""
     if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        value = _torch_numpy(value)
     array = np.asarray(value)
     if array.dtype == bool:
         return array.copy()
@@ -41,6 +40,15 @@ def _as_bool(name: str, value) -> np.ndarray:
             "masks must be binary: threshold scores before building a MaskSet"
         )
     return array.astype(bool)
+
+
+def _torch_numpy(tensor) -> np.ndarray:
+    """A torch tensor as numpy; bfloat16 and float8 (which numpy lacks) become float32."""
+    tensor = tensor.detach().cpu()
+    try:
+        return tensor.numpy()
+    except TypeError:
+        return tensor.float().numpy()
 
 
 class MaskSet(Mapping[str, np.ndarray]):
@@ -142,6 +150,11 @@ class MaskSet(Mapping[str, np.ndarray]):
         """Kept weights per layer."""
         return {name: int(np.count_nonzero(m)) for name, m in self._masks.items()}
 
+    def nm_compliant(self, pattern) -> dict[str, bool]:
+        """Layer -> whether its mask is N:M compliant for `pattern` (``"2:4"``): input width a
+        multiple of M and at most N kept in every M consecutive input weights (docs/llm.md)."""
+        return {name: nm_compliant(mask, pattern) for name, mask in self._masks.items()}
+
     # relation to a graph
     def validate(self, graph) -> "MaskSet":
         """Check the masks cover exactly the graph's layers with the right shapes; return self."""
@@ -183,11 +196,18 @@ class MaskSet(Mapping[str, np.ndarray]):
 
     # files
     def save(self, path) -> None:
-        """Write ``.npz`` (numpy) or ``.pt`` (torch, ``{name: bool tensor}``) atomically."""
+        """Write ``.npz`` (numpy), ``.pt`` (torch, ``{name: bool tensor}``) or ``.safetensors``
+        (``{name: BOOL tensor}``; needs the ``safetensors`` package, ``pip install graphpai[io]``)
+        atomically."""
         path = os.fspath(path)
         kind = _file_kind(path)
+        if kind == "safetensors":
+            numpy_io = _safetensors("numpy")
         with atomic_path(path) as tmp:
-            if kind == "npz":  # like np.savez_compressed, but any layer name is a valid key
+            if kind == "safetensors":
+                numpy_io.save_file({k: np.ascontiguousarray(v) for k, v in self._masks.items()},
+                                   tmp, metadata={"format": "graphpai.MaskSet"})
+            elif kind == "npz":  # like np.savez_compressed, but any layer name is a valid key
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
                     for name, mask in self._masks.items():
                         with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
@@ -198,13 +218,21 @@ class MaskSet(Mapping[str, np.ndarray]):
                 torch.save({k: torch.from_numpy(v.copy()) for k, v in self._masks.items()}, tmp)
 
     @classmethod
-    def load(cls, path) -> "MaskSet":
-        """Read a ``.npz`` or ``.pt`` file: plain masks, a ``{name.weight_mask: ...}`` state dict,
-        or a whole pruned model's state dict (only the ``weight_mask`` buffers are taken)."""
+    def load(cls, path, *, weights: bool = False) -> "MaskSet":
+        """Read a ``.npz``, ``.pt`` or ``.safetensors`` file: plain masks, a
+        ``{name.weight_mask: ...}`` state dict, or a whole pruned model's state dict (only the
+        ``weight_mask`` buffers are taken).
+
+        With ``weights=True`` the file holds a pruned model's weights, as Hugging Face
+        checkpoints of pruned LLMs do (pruned weights stored as zeros): every ``*.weight`` of two
+        or more dimensions gives the mask of its non-zero entries (see :meth:`from_weights`).
+        """
         path = os.fspath(path)
         kind = _file_kind(path)
         if not os.path.exists(path):
             raise MaskError(f"mask file {path!r} does not exist")
+        if kind == "safetensors":
+            return cls._load_safetensors(path, weights)
         try:
             if kind == "npz":
                 if not zipfile.is_zipfile(path):  # np.load would report "pickled data"
@@ -229,7 +257,70 @@ class MaskSet(Mapping[str, np.ndarray]):
                                 "torch.save (or it is damaged)") from None
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise MaskError(f"cannot read masks from {path!r}: {reason}") from None
+        if weights:
+            return cls.from_weights(raw, source=path)
         return cls.from_state_dict(raw, source=path)
+
+    @classmethod
+    def _load_safetensors(cls, path: str, weights: bool) -> "MaskSet":
+        """One tensor at a time (the file is memory-mapped), so a checkpoint of an LLM never has
+        all of its weights in memory as floats."""
+        safe_open = _safetensors("safe_open")
+        try:
+            with safe_open(path, framework="pt") as archive:
+                keys = list(archive.keys())
+                if weights:
+                    return cls._nonzero({k: archive.get_slice(k) for k in keys},
+                                        lambda k: archive.get_tensor(k), source=path)
+                raw = {k: archive.get_tensor(k) for k in keys}
+        except MaskError:
+            raise
+        except Exception as exc:  # not a safetensors file, a damaged header, ...
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MaskError(f"cannot read masks from {path!r}: it is not a safetensors file "
+                            f"({reason})") from None
+        return cls.from_state_dict(raw, source=path)
+
+    @classmethod
+    def from_weights(cls, state: Mapping, *, source: str = "state dict") -> "MaskSet":
+        """Masks of a pruned model's weights: every ``*.weight`` of two or more dimensions
+        (conv, linear, embedding) gives ``weight != 0``; a ``*.weight_mask`` buffer, where there
+        is one, is used instead. Biases, norms and other 1-D tensors are ignored.
+
+        This reads the checkpoints that LLM pruning code (Wanda, SparseGPT) writes: pruned weights
+        are stored as zeros in an ordinary Hugging Face state dict. To match the keys to a model's
+        layers (prefixes, tied weights) use :func:`graphpai.torch.state.masks_from_state_dict`.
+
+        Examples
+        --------
+        >>> MaskSet.from_weights({"fc.weight": [[0.5, 0.0], [0.0, -2.0]], "fc.bias": [1.0, 0.0]}
+        ...                      )["fc"].astype(int).tolist()
+        [[1, 0], [0, 1]]
+        """
+        if not isinstance(state, Mapping):
+            raise MaskError(f"{source} holds a {type(state).__name__}, not a mapping of weights")
+        return cls._nonzero({k: v for k, v in state.items()}, lambda k: state[k], source=source)
+
+    @classmethod
+    def _nonzero(cls, entries: Mapping, fetch, *, source: str) -> "MaskSet":
+        """`entries`: key -> anything with a shape (``get_shape()`` for a safetensors slice);
+        `fetch(key)` gives the values."""
+        def shape(entry):
+            return tuple(entry.get_shape()) if hasattr(entry, "get_shape") else np.shape(entry)
+
+        buffers = {cls.layer_name(k) for k in entries if k.endswith(".weight_mask")}
+        masks = {}
+        for key, entry in entries.items():
+            name = cls.layer_name(key)
+            if key.endswith(".weight_mask"):
+                masks[name] = _as_bool(name, fetch(key))
+            elif (key.endswith((".weight", ".weight_orig")) and name not in buffers
+                  and len(shape(entry)) >= 2):
+                masks[name] = _nonzero_values(fetch(key))
+        if not masks:
+            raise MaskError(f"{source} has no '*.weight' tensor of two or more dimensions (keys: "
+                            f"{list(entries)[:5]}...); is it a model's state dict?")
+        return cls(masks)
 
     @classmethod
     def from_state_dict(cls, state: Mapping, *, source: str = "state dict") -> "MaskSet":
@@ -258,9 +349,102 @@ class MaskSet(Mapping[str, np.ndarray]):
         return cls(state)
 
 
+def _nonzero_values(value) -> np.ndarray:
+    """``value != 0`` as a bool array (torch tensors of any dtype, bfloat16 included)."""
+    if hasattr(value, "detach"):
+        return (value.detach() != 0).cpu().numpy()
+    return np.asarray(value) != 0
+
+
+def _safetensors(name: str):
+    """``safetensors.numpy`` or ``safetensors.safe_open``, or a MaskError saying how to get it."""
+    try:
+        import safetensors
+        import safetensors.numpy
+    except ImportError:
+        raise MaskError("reading or writing .safetensors needs the safetensors package: "
+                        "pip install 'graphpai[io]' (or pip install safetensors)") from None
+    return safetensors.numpy if name == "numpy" else safetensors.safe_open
+
+
 def _file_kind(path: str) -> str:
     if path.endswith(".npz"):
         return "npz"
-    if path.endswith((".pt", ".pth")):
+    if path.endswith((".pt", ".pth", ".bin")):
         return "pt"
-    raise MaskError(f"unknown mask file type {path!r}; use a .npz or .pt file")
+    if path.endswith(".safetensors"):
+        return "safetensors"
+    raise MaskError(f"unknown mask file type {path!r}; use a .npz, .pt or .safetensors file")
+
+
+# ------------------------------------------------------------------ N:M patterns (docs/llm.md)
+def parse_nm(pattern) -> tuple[int, int]:
+    """``"2:4"``, ``"2/4"`` or ``(2, 4)`` as ``(N, M)`` with ``1 <= N <= M``.
+
+    Raises
+    ------
+    MaskError
+        If the pattern is not two integers with ``1 <= N <= M``.
+
+    Examples
+    --------
+    >>> parse_nm("2:4"), parse_nm((4, 8))
+    ((2, 4), (4, 8))
+    """
+    try:
+        if isinstance(pattern, str):
+            text = pattern.replace("/", ":")
+            n, m = (int(part) for part in text.split(":"))
+        else:
+            n, m = (int(part) for part in pattern)
+    except (TypeError, ValueError):
+        raise MaskError(f"N:M pattern {pattern!r} is not two integers; write it as '2:4' or "
+                        "(2, 4)") from None
+    if not 1 <= n <= m:
+        raise MaskError(f"N:M pattern {pattern!r} needs 1 <= N <= M (N kept of every M), "
+                        "e.g. '2:4' or '4:8'")
+    return n, m
+
+
+def _nm_groups(mask: np.ndarray, m: int) -> np.ndarray:
+    """The weight as ``(..., width / m, m)`` with the input-channel axis last (a view for 2-D)."""
+    array = np.asarray(mask)
+    if array.ndim > 2:  # (C_out, C_in, *k) -> (C_out, *k, C_in)
+        array = np.moveaxis(array, 1, -1)
+    return array.reshape(*array.shape[:-1], array.shape[-1] // m, m)
+
+
+def nm_eligible(shape, m: int) -> bool:
+    """Whether a weight of `shape` can be cut into groups of `m` input channels."""
+    return len(shape) >= 2 and shape[1] % m == 0
+
+
+def nm_violations(mask, pattern) -> int | None:
+    """Number of groups that keep more than N weights; None when the input width is not a
+    multiple of M (no grouping exists).
+
+    Examples
+    --------
+    >>> nm_violations([[1, 1, 0, 0, 1, 1, 1, 0]], "2:4")
+    1
+    """
+    n, m = parse_nm(pattern)
+    mask = np.asarray(mask, dtype=bool)
+    if not nm_eligible(mask.shape, m):
+        return None
+    counts = _nm_groups(mask.view(np.uint8), m).sum(axis=-1, dtype=np.int64)
+    return int(np.count_nonzero(counts > n))
+
+
+def nm_compliant(mask, pattern) -> bool:
+    """Whether `mask` (one layer's, ``(C_out, C_in/groups, *kernel)``) is N:M compliant: its
+    input width is a multiple of M and every group of M consecutive input weights keeps at most N.
+
+    Examples
+    --------
+    >>> nm_compliant([[1, 0, 0, 1, 0, 1, 1, 0]], "2:4"), nm_compliant([[1, 1, 1, 0]], "2:4")
+    (True, False)
+    >>> nm_compliant([[1, 0, 1]], "2:4")  # width 3 has no groups of 4
+    False
+    """
+    return nm_violations(mask, pattern) == 0

@@ -168,7 +168,7 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
 
 
 def test_file_errors_are_mask_errors(tmp_path):
-    with pytest.raises(MaskError, match=r"unknown mask file type .*masks\.txt.*use a \.npz or \.pt file"):
+    with pytest.raises(MaskError, match=r"unknown mask file type .*masks\.txt.*use a \.npz, \.pt or \.safetensors file"):
         MaskSet.load(tmp_path / "masks.txt")
     with pytest.raises(MaskError, match="unknown mask file type"):
         random_maskset(0).save(tmp_path / "masks.json")
