@@ -5,17 +5,18 @@ methods up there, so a new method is one ``@register("name")`` decorator in a mo
 imports (the built-in modules are imported here).
 
 Built in: ``mica`` (minimum connection assurance, [MiCA]), ``rpi`` (random placement of a
-budget), ``npb`` (node-path balancing, [NPB]; docs/npb.md), ``magnitude``, ``snip``, ``grasp``,
-``synflow`` (global ranking, [SF] conventions), ``nm`` (N:M semi-structured, docs/llm.md).
+budget), ``npb`` (node-path balancing, [NPB]; docs/npb.md), ``pags`` (full-spectrum selection,
+[FS]; docs/pags.md), ``magnitude``, ``snip``, ``grasp``, ``synflow`` (global ranking, [SF] conventions), ``nm`` (N:M semi-structured, docs/llm.md).
 """
 
 from ._registry import GENERATORS, Generator, get_generator, register
 from .mica import mica, node_counts, shuffle
 from .npb import npb, solve_npb
+from .pags import pags, solve_pags
 from .nm import nm, nm_masks
 from .random import rpi
 from .ranking import global_threshold, grasp, magnitude, snip, synflow
 
 __all__ = ["GENERATORS", "Generator", "register", "get_generator", "mica", "node_counts",
-           "shuffle", "npb", "solve_npb", "nm", "nm_masks", "rpi", "magnitude", "snip", "grasp",
-           "synflow", "global_threshold"]
+           "shuffle", "npb", "solve_npb", "pags", "solve_pags", "nm", "nm_masks", "rpi",
+           "magnitude", "snip", "grasp", "synflow", "global_threshold"]
