@@ -265,7 +265,8 @@ class TrainMasks(Mapping):
 # ------------------------------------------------------------------------------ callbacks
 @dataclass(frozen=True)
 class TrainInfo:
-    """What a callback's ``on_train_begin`` learns about the run."""
+    """What a callback's ``on_train_begin`` learns about the run (`model`, `masks` and
+    `optimizer` as they are before the first step, or restored from the checkpoint)."""
 
     epochs: int
     steps_per_epoch: int
@@ -275,6 +276,9 @@ class TrainInfo:
     device: str
     seed: int
     recipe: Recipe
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+    masks: TrainMasks | None = field(default=None, repr=False, compare=False)
+    optimizer: object = field(default=None, repr=False, compare=False)
 
 
 class Callback:
@@ -604,7 +608,7 @@ def train(model: nn.Module, masks, train_data, *, val_data=None, test_data=None,
 
     bounds = _steps(len(train_set), recipe.batch_size)
     info = TrainInfo(recipe.epochs, len(bounds), len(bounds) * recipe.epochs, resumed_from, step,
-                     str(device), seed, recipe)
+                     str(device), seed, recipe, model, live, optimizer)
     for hook in _hooks(callback_list, "on_train_begin"):
         hook(info)
     on_backward, on_step = _hooks(callback_list, "on_backward"), _hooks(callback_list, "on_step")
@@ -718,7 +722,8 @@ def _save_checkpoint(path, model, masks, optimizer, scheduler, scaler, callbacks
 
 
 def train_point(model: nn.Module, masks, data, *, recipe="mica-resnet20", seed: int = 0,
-                device="auto", checkpoint_dir=None, progress: bool = False,
+                device="auto", checkpoint_dir=None, progress: bool = False, dst=None,
+                update_every: int = 100, drop_fraction: float = 0.3, stop_fraction: float = 0.75,
                 **overrides) -> dict:
     """Train one study point and return its training columns.
 
@@ -731,20 +736,33 @@ def train_point(model: nn.Module, masks, data, *, recipe="mica-resnet20", seed: 
         recipe's validation split and the model's ``input_shape`` when it has one.
     recipe, seed, device, checkpoint_dir, progress, **overrides
         As for :func:`train`.
+    dst : {None, "set", "rigl"}
+        Dynamic sparse training from `masks` (:class:`graphpai.torch.dst.DynamicSparsity` with
+        `update_every`, `drop_fraction`, `stop_fraction`; docs/dst.md); None keeps them fixed.
 
     Returns
     -------
     dict
         ``recipe`` (name), ``epochs``, ``best_val_acc``, ``best_test_acc``, ``final_test_acc``
-        (accuracies in [0, 1]; None without that split) and ``train_wall_s``.
+        (accuracies in [0, 1]; None without that split) and ``train_wall_s``; with `dst`, also
+        ``dst`` (the method).
     """
     resolved = get_recipe(recipe, **overrides)
+    callbacks = []
+    if dst is not None:
+        from .dst import DynamicSparsity
+
+        callbacks.append(DynamicSparsity(dst, update_every=update_every,
+                                         drop_fraction=drop_fraction, stop_fraction=stop_fraction))
     if not isinstance(data, DataSplits):
         data = load_data(data, input_shape=getattr(model, "input_shape", None),
                          val_fraction=resolved.val_fraction)
     result = train(model, masks, data, recipe=resolved, seed=seed, device=device,
-                   checkpoint_dir=checkpoint_dir, progress=progress)
-    return result.columns()
+                   checkpoint_dir=checkpoint_dir, progress=progress, callbacks=callbacks)
+    columns = result.columns()
+    if dst is not None:
+        columns["dst"] = callbacks[0].method
+    return columns
 
 
 callable_module(__name__, train)
