@@ -258,6 +258,11 @@ def _prune_arguments(parser):
     parser.add_argument("--data", metavar="DIR|synthetic", help="prune batches for snip/grasp: "
                         "a CIFAR-10/100 directory (10 x classes images of its training split, "
                         "docs/training.md) or 'synthetic' (random images, a demo)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method option, repeatable: npb alpha=0.01 beta=1 max_p=9 "
+                             "solver=exact|milp path_norm=tight|reference move=false; pags "
+                             "base=snip budget=erk population=2000 rule=imdb|delta_r batch_k=1 "
+                             "noise=0.001 (docs/npb.md, docs/pags.md)")
     parser.add_argument("--masks-out", metavar="FILE.pt", help="write the masks (.pt or .npz)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the per-layer budget and write nothing (placements only "
@@ -280,13 +285,18 @@ def _prune(args) -> int:
     from .report.tables import format_table
     from .torch.extract import to_graph
 
+    from .study import parse_options
+
     _prune_outputs(args)
     generator = get_generator(args.method)
+    method_options = parse_options(args.option)
     budget = args.budget
     if budget and budget.endswith((".pt", ".pth", ".npz")):
         budget = MaskSet.load(budget)
     users = [generator] + ([GENERATORS[budget.lower()]]
                            if isinstance(budget, str) and budget.lower() in GENERATORS else [])
+    if isinstance(method_options.get("base"), str):  # pags: its base method may need batches
+        users.append(get_generator(method_options["base"]))
     hungry = [g.name for g in users if g.needs_data]
     if hungry and args.data is None:
         raise DataError(f"{hungry[0]} needs prune batches: add --data DIR (a CIFAR directory), "
@@ -308,7 +318,7 @@ def _prune(args) -> int:
             data = data.train.prune_batches(seed=args.seed)
     if generator.kind == "ranking" and args.device != "cpu":
         model = model.to(args.device)
-    options = progress_option(generator.func, args)
+    options = {**progress_option(generator.func, args), **method_options}
     if args.dry_run and generator.kind == "placement":
         from .prune import resolve_budget
 

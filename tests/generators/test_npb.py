@@ -221,3 +221,19 @@ def test_uniform_budget_and_prune_entry_point():
     g = graph_of("custom_dag")
     masks = graphpai.prune(g, "npb", budget="uniform", compression=5, seed=1, alpha=0.1)
     assert masks.kept() <= uniform(g, 5).total
+
+
+def test_cli_options(tmp_path, capsys):
+    from graphpai.cli import main
+    from graphpai.masks import MaskSet
+
+    out = tmp_path / "m.npz"
+    assert main(["prune", "--model", "resnet20", "--method", "npb", "--compression", "100",
+                 "--option", "alpha=0.5", "--option", "path_norm=reference", "--seed", "2",
+                 "--masks-out", str(out)]) == 0
+    g = graph_of("resnet20")
+    expected = solve_npb(g, erk(g, 100), seed=2, alpha=0.5, path_norm="reference").masks
+    assert MaskSet.load(str(out)) == expected
+    assert main(["prune", "--model", "resnet20", "--method", "npb", "--compression", "100",
+                 "--option", "alpha=7", "--masks-out", str(out)]) == 2
+    assert "alpha must be in [0, 1]" in capsys.readouterr().err

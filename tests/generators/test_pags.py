@@ -121,3 +121,15 @@ def test_prune_entry_point():
     model, g, weights = model_and_graph()
     masks = graphpai.prune(model, "pags", compression=100, seed=0, population=2)
     assert masks.counts() == erk(g, 100).counts
+
+
+def test_cli_needs_data_for_a_snip_base(tmp_path, capsys):
+    from graphpai.cli import main
+
+    out = tmp_path / "m.npz"
+    assert main(["prune", "--model", "resnet20", "--method", "pags", "--compression", "100",
+                 "--option", "base=snip", "--option", "population=1",
+                 "--masks-out", str(out)]) == 2
+    assert "snip needs prune batches" in capsys.readouterr().err and not out.exists()
+    assert main(["prune", "--model", "resnet20", "--method", "pags", "--compression", "100",
+                 "--option", "population=2", "--masks-out", str(out)]) == 0 and out.exists()
