@@ -1,0 +1,137 @@
+"""Wanda scores (docs/llm.md) against a direct computation of |w| * ||x|| from the layer inputs,
+and the masks (per output row, N:M) against a sort."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import graphpai
+from graphpai.errors import BudgetError, DataError
+from graphpai.masks import nm_compliant
+from graphpai.torch.wanda import activation_norms, wanda_masks, wanda_scores
+
+
+class TokenMLP(nn.Module):
+    """Linear layers on (batch, tokens, features), as in a transformer block."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 8)
+        self.up = nn.Linear(8, 16)
+        self.down = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 11, bias=False)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        x = x + self.down(torch.relu(self.up(x)))
+        return self.head(x)
+
+
+def test_linear_scores_equal_weight_times_input_norm_over_all_tokens():
+    torch.manual_seed(0)
+    model = TokenMLP().double()
+    batches = [torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (2, 7))]
+    scores = wanda_scores(model, batches)
+    # the direct computation: each layer's input rebuilt by hand, every token of every batch
+    with torch.no_grad():
+        x = torch.cat([model.embed(b).reshape(-1, 8) for b in batches])
+        h = torch.relu(model.up(x))
+        y = x + model.down(h)
+    for name, inp in [("up", x), ("down", h), ("head", y)]:
+        w = getattr(model, name).weight.detach().numpy()
+        norm = np.sqrt((inp.numpy() ** 2).sum(axis=0))
+        expected = np.abs(w) * norm[None, :]
+        np.testing.assert_allclose(scores[name], expected, rtol=1e-12)
+    # one batch or two: the same sums (float64 accumulation)
+    again = wanda_scores(model, [torch.cat([batches[0].reshape(-1), batches[1].reshape(-1)])[None]])
+    np.testing.assert_allclose(again["down"], scores["down"], rtol=1e-10)
+
+
+def naive_conv_norms(x, weight_shape, stride, padding, dilation, groups):
+    """||x|| of each fan-in position (i, a, b) over batch and output positions, by loops."""
+    n, c, h, w = x.shape
+    c_out, c_in_g, kh, kw = weight_shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    sumsq = np.zeros((c, kh, kw))
+    for i, a, b in itertools.product(range(c), range(kh), range(kw)):
+        for p, q in itertools.product(range(oh), range(ow)):
+            v = xp[:, i, p * stride[0] + a * dilation[0], q * stride[1] + b * dilation[1]]
+            sumsq[i, a, b] += (v ** 2).sum()
+    norms = np.sqrt(sumsq).reshape(groups, c_in_g, kh, kw)
+    return np.stack([norms[o // (c_out // groups)] for o in range(c_out)])
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [
+    ((1, 1), (1, 1), (1, 1), 1), ((2, 1), (0, 2), (1, 2), 1), ((1, 2), (1, 0), (2, 1), 2)])
+def test_conv_scores_use_the_unfolded_patch_norms(stride, padding, dilation, groups):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(4, 6, (2, 3), stride=stride, padding=padding, dilation=dilation,
+                     groups=groups).double()
+    model = nn.Sequential(conv)
+    data = [(torch.randn(2, 4, 7, 6, dtype=torch.float64), torch.zeros(2))]
+    scores = wanda_scores(model, data)["0"]
+    x = data[0][0].numpy()
+    expected = np.abs(conv.weight.detach().numpy()) * naive_conv_norms(
+        x, tuple(conv.weight.shape), stride, padding, dilation, groups)
+    np.testing.assert_allclose(scores, expected, rtol=1e-10)
+
+
+def test_conv1d_and_same_padding():
+    torch.manual_seed(2)
+    conv = nn.Conv1d(3, 4, 4, padding="same").double()  # asymmetric: 1 before, 2 after
+    x = torch.randn(2, 3, 9, dtype=torch.float64)
+    norms = activation_norms(nn.Sequential(conv), [x])["0"]
+    xp = np.pad(x.numpy(), ((0, 0), (0, 0), (1, 2)))
+    expected = np.sqrt(np.stack([[(xp[:, i, a:a + 9] ** 2).sum() for a in range(4)]
+                                 for i in range(3)]))
+    np.testing.assert_allclose(norms, expected, rtol=1e-12)
+
+
+def test_masks_keep_each_rows_best_and_nm_groups():
+    torch.manual_seed(3)
+    model = TokenMLP()
+    data = [torch.randint(0, 11, (4, 6))]
+    scores = wanda_scores(model, data)
+    masks = wanda_masks(model, 2, data)
+    for name in ("up", "down", "head"):
+        s, m = scores[name], masks[name]
+        assert (m.sum(axis=1) == s.shape[1] // 2).all()
+        for row_s, row_m in zip(s, m):  # every kept score >= every pruned score of its row
+            assert row_s[row_m].min() >= row_s[~row_m].max()
+    nm = graphpai.prune(model, "wanda", compression=2, data=data, nm="2:4")
+    for name in ("up", "down", "head"):
+        assert nm_compliant(nm[name], "2:4")
+        groups = scores[name].reshape(-1, 4)
+        best = np.sort(np.argsort(-groups, axis=1, kind="stable")[:, :2], axis=1)
+        kept = np.sort(np.nonzero(nm[name].reshape(-1, 4))[1].reshape(-1, 2), axis=1)
+        assert np.array_equal(best, kept)
+    skip = graphpai.prune(model, "wanda", compression=4, data=data, exclude=["head"])
+    assert skip["head"].all() and skip.kept("up") == 16 * 2
+
+
+def test_wanda_needs_data_and_a_matching_compression():
+    model = TokenMLP()
+    with pytest.raises(DataError, match="needs batches"):
+        graphpai.prune(model, "wanda", compression=2)
+    with pytest.raises(DataError, match="no batch"):
+        wanda_scores(model, [])
+    with pytest.raises(BudgetError, match="compression=2"):
+        graphpai.prune(model, "wanda", compression=3, data=[torch.zeros(1, 2, dtype=torch.long)],
+                       nm="2:4")
+    with pytest.raises(DataError, match="never ran"):
+        activation_norms(_Unused(), [torch.ones(1, 2)])
+
+
+class _Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Linear(2, 2)
+        self.spare = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.used(x)
