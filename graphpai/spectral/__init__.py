@@ -29,7 +29,8 @@ from .._callable import callable_module
 from .fullspectrum import FsImdb, SpectralDistance, coordinate, distance, fs_imdb, weighted_gap
 from .ramanujan import (FS_SUBGRAPH_GATE, GATES, Gate, Imdb, Spectrum, canonical_gap, imdb, narc,
                         ramanujan_gap, spectrum)
-from .report import Aggregate, LayerSpectrum, SpectralReport, layer_spectrum, spectral
+from .layer import LayerSpectrum, layer_spectrum
+from .report import Aggregate, SpectralReport, spectral
 from .solvers import top_singular_values
 
 __all__ = [

@@ -21,7 +21,8 @@ import numpy as np
 from .._results import jsonable
 from ..errors import GraphpaiError, MaskError
 from .ramanujan import gated_spectrum
-from .report import Aggregate, SpectralReport, layer_spectrum
+from .layer import layer_spectrum
+from .report import Aggregate, SpectralReport
 
 __all__ = ["FsImdb", "SpectralDistance", "weighted_gap", "fs_imdb", "coordinate", "distance"]
 

@@ -1,28 +1,36 @@
 """Exact, deterministic top-k singular values of sparse or dense matrices (SPEC §5).
 
-Two methods, chosen by the size of the smaller side ``s`` of the matrix once its empty rows and
-columns are dropped (they carry no singular value):
+Once the empty rows and columns are dropped (they carry no singular value), each matrix goes to
+the cheaper of two exact methods, by a cost model of the work each needs (:func:`plan`), not by a
+fixed size:
 
-- ``s <= dense_max`` (default 2000): the dense Gram matrix of the smaller side, ``A^T A`` (a
-  sparse product when that is cheaper, else BLAS; in float32 for 0/1 matrices, where every entry
-  is an integer below 2**24 and so exact), then LAPACK's subset eigensolver ``dsyevr`` (what
-  ``scipy.linalg.eigh(subset_by_index=...)`` calls) for the top-k eigenpairs. When
-  ``sigma_k^2 >= 1e-4 sigma_1^2`` their square roots are accurate to ~1e-12 relative; below
-  that, the singular values of ``A V`` in float64 replace them (a Rayleigh-Ritz step): the square
-  root of a Gram eigenvalue would lose half the digits of a small ``sigma_2`` (a rank-1 matrix
-  would get ``sigma_2 ~ 1e-8 sigma_1`` instead of 0), ``A V`` keeps the error near
-  ``eps sigma_1^2 / sigma_2``; for ``0 < sigma_2 < 1e-6 sigma_1`` (never a 0/1 matrix) numpy's
-  dense SVD of ``A`` decides.
-- ``s > dense_max``: ARPACK through ``scipy.sparse.linalg.svds`` with a seeded starting vector and
-  ``tol=0`` (machine precision), retried with a larger Krylov space on non-convergence. Its
-  Rayleigh-Ritz step shares the limit above: a ``sigma_2`` far below ``1e-6 sigma_1`` is only
-  accurate to about ``1e-8 sigma_1``.
+- **Gram**: the dense Gram matrix of the smaller side ``s``, ``A^T A`` (a sparse product when
+  that is cheaper, else BLAS; in float32 for 0/1 matrices, where every entry is an integer below
+  2**24 and so exact), then LAPACK's subset eigensolver ``dsyevr`` (what
+  ``scipy.linalg.eigh(subset_by_index=...)`` calls) for the top-k eigenpairs. Cost: about
+  ``s^3`` for the eigensolver plus the product. When ``sigma_k^2 >= 1e-4 sigma_1^2`` their square
+  roots are accurate to ~1e-12 relative; below that, the singular values of ``A V`` in float64
+  replace them (a Rayleigh-Ritz step): the square root of a Gram eigenvalue would lose half the
+  digits of a small ``sigma_2`` (a rank-1 matrix would get ``sigma_2 ~ 1e-8 sigma_1`` instead of
+  0), ``A V`` keeps the error near ``eps sigma_1^2 / sigma_2``; for
+  ``0 < sigma_2 < 1e-6 sigma_1`` (never a 0/1 matrix) numpy's dense SVD of ``A`` decides.
+- **Krylov**: ARPACK's implicitly restarted Lanczos (``scipy.sparse.linalg.svds``) on the
+  implicit Gram operator ``x -> A^T (A x)``, with sparse mat-vecs, a seeded starting vector, a
+  64-vector Krylov space and a stopping tolerance tied to the digits reported: every Ritz value
+  ``theta`` of the Gram operator stops with a residual below ``1e-13 theta``, so (symmetric
+  matrix) the eigenvalue is within ``1e-13`` relative and each singular value within ``5e-14``,
+  whatever the gaps, repeated values included; a Rayleigh-Ritz step (``svd(A V)``) gives the
+  values. Cost: about 150 mat-vecs of ``2 nnz`` each plus ARPACK's own work, so it wins for
+  large sparse matrices and for subgraphs whose smaller side is large but whose edges are few.
+  It is retried with larger Krylov spaces on non-convergence. A nonzero ``sigma_2`` below
+  ``1e-6 sigma_1`` (never a 0/1 matrix) is re-solved by the Gram method when ``s <= dense_max``.
 
 Neither builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses LOBPCG or
 ``eigsh(which="LM")`` on that adjacency (SPEC §5 explains why).
 
-:func:`one_blas_thread` limits BLAS to one thread while many small problems run in a thread pool
-(as :func:`graphpai.spectral.spectral` does); the functions here never change the thread count.
+:func:`one_blas_thread` limits BLAS to one thread while many small
+problems run in a thread pool (as :func:`graphpai.spectral.spectral` does); the functions here
+never change the thread count.
 """
 
 from __future__ import annotations
@@ -39,17 +47,30 @@ from scipy.sparse.linalg import ArpackNoConvergence, svds
 
 from ..errors import MaskError, SolverError
 
-__all__ = ["DENSE_MAX", "top_singular_values", "drop_isolated", "as_matrix", "one_blas_thread"]
+__all__ = ["DENSE_MAX", "top_singular_values", "drop_isolated", "as_matrix", "one_blas_thread",
+           "plan"]
 
-DENSE_MAX = 2000
-"""Largest smaller side solved through the dense Gram matrix (SPEC §5: "about <= 2000")."""
+DENSE_MAX = 4096
+"""Largest smaller side that the Gram method may take; the cost model (:func:`plan`) chooses
+between it and the Krylov method below that, the Krylov method always above it."""
 
 _F32_EXACT = 2 ** 24  # float32 holds every integer up to this, so 0/1 Gram entries are exact
 _EPS = np.finfo(np.float64).eps
 _SQRT_SAFE = 1e-4  # sqrt of Gram eigenvalues is used when lambda_p >= this * lambda_1
 _RITZ_SAFE = 1e-6  # Rayleigh-Ritz values are used when sigma_p >= this * sigma_1 (or 0)
 _dsyevr = get_lapack_funcs("syevr", dtype=np.float64)
-_ARPACK_TRIES = ((None, None), (64, 20000), (128, 100000))  # (ncv, maxiter) per attempt
+_NCV = 64  # Krylov space of the first ARPACK attempt (fewest mat-vecs on bulk-edge sigma_2)
+_ARPACK_TRIES = ((_NCV, None), (128, 20000), (256, 100000))  # (ncv, maxiter) per attempt
+_KRYLOV_TOL = 1e-13  # residual of each Gram Ritz value, relative to it: the eigenvalue's error
+# Cost model, in seconds, measured on a loaded 2-core x86 machine with one BLAS thread
+# (benchmarks/spectral.py --calibrate); only the ratio of the two estimates matters.
+_EIG_PER_S3 = 1.2e-10  # dsyevr (tridiagonal reduction) per s^3
+_SPARSE_GRAM_PER_TERM = 8e-9  # scipy sparse product, per multiply-add
+_BLAS_PER_MS2 = {True: 1.5e-11, False: 3.1e-11}  # sgemm (0/1) / dgemm, per m s^2
+_KRYLOV_MATVECS = 300  # Gram mat-vecs ARPACK needs at the bulk edge (typical: 150-300)
+_KRYLOV_PER_NNZ = 1.5e-9  # one sparse mat-vec, per stored entry (two per Gram mat-vec)
+_KRYLOV_PER_STEP = 3e-5  # ARPACK reverse-communication overhead per mat-vec
+_KRYLOV_PER_ORTH = 2e-9  # ARPACK's orthogonalisation, per s * ncv per mat-vec
 
 
 def as_matrix(matrix, name="matrix"):
@@ -189,30 +210,73 @@ def top_singular_values(matrix, k=2, *, layer=None, dense_max=DENSE_MAX, seed=0)
 
 
 def singular_values_compact(a, k=2, *, binary=False, layer=None, dense_max=DENSE_MAX, seed=0,
-                            nonzero=None):
+                            nonzero=None, nnz=None):
     """`top_singular_values` for a matrix whose empty rows/columns are already gone.
 
     `binary` says the entries are 0/1 (then the Gram matrix is formed exactly in float32).
     Empty rows or columns left in are harmless, only slower. `nonzero=True` promises at least
-    one nonzero entry (skips a count).
+    one nonzero entry (skips a count); `nnz` gives the number of nonzero entries if known.
     """
     out = np.zeros(k)
+    if nnz is None and (nonzero is None or not sp.issparse(a)):
+        nnz = a.nnz if sp.issparse(a) else None
     if nonzero is None:
-        nonzero = (a.nnz if sp.issparse(a) else np.count_nonzero(a)) > 0
+        nonzero = (nnz if nnz is not None else np.count_nonzero(a)) > 0
     if min(a.shape) == 0 or not nonzero:
         return out
     if a.shape[0] < a.shape[1]:  # the Gram matrix of the smaller side is A^T A with A tall
         a = a.T
-    s = a.shape[1]
-    if s <= max(dense_max, k):  # ARPACK cannot return all s values (it needs k < s)
-        values = _gram_top(a, min(k, s), binary, layer)
+    method = plan(a.shape, nnz, k, binary=binary, sparse=sp.issparse(a), dense_max=dense_max)
+    if method == "gram":
+        values = _gram_top(a, min(k, a.shape[1]), binary, layer)
     else:
         values = _arpack_top(a, k, layer, seed)
+        small = values[values > 0].min(initial=values.max()) if values.size else 0.0
+        if (a.shape[1] <= dense_max and values.max() > 0 and len(values) > 1
+                and max(a.shape) * _EPS * values.max() < small < _RITZ_SAFE * values.max()):
+            values = _gram_top(a, min(k, a.shape[1]), binary, layer)  # a tiny nonzero sigma_k
     values = np.sort(values)[::-1][:k]
     # numerical zeros (the rank tolerance of np.linalg.matrix_rank) are reported as exact 0
     values[values <= max(a.shape) * _EPS * values[0]] = 0.0
     out[: len(values)] = values
     return out
+
+
+def plan(shape, nnz=None, k=2, *, binary=False, sparse=True, dense_max=DENSE_MAX) -> str:
+    """Which exact method is cheaper for a matrix: ``"gram"`` or ``"krylov"`` (module docstring).
+
+    `shape` is (m, n) after empty rows and columns are dropped, `nnz` its nonzero entries (None:
+    dense). The estimates are seconds on one core (constants measured by
+    ``benchmarks/spectral.py --calibrate``): Gram = forming ``A^T A`` (sparse or BLAS,
+    whichever is cheaper) + ``dsyevr`` on ``s x s``; Krylov = about 150 Gram mat-vecs of
+    ``2 nnz`` each plus ARPACK's work on ``s``-vectors. ``s <= dense_max`` is needed for Gram,
+    and ``s > k + 1`` and ``s > _NCV`` for Krylov (ARPACK needs room for its Krylov space).
+
+    Examples
+    --------
+    >>> plan((40, 30), 1200)                  # small: the dense Gram eigensolver
+    'gram'
+    >>> plan((25088, 4096), 8_000_000)        # a large sparse fc layer: Lanczos
+    'krylov'
+    >>> plan((11008, 4096), 22_000_000, binary=True)   # half-dense: the Gram product
+    'gram'
+    """
+    m, s = max(shape), min(shape)
+    if s <= k:  # ARPACK needs k < s: only the Gram method can return every value
+        return "gram"
+    if s > dense_max:
+        return "krylov"
+    if s <= _NCV + 1:  # smaller than ARPACK's Krylov space: the Gram eigensolver is cheaper
+        return "gram"
+    nnz = m * s if nnz is None else nnz
+    row_terms = nnz * nnz / m  # sum of squared row counts, if the entries spread evenly
+    gram = min(_SPARSE_GRAM_PER_TERM * row_terms if sparse else np.inf,
+               _BLAS_PER_MS2[bool(binary)] * m * s * s) + _EIG_PER_S3 * s ** 3
+    krylov = _KRYLOV_MATVECS * (_KRYLOV_PER_STEP + 2 * _KRYLOV_PER_NNZ * nnz
+                                + _KRYLOV_PER_ORTH * s * _NCV)
+    if not sparse:
+        krylov += _KRYLOV_PER_NNZ * m * s  # the CSR copy
+    return "krylov" if krylov < gram else "gram"
 
 
 def _gram(a, binary):
@@ -336,13 +400,23 @@ def _release_openblas_control():
 
 
 def _arpack_top(a, p, layer, seed):
-    """Top-p singular values of a large matrix by seeded ARPACK (``svds``), with retries."""
-    a = sp.csr_array(a, dtype=np.float64) if sp.issparse(a) else np.asarray(a, dtype=np.float64)
+    """Top-p singular values of a tall matrix by seeded ARPACK (``svds``), with retries.
+
+    ``svds`` runs Lanczos on ``A^T A`` with ``tol**2`` and returns the singular values of
+    ``A V``; ``tol = sqrt(1e-13)`` stops each Gram Ritz value at a residual below ``1e-13`` of
+    itself (module docstring).
+    """
+    if sp.issparse(a):
+        a = sp.csr_array(a, dtype=np.float64)
+    else:
+        a = sp.csr_array(np.asarray(a, dtype=np.float64))
+    n = a.shape[1]
     reasons = []
     for attempt, (ncv, maxiter) in enumerate(_ARPACK_TRIES):
-        v0 = np.random.default_rng([seed, attempt]).standard_normal(min(a.shape))
+        v0 = np.random.default_rng([seed, attempt]).standard_normal(n)
+        ncv = min(ncv, n - 1) if n - 1 > p + 1 else None  # ARPACK: k < ncv <= n
         try:
-            return svds(a, k=p, ncv=ncv, tol=0, v0=v0, maxiter=maxiter,
+            return svds(a, k=p, ncv=ncv, tol=_KRYLOV_TOL ** 0.5, v0=v0, maxiter=maxiter,
                         return_singular_vectors=False, solver="arpack")
         except ArpackNoConvergence as exc:
             reasons.append(f"ARPACK attempt {attempt + 1} (ncv={ncv}, maxiter={maxiter}): {exc}")

@@ -9,6 +9,7 @@ from oracles import naive_layer_spectrum
 import graphpai.spectral
 from graphpai import Group, Layer, MaskSet, NetGraph
 from graphpai.errors import GraphpaiError, MaskError, SolverError, UnknownMethodError
+from graphpai.spectral import layer as layer_module
 from graphpai.spectral import report as report_module
 from graphpai.spectral import spectral
 
@@ -142,14 +143,14 @@ def test_masks_none_means_dense():
 def test_solver_failure_is_recorded_per_layer(monkeypatch):
     g = _net()
     masks, weights = _state(g, 0.5, seed=6)
-    real = report_module.singular_values_compact
+    real = layer_module.singular_values_compact
 
     def flaky(a, *args, **kwargs):
         if kwargs.get("layer") == "fc1":
             raise SolverError("fc1", "ARPACK attempt 3: no convergence")
         return real(a, *args, **kwargs)
 
-    monkeypatch.setattr(report_module, "singular_values_compact", flaky)
+    monkeypatch.setattr(layer_module, "singular_values_compact", flaky)
     report = spectral(g, masks, weights)
     row = report.layer("fc1")
     assert row.delta_r is None and row.sigma_1 is None
@@ -172,7 +173,7 @@ def test_layer_spectrum_is_the_report_row_and_raises_solver_failures(monkeypatch
     def failing(a, *args, **kwargs):
         raise SolverError(kwargs.get("layer"), "ARPACK attempt 3: no convergence")
 
-    monkeypatch.setattr(report_module, "singular_values_compact", failing)
+    monkeypatch.setattr(layer_module, "singular_values_compact", failing)
     with pytest.raises(SolverError, match="'fc1'.*ARPACK attempt 3"):
         layer_spectrum(b, layer="fc1")
     with pytest.raises(SolverError):
@@ -268,13 +269,13 @@ def test_issue_6_layers_run_on_one_blas_thread_and_the_count_comes_back(monkeypa
     masks, weights = _state(g, 0.3, seed=11)
     before = _blas_threads()
     seen = []
-    real = report_module.singular_values_compact
+    real = layer_module.singular_values_compact
 
     def spy(a, *args, **kwargs):
         seen.append(_blas_threads())
         return real(a, *args, **kwargs)
 
-    monkeypatch.setattr(report_module, "singular_values_compact", spy)
+    monkeypatch.setattr(layer_module, "singular_values_compact", spy)
     with ThreadPoolExecutor(2) as pool:  # two reports at once, each with its own layer pool
         reports = list(pool.map(lambda _: spectral(g, masks, weights, workers=3), range(4)))
     assert seen and all(set(counts) <= {1} for counts in seen)

@@ -1,0 +1,343 @@
+"""One layer's row of the spectral report: every quantity of docs/spectral.md from its matrices.
+
+:func:`layer_row` computes a layer once: degrees, ``sigma_1, sigma_2`` of the 0/1 fan-in
+biadjacency B and of the weighted ``X = |W * M|``, and the degree-group subgraphs K_d that the
+[RAM] and [FS] IMDB variants share, so no singular value is computed twice. The single-layer
+functions of :mod:`.ramanujan` and :mod:`.fullspectrum` and the network report of :mod:`.report`
+all build on it.
+
+References
+----------
+.. [RAM] D. Hoang, S. Liu, R. Marculescu, Z. Wang, "Revisiting Pruning at Initialization through
+   the Lens of Ramanujan Graph", ICLR 2023.
+.. [FS] D. Hoang, S. Kundu, S. Liu, Z. Wang, "Don't just prune by magnitude! Your mask topology
+   is a secret weapon", NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._results import jsonable
+from ..errors import MaskError, SolverError
+from .formulas import (FS_SUBGRAPH_GATE, Spectrum, delta_r, delta_s, delta_s_undefined, get_gate,
+                       narc_value)
+from .solvers import DENSE_MAX, as_matrix, singular_values_compact
+
+__all__ = ["LayerSpectrum", "layer_spectrum", "layer_row"]
+
+_SPARSE_BELOW = 0.05  # layers sparser than this are handled as scipy.sparse, denser ones densely
+
+
+@dataclass(frozen=True)
+class LayerSpectrum:
+    """Every SPEC §5 quantity of one layer. None means not scored; ``reasons`` says why.
+
+    Sizes and degrees are of the 0/1 fan-in biadjacency B after isolated nodes are dropped
+    (``n_in``, ``n_out`` are the unfiltered fan-in and output channels). ``weighted_*`` are of
+    ``X = |W * M|``. ``coordinate`` is [FS]'s ``(Delta_r, lambda, IMDB_r, IMDB_lambda)`` with
+    unscored entries as 0 and ``coordinate_norm`` its L2 norm S.
+    """
+
+    layer: str
+    n_in: int
+    n_out: int
+    n_l: int
+    n_r: int
+    E: int
+    d_L: float | None
+    d_R: float | None
+    sigma_1: float | None
+    sigma_2: float | None
+    delta_r: float | None
+    delta_r_norm: float | None
+    delta_s: float | None
+    delta_s_norm: float | None
+    narc: float | None
+    imdb: float | None
+    imdb_raw: float | None
+    imdb_subgraphs: int
+    weighted_sigma_1: float | None
+    weighted_sigma_2: float | None
+    weighted_gap: float | None
+    imdb_r: float | None
+    imdb_lambda: float | None
+    fs_subgraphs: int
+    coordinate: tuple[float, float, float, float] | None
+    coordinate_norm: float | None
+    reasons: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return jsonable(asdict(self))
+
+
+class _Sorted:
+    """One layer's ``M`` (C_out x fan_in: the transpose of B) with its isolated fan-in positions
+    dropped and the rest sorted by degree, so each degree group K_d is a contiguous block of
+    columns; 0/1 as float32 (dense) or CSC (sparse layers), and ``|W * M|`` alike."""
+
+    def __init__(self, mask2d, weights2d):
+        self.n_out, self.n_in = mask2d.shape
+        col_degree = np.count_nonzero(mask2d, axis=0)
+        self.row_degree = np.count_nonzero(mask2d, axis=1)
+        order = np.argsort(col_degree, kind="stable")
+        degrees = col_degree[order]
+        first = int(np.searchsorted(degrees, 1))
+        keep, self.degrees = order[first:], degrees[first:]
+        self.E = int(self.degrees.sum())
+        self.sparse = self.E < _SPARSE_BELOW * mask2d.size
+        mask_sorted = np.take(mask2d, keep, axis=1)
+        self.x = None
+        if self.sparse:
+            self.m = sp.csc_array(mask_sorted, dtype=np.float64)
+            if weights2d is not None:  # gather the kept weights only, not a sorted dense copy
+                self.x = _weighted_csc(self.m, weights2d, keep)
+        else:
+            self.m = mask_sorted.astype(np.float32)
+            if weights2d is not None:
+                self.x = np.abs(np.take(weights2d, keep, axis=1))
+                self.x[~mask_sorted] = 0.0  # not x *= m: a pruned inf or nan is no edge either
+        # degree groups: contiguous column ranges of equal degree
+        values, starts, counts = np.unique(self.degrees, return_index=True, return_counts=True)
+        self.groups = list(zip(values.tolist(), starts.tolist(), counts.tolist()))
+        self._touched = None
+
+    def touched(self) -> np.ndarray:
+        """Number of output channels each degree group touches (n_out_d), in group order."""
+        if self._touched is None:
+            starts = np.array([start for _, start, _ in self.groups], dtype=np.intp)
+            if not len(starts):
+                self._touched = np.zeros(0, dtype=np.int64)
+            elif self.sparse:
+                group_of_col = np.repeat(np.arange(len(starts)),
+                                         [count for _, _, count in self.groups])
+                group_of_nz = np.repeat(group_of_col, np.diff(self.m.indptr))
+                pairs = np.unique(group_of_nz.astype(np.int64) * self.n_out + self.m.indices)
+                self._touched = np.bincount(pairs // self.n_out, minlength=len(starts))
+            else:
+                per_group = np.add.reduceat(self.m, starts, axis=1)
+                self._touched = np.count_nonzero(per_group, axis=0)
+        return self._touched
+
+    def weighted_degrees(self):
+        """(E, n_l, n_r) of the nonzero pattern of ``|W * M|`` (a kept zero weight is no edge)."""
+        x = self.x
+        nnz = x.nnz if self.sparse else int(np.count_nonzero(x))
+        if nnz == self.E:
+            return self.E, len(self.degrees), int(np.count_nonzero(self.row_degree))
+        if self.sparse:
+            cols = np.count_nonzero(np.diff(x.indptr))
+            rows = np.count_nonzero(np.bincount(x.indices, minlength=self.n_out))
+        else:
+            nz = x != 0
+            cols = int(np.count_nonzero(nz.any(axis=0)))
+            rows = int(np.count_nonzero(nz.any(axis=1)))
+        return nnz, cols, rows
+
+
+def _weighted_csc(m, w, keep):
+    """``|w[:, keep]|`` on the pattern of the 0/1 CSC `m`, as CSC without explicit zeros."""
+    rows = m.indices
+    cols = np.repeat(keep, np.diff(m.indptr))
+    x = sp.csc_array((np.abs(w[rows, cols]), rows.copy(), m.indptr.copy()), shape=m.shape)
+    x.eliminate_zeros()
+    return x
+
+
+def _sv2(a, binary, name, dense_max, nnz=None):
+    """sigma_1, sigma_2 of a block known to hold at least one edge (`nnz` of them if known)."""
+    s1, s2 = singular_values_compact(a, 2, binary=binary, layer=name, dense_max=dense_max,
+                                     nonzero=True, nnz=nnz)
+    return float(s1), float(s2)
+
+
+def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
+    n_out, n_in = mask2d.shape
+    reasons: dict[str, str] = {}
+    lay = _Sorted(mask2d, weights2d)
+    E, n_l, n_r = lay.E, len(lay.degrees), int(np.count_nonzero(lay.row_degree))
+    out = dict(layer=name, n_in=n_in, n_out=n_out, n_l=n_l, n_r=n_r, E=E,
+               d_L=E / n_l if E else None, d_R=E / n_r if E else None)
+    binary_fields = ("delta_r", "delta_r_norm", "delta_s", "delta_s_norm", "narc")
+    weighted_fields = ("weighted_gap", "weighted_sigma_1", "weighted_sigma_2")
+
+    # ---- 0/1 graph of the whole layer: Delta_r, Delta_s, NaRC
+    s = None
+    if E == 0:
+        for f in binary_fields + ("sigma_1", "sigma_2", "d_L", "d_R"):
+            reasons[f] = "empty layer"
+    else:
+        try:
+            s = Spectrum(n_l, n_r, E, E / n_l, E / n_r, *_sv2(lay.m, True, name, dense_max, E))
+        except SolverError as exc:
+            for f in binary_fields + ("sigma_1", "sigma_2"):
+                reasons[f] = f"solver failed: {exc.reason}"
+    if s is not None:
+        out.update(sigma_1=s.sigma_1, sigma_2=s.sigma_2)
+        failure = gate.failure(s.d_L, s.d_R)
+        if failure is None:
+            out.update(delta_r=delta_r(s, False), delta_r_norm=delta_r(s, True),
+                       delta_s=delta_s(s, False), delta_s_norm=delta_s(s, True),
+                       narc=narc_value(s, n_in, n_out))
+            for f, normalized in (("delta_s", False), ("delta_s_norm", True)):
+                undefined = delta_s_undefined(s, normalized)
+                if undefined:
+                    reasons[f] = undefined
+        else:
+            for f in binary_fields:
+                reasons[f] = failure
+
+    # ---- weighted graph of the whole layer: lambda
+    w = None
+    if lay.x is None:
+        for f in weighted_fields:
+            reasons[f] = "no weights"
+    else:
+        wE, wl, wr = lay.weighted_degrees()
+        if wE == 0:
+            for f in weighted_fields:
+                reasons[f] = "empty layer"
+        else:
+            try:
+                w = Spectrum(wl, wr, wE, wE / wl, wE / wr,
+                             *_sv2(lay.x, False, name, dense_max, wE))
+            except SolverError as exc:
+                for f in weighted_fields:
+                    reasons[f] = f"solver failed: {exc.reason}"
+        if w is not None:
+            out.update(weighted_sigma_1=w.sigma_1, weighted_sigma_2=w.sigma_2)
+            wfail = gate.failure(w.d_L, w.d_R)
+            if wfail is None:
+                out["weighted_gap"] = w.sigma_1 - w.sigma_2
+            else:
+                reasons["weighted_gap"] = wfail
+
+    # ---- degree-group subgraphs K_d, shared by [RAM] IMDB and [FS] IMDB_r / IMDB_lambda
+    ram_raw, ram_norm, fs_r, fs_lam = [], [], [], []
+    group_error = None
+    touched = lay.touched()
+    for (d, start, n_d), n_out_d in zip(lay.groups, touched.tolist()):
+        if n_d < 2:
+            continue
+        d_R = n_d * d / n_out_d
+        ram = n_d >= 3 and gate.passes(d, d_R)
+        fs = FS_SUBGRAPH_GATE.passes(d, d_R)
+        if not (ram or fs):
+            continue
+        whole = n_d == n_l  # one group holds every fan-in position: K_d is the layer
+        try:
+            if whole and s is not None:
+                sigma = (s.sigma_1, s.sigma_2)
+            else:
+                sigma = _sv2(lay.m[:, start:start + n_d], True, name, dense_max, n_d * d)
+            k = Spectrum(n_d, n_out_d, n_d * d, float(d), d_R, *sigma)
+            if ram:
+                ram_raw.append(delta_r(k, False))
+                ram_norm.append(delta_r(k, True))
+            if fs:
+                c_d = max(n_d, n_out_d) / (n_d + n_out_d - 1)
+                fs_r.append(c_d * delta_r(k, False))
+                if lay.x is not None:
+                    if whole and w is not None:
+                        ws = (w.sigma_1, w.sigma_2)
+                    else:
+                        ws = _sv2(lay.x[:, start:start + n_d], False, name, dense_max)
+                    fs_lam.append(c_d * (ws[0] - ws[1]))
+        except SolverError as exc:
+            group_error = f"solver failed: {exc.reason}"
+            break
+    if group_error:
+        for f in ("imdb", "imdb_raw", "imdb_r", "imdb_lambda"):
+            reasons[f] = group_error
+        ram_raw, ram_norm, fs_r, fs_lam = [], [], [], []
+    else:
+        no_group = "empty layer" if E == 0 else None
+        if ram_raw:
+            out.update(imdb=float(np.mean(ram_norm)), imdb_raw=float(np.mean(ram_raw)))
+        else:
+            reasons["imdb"] = reasons["imdb_raw"] = no_group or (
+                f"gate {gate.name}: no degree group of >= 3 fan-in positions passes")
+        if fs_r:
+            out["imdb_r"] = float(np.mean(fs_r))
+        else:
+            reasons["imdb_r"] = no_group or (
+                f"gate {FS_SUBGRAPH_GATE.name}: no degree group of >= 2 fan-in positions passes")
+        if lay.x is None:
+            reasons["imdb_lambda"] = "no weights"
+        elif fs_lam:
+            out["imdb_lambda"] = float(np.mean(fs_lam))
+        else:
+            reasons["imdb_lambda"] = reasons["imdb_r"]
+    out.update(imdb_subgraphs=len(ram_raw), fs_subgraphs=len(fs_r))
+
+    # ---- [FS] coordinate: unscored entries count as 0 (SPEC §5)
+    entries = ("delta_r", "weighted_gap", "imdb_r", "imdb_lambda")
+    blocked = [f"{f}: {reasons[f]}" for f in entries
+               if f in reasons and not reasons[f].startswith("gate")
+               and reasons[f] != "empty layer"]
+    if blocked:
+        reasons["coordinate"] = reasons["coordinate_norm"] = "; ".join(blocked)
+    else:
+        v = tuple(float(out.get(f) or 0.0) for f in entries)
+        out.update(coordinate=v, coordinate_norm=float(math.sqrt(sum(e * e for e in v))))
+
+    fields = {f: None for f in LayerSpectrum.__dataclass_fields__ if f != "reasons"}
+    fields.update(out)
+    return LayerSpectrum(**fields, reasons=reasons)
+
+
+def layer_spectrum(biadjacency, weighted=None, *, profile="iclr23", layer="layer",
+                   dense_max=DENSE_MAX) -> LayerSpectrum:
+    """Every SPEC §5 quantity of one layer given by its matrices: the row :func:`spectral` makes.
+
+    Parameters
+    ----------
+    biadjacency : scipy.sparse array or ndarray, shape (n_in, n_out)
+        Fan-in biadjacency B; its nonzero entries are the edges.
+    weighted : scipy.sparse array or ndarray, optional
+        ``|W * M|`` (or W: the absolute value is taken) of the same shape; only entries where
+        B has an edge count. Without it the weighted quantities are None ("no weights").
+    profile : {"iclr23", "neurips23"}
+        Whose gate applies (see :func:`spectral`).
+    layer : str
+        The name in the row and in errors.
+    dense_max : int
+        Passed to the solver.
+
+    Returns
+    -------
+    LayerSpectrum
+
+    Raises
+    ------
+    MaskError
+        If a matrix is not 2-D, real and finite, or the shapes differ.
+    SolverError
+        If a singular value did not converge (:func:`spectral` records it instead).
+
+    Examples
+    --------
+    >>> row = layer_spectrum(np.ones((3, 4)))  # K_{3,4}: one degree group, the whole layer
+    >>> row.imdb, row.imdb_subgraphs, round(row.imdb_r, 6)   # c_d = 4/6, Delta_r = 3.146264
+    (1.0, 1, 2.09751)
+    """
+    gate = get_gate(profile)
+    b = as_matrix(biadjacency, "biadjacency")
+    mask2d = np.ascontiguousarray(((b != 0).toarray() if sp.issparse(b) else b != 0).T)
+    weights2d = None
+    if weighted is not None:
+        x = as_matrix(weighted, "weighted matrix")
+        if x.shape != b.shape:
+            raise MaskError(f"weighted matrix has shape {x.shape} but the biadjacency is "
+                            f"{b.shape}; both are the same layer's fan-in view")
+        weights2d = np.ascontiguousarray((x.toarray() if sp.issparse(x) else x).T,
+                                         dtype=np.float64)
+    row = layer_row(layer, mask2d, weights2d, gate, dense_max)
+    failed = sorted({v for v in row.reasons.values() if v.startswith("solver failed: ")})
+    if failed:
+        raise SolverError(layer, "; ".join(v[len("solver failed: "):] for v in failed))
+    return row
