@@ -511,6 +511,31 @@ def _train_arguments(parser):
     run_arguments(parser)
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda, cuda:N or auto (CUDA when available; default: auto)")
+    parser.add_argument("--compression", help="without --masks: initial masks of --method and "
+                        "--budget at this N/|M| (1000, 1e3, 10^3), seeded by --seed")
+    parser.add_argument("--method", default="rpi",
+                        help="initial masks' method with --compression (default: rpi)")
+    parser.add_argument("--budget", default="erk",
+                        help="initial masks' budget with --compression (default: erk)")
+    _dst_arguments(parser)
+    parser.add_argument("--track-every", type=int, metavar="K",
+                        help="record the masks' topology every K steps into topology.csv/json "
+                             "and draw report.html at the end (docs/dst.md)")
+    parser.add_argument("--masks-every", type=int, metavar="K",
+                        help="with --track-every: save the masks under masks/ every K steps "
+                             "(default: 10 x --track-every)")
+
+
+def _dst_arguments(parser):
+    parser.add_argument("--dst", choices=["set", "rigl"],
+                        help="dynamic sparse training: drop and regrow every --update-every steps "
+                             "(docs/dst.md)")
+    parser.add_argument("--update-every", type=int, default=100, metavar="K",
+                        help="steps between DST updates (default: 100)")
+    parser.add_argument("--drop-fraction", type=float, default=0.3, metavar="F",
+                        help="initial DST drop fraction, cosine-decayed to 0 (default: 0.3)")
+    parser.add_argument("--stop-fraction", type=float, default=0.75, metavar="F",
+                        help="no DST updates after this fraction of training (default: 0.75)")
 
 
 @command("train", "train a masked model with a paper's recipe; resumable, metrics every epoch",
@@ -536,13 +561,22 @@ def _train(args) -> int:
         torch.manual_seed(args.seed)
         model = load_model(args)
     masks = MaskSet.load(args.masks) if args.masks else None
+    if args.compression is not None:
+        from .torch.dst import initial_masks
+
+        if masks is not None:
+            raise GraphpaiError("give either --masks FILE or --compression C (initial masks of "
+                                "--method/--budget), not both")
+        masks = initial_masks(model, args.compression, method=args.method, budget=args.budget,
+                              seed=args.seed, input_shape=args.input_shape)
     data = load_data(args.data, num_classes=args.num_classes if args.model else None,
                      input_shape=getattr(model, "input_shape", None),
                      val_fraction=recipe.val_fraction)
+    callbacks, dst = _dst_callbacks(args, masks)
     os.makedirs(args.out, exist_ok=True)
     header = {"model": args.model or args.model_file, "masks": args.masks, "data": args.data,
               "kept": masks.kept() if masks else None, "compression": masks.compression()
-              if masks else 1.0}
+              if masks else 1.0, **({"dst": dst.config()} if dst else {})}
     metrics = os.path.join(args.out, "metrics.json")
 
     class Metrics(Callback):
@@ -550,20 +584,52 @@ def _train(args) -> int:
             write_json({**header, **result.to_dict()}, metrics)
 
     result = train(model, masks, data, recipe=recipe, device=device, seed=args.seed,
-                   checkpoint_dir=args.out, progress=progress(args), callbacks=[Metrics()])
+                   checkpoint_dir=args.out, progress=progress(args),
+                   callbacks=[Metrics(), *callbacks])
     write_json({**header, **result.to_dict()}, metrics)
+    if args.track_every:
+        from .report.training import write_training_report
+
+        write_training_report(args.out)
     with atomic_path(os.path.join(args.out, "final.pt")) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     summary = (f"{recipe.name}, seed {args.seed}, {result.device}: {result.epochs} epochs"
                + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")
                + f", best test {_acc(result.best_test_acc)}, final test "
                f"{_acc(result.final_test_acc)}, best val {_acc(result.best_val_acc)}, "
-               f"{result.wall_s:.1f} s; {args.out}/metrics.json, final.pt")
+               f"{result.wall_s:.1f} s; {args.out}/metrics.json, final.pt"
+               + (", topology.csv, report.html" if args.track_every else ""))
     if args.json:
         print(json.dumps(jsonable({**header, **result.to_dict()}), indent=2, allow_nan=False))
     else:
         print(result.table() + "\n\n" + summary)
     return 0
+
+
+def _dst_callbacks(args, masks):
+    """The DST and tracking callbacks of `graphpai train` (and the DST one, or None)."""
+    from .torch.dst import DynamicSparsity
+    from .torch.track import TopologyTracker
+
+    callbacks, dst = [], None
+    if args.dst:
+        if not masks:
+            raise GraphpaiError("--dst needs initial masks: --masks FILE or --compression C")
+        dst = DynamicSparsity(args.dst, update_every=args.update_every,
+                              drop_fraction=args.drop_fraction, stop_fraction=args.stop_fraction)
+        callbacks.append(dst)
+    if args.track_every is not None:
+        every = args.track_every
+        if every < 1 or (args.masks_every is not None and args.masks_every < 1):
+            raise GraphpaiError("--track-every and --masks-every must be whole numbers >= 1")
+        callbacks.append(TopologyTracker(
+            args.out, every=every, masks_every=args.masks_every or 10 * every,
+            input_shape=args.input_shape,
+            meta={"model": args.model or args.model_file, "masks": args.masks,
+                  "dst": dst.config() if dst else None}))
+    elif args.masks_every is not None:
+        raise GraphpaiError("--masks-every saves masks of the tracked run: add --track-every K")
+    return callbacks, dst
 
 
 def _acc(value) -> str:
@@ -599,6 +665,7 @@ def _sweep_arguments(parser):
                              "(default: synthetic) and the prune batches of SNIP/GraSP")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (--train)")
     parser.add_argument("--device", help="training device for --train (default: auto)")
+    _dst_arguments(parser)
     parser.add_argument("--workers", type=int, help="local processes (default: the CPU count)")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                         help="run on this Dask scheduler (pip install \"graphpai[dask]\")")
@@ -635,7 +702,17 @@ def _sweep(args) -> int:
         measures.append("train")
         settings = {"recipe": args.train, "data": data,
                     **({"epochs": args.epochs} if args.epochs else {}),
-                    **({"device": args.device} if args.device else {})}
+                    **({"device": args.device} if args.device else {}),
+                    **({"dst": args.dst, "update_every": args.update_every,
+                        "drop_fraction": args.drop_fraction,
+                        "stop_fraction": args.stop_fraction} if args.dst else {})}
+        if args.dst:
+            from .torch.dst import DynamicSparsity
+
+            DynamicSparsity(args.dst, update_every=args.update_every,  # bad values fail now
+                            drop_fraction=args.drop_fraction, stop_fraction=args.stop_fraction)
+    elif args.dst:
+        raise GraphpaiError("--dst trains the points: add --train RECIPE")
     points = grid(model=args.model, methods=args.methods, budgets=args.budgets,
                   compressions=args.compressions, seeds=args.seeds,
                   options=parse_options(args.option), measures=measures, settings=settings)

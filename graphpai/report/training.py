@@ -126,6 +126,8 @@ def tracked_metrics(track: Mapping, *, panels: Sequence = TRACKED_PANELS):
     acc.set_title("accuracy per epoch", fontsize="small")
     acc.set_xlabel("step", fontsize="small")
     acc.set_ylim(0.0, 1.02)
+    acc.set_xlim(*fig.axes[0].get_xlim())  # the steps of the metric panels
+    acc.tick_params(labelsize="x-small")
     acc.grid(True, alpha=0.3)
     if acc.get_legend_handles_labels()[0]:
         acc.legend(fontsize="small", loc="lower right")

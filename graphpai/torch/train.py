@@ -596,7 +596,12 @@ def train(model: nn.Module, masks, train_data, *, val_data=None, test_data=None,
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        for cb, cb_state in zip(callback_list, state.get("callbacks", [])):
+        states = list(state.get("callbacks", []))
+        if any(s is not None for s in states[len(callback_list):]):
+            raise TrainError(f"checkpoint {path!r} holds the state of callbacks this run does "
+                             "not have (dynamic sparse training, topology tracking); rerun with "
+                             "the same options or use another output directory")
+        for cb, cb_state in zip(callback_list, states):
             if cb_state is not None and callable(getattr(cb, "load_state_dict", None)):
                 cb.load_state_dict(cb_state)
         history = [EpochMetrics(**e) for e in state["history"]]
