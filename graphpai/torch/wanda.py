@@ -133,57 +133,61 @@ def activation_norms(model: nn.Module, data, *, layers=None) -> dict[str, np.nda
     return {n: sums[n].sqrt().cpu().numpy() for n in names}
 
 
+def _layer_scores(module, norm: np.ndarray, name: str) -> np.ndarray:
+    """``|W| * ||X||`` (float64) of one layer from its norms (see :func:`activation_norms`)."""
+    weight = module.weight.detach().abs().to("cpu", torch.float64).numpy()
+    if isinstance(module, nn.Linear):
+        out = weight * norm[None, :]
+    else:
+        groups = module.groups
+        per_in = norm.reshape(groups, -1, *norm.shape[1:])  # (g, C_in/g, *k)
+        owner = np.arange(weight.shape[0]) // (weight.shape[0] // groups)
+        out = weight * per_in[owner]
+    if np.isnan(out).any():
+        raise ModelError(f"Wanda scores of layer {name!r} are NaN; check the model's weights "
+                         "and the calibration data for NaN or inf")
+    return out
+
+
 def wanda_scores(model: nn.Module, data, *, layers=None) -> dict[str, np.ndarray]:
-    """Layer -> ``|W| * ||X||`` of the weight's shape ([Wanda]); see :func:`activation_norms`.
+    """Layer -> ``|W| * ||X||`` (float64) of the weight's shape ([Wanda]); see
+    :func:`activation_norms`.
 
     The weight is the one the forward pass uses (a torch-pruned layer's pruned weights score 0).
     """
     norms = activation_norms(model, data, layers=layers)
     modules = prunable_modules(model)
-    out = {}
-    for name, norm in norms.items():
-        module = modules[name]
-        weight = module.weight.detach().abs().to("cpu", torch.float64).numpy()
-        if isinstance(module, nn.Linear):
-            out[name] = weight * norm[None, :]
-        else:
-            groups = module.groups
-            per_in = norm.reshape(groups, -1, *norm.shape[1:])  # (g, C_in/g, *k)
-            owner = np.arange(weight.shape[0]) // (weight.shape[0] // groups)
-            out[name] = weight * per_in[owner]
-        if np.isnan(out[name]).any():
-            raise ModelError(f"Wanda scores of layer {name!r} are NaN; check the model's weights "
-                             "and the calibration data for NaN or inf")
-    return out
+    return {name: _layer_scores(modules[name], norm, name) for name, norm in norms.items()}
 
 
 def wanda_masks(model: nn.Module, compression, data, *, nm=None, layers=None,
                 exclude=()) -> MaskSet:
     """Wanda masks: each output row keeps its best ``|w| * ||x||`` ([Wanda]).
 
-    Per row of ``F`` fan-in weights, ``floor(F (1 - 1/compression))`` are pruned (the row's lowest
-    scores; ties keep the lower input index; every row keeps at least one). With ``nm="2:4"`` every group of M consecutive
-    input weights keeps its N best instead (compression must then be M/N, see
-    :func:`graphpai.generators.nm.pattern_for`). Layers in `exclude` (and those not in `layers`)
-    stay dense and are not scored.
+    Per row of ``F`` fan-in weights, ``floor(F (1 - 1/compression))`` are pruned (the row's
+    lowest scores; ties keep the lower input index; every row keeps at least one). With
+    ``nm="2:4"`` every group of M consecutive input weights keeps its N best instead (the
+    compression must then be M/N, see :func:`graphpai.generators.nm.pattern_for`; a layer whose
+    input width is not a multiple of M stays dense). Layers in `exclude` (and those not in
+    `layers`) stay dense and are not scored. Float scores exist for one layer at a time.
     """
     modules = prunable_modules(model)
     c = check_compression(compression, sum(m.weight.numel() for m in modules.values()))
     chosen = [n for n in (list(modules) if layers is None else list(layers)) if n not in set(exclude)]
-    scores = wanda_scores(model, data, layers=chosen)
-    if nm is not None:
-        from ..generators.nm import nm_masks
-
-        shapes = {n: np.zeros(tuple(m.weight.shape), dtype=bool) for n, m in modules.items()}
-        eligible = [n for n in chosen if n in scores]
-        return nm_masks(shapes, nm, scores=scores, layers=eligible)
+    norms = activation_norms(model, data, layers=chosen)
     out = {}
-    for name, module in modules.items():
+    for name, module in modules.items():  # one layer's float scores at a time (LLM-size models)
         shape = tuple(module.weight.shape)
-        if name not in scores:
+        if name not in norms:
             out[name] = np.ones(shape, dtype=bool)
             continue
-        rows = scores[name].reshape(shape[0], -1)
+        scores = _layer_scores(module, norms[name], name)
+        if nm is not None:  # a layer whose width is not a multiple of M stays dense
+            from ..generators.nm import nm_masks
+
+            out[name] = nm_masks({name: scores}, nm, scores={name: scores})[name]
+            continue
+        rows = scores.reshape(shape[0], -1)
         keep = kept_count(rows.shape[1], c)  # at least one per row
         order = np.argsort(-rows, axis=1, kind="stable")[:, :keep]
         mask = np.zeros(rows.shape, dtype=bool)

@@ -135,3 +135,17 @@ class _Unused(nn.Module):
 
     def forward(self, x):
         return self.used(x)
+
+
+def test_nm_wanda_on_a_cnn_keeps_ungroupable_layers_dense():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 5 * 5, 4))
+    data = [(torch.randn(2, 3, 5, 5), torch.zeros(2))]
+    masks = graphpai.prune(model, "wanda", compression=2, data=data, nm="2:4")
+    assert masks["0"].all()  # 3 input channels: no groups of 4
+    scores = wanda_scores(model, data)["2"]
+    groups = np.moveaxis(scores, 1, -1).reshape(-1, 4)  # groups along input channels per tap
+    kept = np.moveaxis(masks["2"], 1, -1).reshape(-1, 4)
+    for g, k in zip(groups, kept):
+        assert k.sum() == 2 and g[k].min() >= g[~k].max()
