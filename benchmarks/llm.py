@@ -192,26 +192,16 @@ def llama_module(*, layers=16, hidden=2048, mlp=5632, vocab=32000, heads=16):
 
 
 # ------------------------------------------------------------------------------- one case
-def _available() -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def check_fits(graph, steps) -> None:
     """Stop with one line naming the biggest layer and the GiB needed when the masks (and the
     functional masks of an audit) cannot fit in the memory available."""
     from graphpai.errors import GraphpaiError
+    from graphpai.generators.nm import available_memory
 
     copies = 1 + any(s.startswith("audit") or s == "paths" for s in steps)
     need = copies * graph.num_weights  # one byte per weight and copy
     biggest = max(graph.layers.values(), key=lambda layer: layer.numel)
-    free = _available()
+    free = available_memory()
     if free is not None and need > 0.8 * free:
         raise GraphpaiError(
             f"{graph.num_weights / 1e9:.2f}B weights need {need / 2**30:.1f} GiB of masks but only "

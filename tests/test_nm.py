@@ -187,3 +187,12 @@ def test_meta_weights_need_random_scores():
         nm_masks(model, "2:4")
     assert nm_masks(model, "2:4", scores="random", seed=0).kept() == 16
     assert math.comb(4, 2) == 6
+
+
+def test_a_layer_too_big_for_memory_is_one_error_naming_it():
+    huge = NetGraph([Group("x", 1 << 20), Group("y", 1 << 20)],
+                    [Layer("model.layers.0.mlp.up_proj", "linear", (1 << 20, 1 << 20), "x", "y")],
+                    [], ["x"], ["y"])  # 2^40 weights: 1024 GiB of mask
+    with pytest.raises(graphpai.GraphpaiError,
+                       match=r"layer 'model\.layers\.0\.mlp\.up_proj' .* needs 1024\.00 GiB"):
+        nm_masks(huge, "2:4", scores="random")

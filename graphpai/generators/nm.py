@@ -28,11 +28,12 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import BudgetError, MaskError, ModelError, UnknownMethodError
+from ..errors import BudgetError, GraphpaiError, MaskError, ModelError, UnknownMethodError
 from ..masks import MaskSet, _nm_groups as _groups, nm_compliant, nm_eligible, nm_violations, parse_nm
 from ._registry import register
 
-__all__ = ["parse_nm", "nm_masks", "nm_compliant", "nm_violations", "nm_eligible", "nm"]
+__all__ = ["parse_nm", "nm_masks", "nm_compliant", "nm_violations", "nm_eligible", "nm",
+           "pattern_for", "available_memory"]
 
 SCORES = ("magnitude", "random")
 _BLOCK = 1 << 22  # weights per block of rows when ranking inside groups (bounded memory)
@@ -75,6 +76,28 @@ def _ungroup(keep: np.ndarray, shape) -> np.ndarray:
         moved = (shape[0], *shape[2:], shape[1])
         return np.ascontiguousarray(np.moveaxis(keep.reshape(moved), -1, 1))
     return keep.reshape(shape)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` of /proc/meminfo; None where unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_fits(name: str, shape, per_weight: float) -> None:
+    """A one-line GraphpaiError naming the layer and the GiB its masks need when they cannot
+    fit, instead of a MemoryError or the kernel's out-of-memory kill."""
+    need = math.prod(shape) * per_weight
+    free = available_memory()
+    if free is not None and need > free:
+        raise GraphpaiError(f"layer {name!r} {tuple(shape)} needs {need / 2**30:.2f} GiB for its "
+                            f"N:M mask but only {free / 2**30:.2f} GiB is free")
 
 
 def _layer_shapes(net) -> dict[str, tuple[int, ...]]:
@@ -189,6 +212,8 @@ def nm_masks(net, pattern="2:4", *, scores="magnitude", seed=None, layers=None,
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in shapes.items():
+        # the mask, plus float32 magnitudes or scores while ranking (blocks are small)
+        _check_fits(name, shape, 1 if name not in chosen or scores == "random" else 5)
         if name not in chosen:
             out[name] = np.ones(shape, dtype=bool)
         elif scores == "random":
