@@ -1,4 +1,5 @@
-"""Dynamic sparse training: SET and RigL mask updates during ``graphpai.torch.train`` (docs/dst.md).
+"""Dynamic sparse training: SET and RigL mask updates during ``graphpai.torch.train``
+(docs/dst.md, docs/definitions.md#dst).
 
 Every `update_every` optimizer steps, until `stop_fraction` of the run, each masked layer drops
 ``k = floor(f_t * kept)`` of its kept weights, those of smallest magnitude, and regrows ``k``

@@ -4,8 +4,8 @@
 every `every` steps, the listed `steps` and the last step) it records, on the current masks:
 
 - the audit totals (functional weights and ratio, corrected compression, functional nodes;
-  docs/definitions.md, [MiCA], [VK]) in the chosen semantics (``channel`` by default);
-- effective paths, channel paths and effective nodes ([NPB]);
+  docs/definitions.md#functional, [MiCA], [VK]) in the chosen semantics (``channel`` by default);
+- effective paths, channel paths and effective nodes (docs/definitions.md#paths, [NPB]);
 - the network means of the spectral quantities under both profiles, ``iclr23`` ([RAM]) and
   ``neurips23`` ([FS]), with the *current* weights for the weighted ones (weighted gap, IMDB_r,
   the full-spectrum norm), and per layer Delta_r and the weighted gap;
