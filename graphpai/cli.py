@@ -55,7 +55,8 @@ def model_arguments(parser: argparse.ArgumentParser, *, masks: bool = True) -> N
                         help="one input without batch, e.g. 3,32,32 (zoo models know theirs)")
     if masks:
         parser.add_argument("--masks", metavar="FILE",
-                            help="masks (.pt or .npz); without it the dense model is used")
+                            help="masks (.pt, .npz or .safetensors); without it the dense model "
+                                 "is used")
 
 
 def output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -395,6 +396,9 @@ def _audit_arguments(parser):
                         help="also count effective paths and effective nodes (SPEC §4)")
     parser.add_argument("--functional-out", metavar="FILE",
                         help="write the functional masks (.pt or .npz)")
+    parser.add_argument("--nm", metavar="N:M",
+                        help="also check every layer's mask for an N:M pattern such as 2:4 "
+                             "(nm_compliant per layer; docs/llm.md)")
     output_arguments(parser)
     check_paths(parser, "functional_out")
     run_arguments(parser, device=True)
@@ -406,9 +410,13 @@ def _audit(args) -> int:
     from .functional import audit
 
     _, graph, masks = load_graph_and_masks(args)
-    result = audit(graph, masks, semantics=args.semantics, device=args.device,
+    result = audit(graph, masks, semantics=args.semantics, device=args.device, nm=args.nm,
                    **progress_option(audit, args))
     data, table = result.to_dict(), result.table()
+    if args.nm:
+        broken = [r.layer for r in result.layers if not r.nm_compliant]
+        table += (f"\nN:M {args.nm}: {len(result.layers) - len(broken)}/{len(result.layers)} "
+                  f"layers compliant" + (f"; not: {', '.join(broken)}" if broken else ""))
     if args.paths:
         from .paths import paths
 
@@ -655,8 +663,9 @@ def _sweep_arguments(parser):
     parser.add_argument("--paths", action="store_true", help="effective paths and nodes")
     parser.add_argument("--spectral", action="store_true",
                         help="spectral means and positive-gap share, profiles iclr23 and neurips23")
-    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                        help="a generator option for every method, e.g. node_selection=min (repeatable)")
+    parser.add_argument("--option", action="append", default=[], metavar="[METHOD.]NAME=VALUE",
+                        help="a generator option for every method, or for one with METHOD., e.g. "
+                             "mica.node_selection=min (repeatable)")
     parser.add_argument("--train", metavar="RECIPE",
                         help="also train every point with this recipe (docs/training.md) and "
                              "store recipe, epochs, best_val_acc, best_test_acc, final_test_acc")

@@ -22,7 +22,7 @@ from ..budgets import parse_compression
 from ..errors import BudgetError, StudyError, UnknownMethodError
 
 __all__ = ["Point", "grid", "parse_compressions", "parse_seeds", "parse_options", "DEFINITIONS_VERSION",
-           "MAX_POINTS"]
+           "MAX_POINTS", "method_options"]
 
 DEFINITIONS_VERSION = 1
 """Version of what the study's columns mean (the metric definitions behind them); raised whenever
@@ -241,7 +241,9 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
         As :func:`parse_compressions` reads them.
     seeds : str or iterable of int
     options : mapping, optional
-        Generator options, given to every method (each must take them).
+        Generator options: ``NAME`` goes to every method (each must take it), ``METHOD.NAME``
+        to that method only (`method_options`). Every point carries the whole mapping, so its
+        key and the study's definition cover all of them.
     measures : iterable of str
         Extra measures (``"spatial"``, ``"paths"``, ``"spectral"``; see
         ``graphpai.study.measure.MEASURES``).
@@ -293,9 +295,15 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
     generators = [get_generator(m) for m in _names(methods)]
     if not generators:
         raise StudyError(f"no method given; known methods: {', '.join(sorted(GENERATORS))}")
+    names = [g.name for g in generators]
+    for key in options:
+        scope = key.split(".", 1)[0] if "." in key else None
+        if scope is not None and scope not in names:
+            raise StudyError(f"option {key!r} is for method {scope!r}, which this study does "
+                             f"not run (methods: {', '.join(names)})")
     points = []
     for gen in generators:
-        _check_options(gen, options)
+        _check_options(gen, method_options(options, gen.name))
         chosen = budget_names if gen.kind == "placement" else [None]
         for budget in chosen:
             hungry = [g for g in (gen, GENERATORS.get(budget)) if g is not None and g.needs_data]
@@ -306,6 +314,19 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
             points.extend(Point(model, gen.name, budget, c, s, options, measures, settings)
                           for c in compressions for s in seeds)
     return points
+
+
+def method_options(options, method: str) -> dict:
+    """The generator options of `method` in a study's options: every unscoped ``NAME`` and, for
+    ``METHOD.NAME``, those whose METHOD is `method` (so ``nm.n=2`` reaches only nm).
+
+    >>> method_options({"mica.node_selection": "min", "seed_layers": 1, "nm.n": 2}, "mica")
+    {'seed_layers': 1, 'node_selection': 'min'}
+    """
+    out = {k: v for k, v in dict(options).items() if "." not in k}
+    prefix = f"{method}."
+    out.update({k[len(prefix):]: v for k, v in dict(options).items() if k.startswith(prefix)})
+    return out
 
 
 def _check_model(name: str) -> None:

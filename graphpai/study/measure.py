@@ -34,7 +34,7 @@ import json
 from functools import lru_cache
 from typing import Callable
 
-from .grid import DEFINITIONS_VERSION, Point
+from .grid import DEFINITIONS_VERSION, Point, method_options
 
 __all__ = ["measure", "MEASURES", "register_measure", "Context", "audit_columns", "prune_batches"]
 
@@ -134,7 +134,8 @@ class Context:
         if any(g.needs_data for g in users):
             data = prune_batches(point.model, point.setting_dict.get("data"), point.seed)
         self.masks = prune(net, point.method, budget=point.budget, compression=point.compression,
-                           seed=point.seed, data=data, **point.option_dict)
+                           seed=point.seed, data=data,
+                           **method_options(point.option_dict, point.method))
         self.audit = audit(self.graph, self.masks, semantics="channel")
 
     @property

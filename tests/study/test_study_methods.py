@@ -104,3 +104,24 @@ def test_a_newly_registered_method_joins_a_study(registered, tmp_path):
             "channel_functional"]
     model = build("lenet5", seed=0)
     assert rows[("b2-ranking", 100.0)]["kept"] == magnitude(model, 100, seed=0).kept()
+
+
+def test_options_scoped_to_one_method():
+    from graphpai.errors import UnknownMethodError
+    from graphpai.study.grid import method_options
+
+    opts = {"mica.node_selection": "min", "synflow.iterations": 5}
+    points = grid(model="lenet5", methods="mica,synflow", compressions="1e2", options=opts)
+    assert [p.option_dict for p in points] == [opts, opts]  # the key covers every option
+    mica_row, synflow_row = (measure(p) for p in points)
+    graph = to_graph(build("lenet5", seed=0))
+    by_hand = prune(graph, "mica", budget="erk", compression=100, seed=0, node_selection="min")
+    assert mica_row["channel_functional"] == audit(graph, by_hand).functional
+    assert synflow_row["kept"] == prune(build("lenet5", seed=0), "synflow", compression=100,
+                                        seed=0, iterations=5).kept()
+    assert method_options(opts, "rpi") == {}
+    with pytest.raises(UnknownMethodError, match="takes no option 'node_selection'"):
+        grid(model="lenet5", methods="mica,synflow", compressions="1e2",
+             options={"node_selection": "min"})
+    with pytest.raises(StudyError, match="option 'nm.n' is for method 'nm', which this study"):
+        grid(model="lenet5", methods="mica", compressions="1e2", options={"nm.n": 2})
