@@ -58,7 +58,7 @@ def drop_fraction_at(step: int, *, drop_fraction: float, end_step: float) -> flo
 
 def magnitude_drop(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     """`mask` without its `k` kept weights of smallest ``|weight|`` (a new bool tensor)."""
-    out = mask.clone()
+    out = mask.clone(memory_format=torch.contiguous_format)
     if k <= 0:
         return out
     score = weight.detach().abs().float().flatten().masked_fill(~mask.flatten(), math.inf)
@@ -73,7 +73,7 @@ def random_regrow(mask: torch.Tensor, k: int, generator: torch.Generator) -> tor
     The draw is made on the CPU with `generator` (top-k of iid uniform scores), so it does not
     depend on the device.
     """
-    out = mask.clone()
+    out = mask.clone(memory_format=torch.contiguous_format)
     if k <= 0:
         return out
     score = torch.rand(mask.numel(), generator=generator).to(mask.device)
@@ -85,7 +85,7 @@ def random_regrow(mask: torch.Tensor, k: int, generator: torch.Generator) -> tor
 
 def gradient_regrow(mask: torch.Tensor, grad: torch.Tensor, k: int) -> torch.Tensor:
     """`mask` plus its `k` inactive positions of largest ``|grad|`` (RigL)."""
-    out = mask.clone()
+    out = mask.clone(memory_format=torch.contiguous_format)
     if k <= 0:
         return out
     score = grad.detach().abs().float().flatten().masked_fill(mask.flatten(), -math.inf)

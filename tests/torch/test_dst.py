@@ -272,3 +272,27 @@ def test_initial_masks_default_to_random_erk():
     assert initial_masks(model, 10, input_shape=(3, 6, 6), seed=0) == masks
     assert initial_masks(model, 10, method="magnitude", input_shape=(3, 6, 6)).kept() \
         == pytest.approx(masks.kept(), rel=0.05)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 60), st.floats(0.05, 0.95), st.floats(0.0, 1.0), st.integers(0, 2 ** 31))
+def test_drop_and_regrow_keep_the_count_and_touch_only_allowed_positions(n, density, f, seed):
+    rng = np.random.default_rng(seed)
+    mask = torch.as_tensor(rng.random((n, 3)) < density)
+    weight = torch.as_tensor(rng.normal(size=(n, 3))) * mask
+    grad = torch.as_tensor(rng.normal(size=(n, 3)))
+    k = int(f * int(mask.sum()))
+    dropped = magnitude_drop(weight, mask, k)
+    assert int(dropped.sum()) == int(mask.sum()) - k and not torch.any(dropped & ~mask)
+    if k and int(dropped.sum()):  # every dropped weight is no larger than every kept one
+        assert weight[mask & ~dropped].abs().max() <= weight[dropped].abs().min()
+    for grown in (random_regrow(dropped, k, torch.Generator().manual_seed(seed)),
+                  gradient_regrow(dropped, grad, k)):
+        assert int(grown.sum()) == int(mask.sum()) and torch.all(grown[dropped])
+    grown = gradient_regrow(dropped, grad, k)
+    new = grown & ~dropped
+    if k and bool((~grown).any()):  # every regrown |g| is at least every still-inactive |g|
+        assert grad[new].abs().min() >= grad[~grown].abs().max()
