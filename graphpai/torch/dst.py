@@ -61,9 +61,9 @@ def magnitude_drop(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Te
     out = mask.clone(memory_format=torch.contiguous_format)
     if k <= 0:
         return out
-    score = weight.detach().abs().float().flatten().masked_fill(~mask.flatten(), math.inf)
-    drop = torch.topk(score, k, largest=False).indices
-    out.view(-1)[drop] = False
+    kept = mask.flatten().nonzero().squeeze(1)  # rank the kept weights only
+    score = weight.detach().flatten()[kept].abs().float()
+    out.view(-1)[kept[torch.topk(score, k, largest=False).indices]] = False
     return out
 
 
