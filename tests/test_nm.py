@@ -196,3 +196,29 @@ def test_a_layer_too_big_for_memory_is_one_error_naming_it():
     with pytest.raises(graphpai.GraphpaiError,
                        match=r"layer 'model\.layers\.0\.mlp\.up_proj' .* needs 1024\.00 GiB"):
         nm_masks(huge, "2:4", scores="random")
+
+
+def test_cli_audit_checks_a_pattern_and_reads_safetensors(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    import json
+
+    from graphpai.cli import main
+
+    masks = nm_masks(_mlp_graph(), "2:4", scores="random", seed=0)
+    model_file = tmp_path / "net.py"
+    model_file.write_text("import torch.nn as nn\n"
+                          "def build():\n"
+                          "    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8),"
+                          " nn.ReLU(), nn.Linear(8, 3))\n")
+    renamed = masks.rename({"a": "0", "b": "2", "c": "4"})
+    renamed.save(tmp_path / "m.safetensors")
+    args = ["audit", "--model-file", f"{model_file}:build", "--input-shape", "6",
+            "--masks", str(tmp_path / "m.safetensors"), "--nm", "2:4"]
+    assert main(args) == 0
+    assert "N:M 2:4: 2/3 layers compliant; not: 0" in capsys.readouterr().out
+    assert main(args + ["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["layers"]
+    assert [r["nm_compliant"] for r in rows] == [False, True, True]
+    assert main(args[:-1] + ["2:x"]) == 2
+    assert "N:M pattern '2:x'" in capsys.readouterr().err
