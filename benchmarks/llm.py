@@ -196,7 +196,7 @@ def check_fits(graph, steps) -> None:
     """Stop with one line naming the biggest layer and the GiB needed when the masks (and the
     functional masks of an audit) cannot fit in the memory available."""
     from graphpai.errors import GraphpaiError
-    from graphpai.generators.nm import available_memory
+    from graphpai._memory import available_memory
 
     copies = 1 + any(s.startswith("audit") or s == "paths" for s in steps)
     need = copies * graph.num_weights  # one byte per weight and copy

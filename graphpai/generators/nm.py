@@ -28,12 +28,13 @@ from typing import Mapping
 
 import numpy as np
 
+from .._memory import available_memory
 from ..errors import BudgetError, GraphpaiError, MaskError, ModelError, UnknownMethodError
 from ..masks import MaskSet, _nm_groups as _groups, nm_compliant, nm_eligible, nm_violations, parse_nm
 from ._registry import register
 
 __all__ = ["parse_nm", "nm_masks", "nm_compliant", "nm_violations", "nm_eligible", "nm",
-           "pattern_for", "available_memory"]
+           "pattern_for"]
 
 SCORES = ("magnitude", "random")
 _BLOCK = 1 << 22  # weights per block of rows when ranking inside groups (bounded memory)
@@ -76,18 +77,6 @@ def _ungroup(keep: np.ndarray, shape) -> np.ndarray:
         moved = (shape[0], *shape[2:], shape[1])
         return np.ascontiguousarray(np.moveaxis(keep.reshape(moved), -1, 1))
     return keep.reshape(shape)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (``MemAvailable`` of /proc/meminfo; None where unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _check_fits(name: str, shape, per_weight: float) -> None:
