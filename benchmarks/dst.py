@@ -11,7 +11,8 @@ For each model (ResNet-20, VGG-16; random ERK masks at 10x), on one device in th
   effective nodes, spectral means of both profiles with the current weights, churn), and
   ``track_no_spectral`` without the spectral quantities.
 
-Each is the median of `--repeat` calls after a warm-up; the ratios divide by the median step. An
+Each is timed in `--repeat` interleaved rounds after a warm-up round (a load spike on a shared
+machine hits all alike); a ratio is the median over rounds of (its time / that round's step). An
 update every 100 steps costs ``ratio / 100`` of the training time; a record every K steps
 ``ratio / K``.
 
@@ -36,18 +37,6 @@ from graphpai.torch.train import TrainMasks, _prepare_masks, resolve_device
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def median(fn, repeat, device):
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(name, device, repeat, batch):
@@ -76,32 +65,46 @@ def bench(name, device, repeat, batch):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
 
+    counter = iter(range(10 ** 9))
+    dsts = {}
+    for method in ("set", "rigl"):
+        dsts[method] = DynamicSparsity(method, update_every=100, drop_fraction=0.3, seed=0)
+        dsts[method].end_step = 10 ** 9  # an early update: drop fraction ~0.3
+    trackers = {label: TopologyTracker(None, every=None, graph=graph, spectral=spectral)
+                for label, spectral in (("track", True), ("track_no_spectral", False))}
+
+    def timed(fn):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - start
+
+    def round_():
+        times = {"step": timed(step)}
+        for method, dst in dsts.items():
+            backward_only()  # the update step's backward (untimed: the step does it anyway)
+
+            def update():
+                grads = None
+                if method == "rigl":
+                    dst.on_backward(99, model, live, opt)  # copies |grad| on the update step
+                    grads = dst._grads
+                dst.update(live, 100 + next(counter), grads=grads)
+
+            times[method] = timed(update)
+        for label, tracker in trackers.items():
+            times[label] = timed(lambda: tracker.record(next(counter), model, live))
+        return times
+
+    round_()  # warm-up
+    rounds = [round_() for _ in range(repeat)]  # interleaved: a load spike hits all alike
     out = {"model": name, "device": str(device), "batch": batch,
            "kept": int(masks.kept()), "N": int(masks.numel())}
-    out["step_s"] = median(step, repeat, device)
-    counter = iter(range(10 ** 9))
-    for method in ("set", "rigl"):
-        dst = DynamicSparsity(method, update_every=100, drop_fraction=0.3, seed=0)
-        dst.end_step = 10 ** 9  # the update at an early step: drop fraction ~0.3
-        step()
-
-        if method == "rigl":
-            backward_only()  # the update step's own backward: dense gradients on the weights
-
-        def update():
-            grads = None
-            if method == "rigl":
-                dst.on_backward(99, model, live, opt)  # copies |grad| (step 100 is an update)
-                grads = dst._grads
-            dst.update(live, 100 + next(counter), grads=grads)
-
-        out[f"{method}_s"] = median(update, repeat, device)
-    for label, spectral in (("track", True), ("track_no_spectral", False)):
-        tracker = TopologyTracker(None, every=None, graph=graph, spectral=spectral)
-        out[f"{label}_s"] = median(lambda: tracker.record(next(counter), model, live), repeat,
-                                   device)
+    for key in rounds[0]:
+        out[f"{key}_s"] = statistics.median(r[key] for r in rounds)
     for key in ("set", "rigl", "track", "track_no_spectral"):
-        out[f"{key}_ratio"] = out[f"{key}_s"] / out["step_s"]
+        out[f"{key}_ratio"] = statistics.median(r[key] / r["step"] for r in rounds)
     return out
 
 
