@@ -521,9 +521,9 @@ def _train_arguments(parser):
                         help="cpu, cuda, cuda:N or auto (CUDA when available; default: auto)")
     parser.add_argument("--compression", help="without --masks: initial masks of --method and "
                         "--budget at this N/|M| (1000, 1e3, 10^3), seeded by --seed")
-    parser.add_argument("--method", default="rpi",
+    parser.add_argument("--method",
                         help="initial masks' method with --compression (default: rpi)")
-    parser.add_argument("--budget", default="erk",
+    parser.add_argument("--budget",
                         help="initial masks' budget with --compression (default: erk)")
     _dst_arguments(parser)
     parser.add_argument("--track-every", type=int, metavar="K",
@@ -575,8 +575,12 @@ def _train(args) -> int:
         if masks is not None:
             raise GraphpaiError("give either --masks FILE or --compression C (initial masks of "
                                 "--method/--budget), not both")
-        masks = initial_masks(model, args.compression, method=args.method, budget=args.budget,
-                              seed=args.seed, input_shape=args.input_shape)
+        masks = initial_masks(model, args.compression, method=args.method or "rpi",
+                              budget=args.budget or "erk", seed=args.seed,
+                              input_shape=args.input_shape)
+    elif args.method or args.budget:
+        raise GraphpaiError("--method and --budget make initial masks with --compression C; "
+                            "add it, or drop them")
     data = load_data(args.data, num_classes=args.num_classes if args.model else None,
                      input_shape=getattr(model, "input_shape", None),
                      val_fraction=recipe.val_fraction)
