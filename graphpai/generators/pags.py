@@ -80,18 +80,27 @@ def accepts(candidate: LayerScore, current: LayerScore, rule: str = "imdb") -> b
     return candidate.delta_r < current.delta_r and candidate.norm >= current.norm
 
 
-def _score(graph, name, mask, weight) -> LayerScore:
+def _score(name, mask, weight) -> LayerScore:
+    """Scores of one layer from its mask and ``|W|``, both ``(C_out, fan_in)``: the fan-in view
+    is their transpose, which layer_spectrum reads without a copy."""
     from ..spectral import layer_spectrum
 
-    b = graph.biadjacency(name, mask)
-    x = graph.biadjacency(name, mask, weight)
     try:
-        row = layer_spectrum(b, x, profile="neurips23", layer=name)
+        row = layer_spectrum(mask.T, (weight * mask).T, profile="neurips23", layer=name)
     except SolverError:
         return LayerScore(0.0, 0.0, None)
     coord = row.coordinate or (0.0, 0.0, 0.0, 0.0)
     return LayerScore(float(row.imdb_r or 0.0), float(coord[0]),
                       None if row.coordinate_norm is None else float(row.coordinate_norm))
+
+
+def _rows(graph, arrays, dtype):
+    """Layer name -> ``(C_out, fan_in)`` contiguous array (masks as bool, weights as |w|)."""
+    out = {}
+    for name, layer in graph.layers.items():
+        a = np.asarray(arrays[name], dtype=dtype).reshape(layer.out_channels, -1)
+        out[name] = np.ascontiguousarray(np.abs(a) if dtype is np.float64 else a)
+    return out
 
 
 def layer_scores(graph, masks, weights, *, layers=None, workers: int | None = None) -> dict:
@@ -109,14 +118,17 @@ def layer_scores(graph, masks, weights, *, layers=None, workers: int | None = No
         Threads (default: up to 4); the result does not depend on it.
     """
     names = list(graph.layers if layers is None else layers)
+    return _scores(names, _rows(graph, masks, bool), _rows(graph, weights, np.float64), workers)
+
+
+def _scores(names, rows, absw, workers):
     workers = workers or min(4, len(names) or 1)
     if workers <= 1 or len(names) <= 1:
-        return {n: _score(graph, n, masks[n], weights[n]) for n in names}
+        return {n: _score(n, rows[n], absw[n]) for n in names}
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
-        scores = pool.map(lambda n: _score(graph, n, masks[n], weights[n]), names)
-        return dict(zip(names, scores))
+        return dict(zip(names, pool.map(lambda n: _score(n, rows[n], absw[n]), names)))
 
 
 # ------------------------------------------------------------------------------ results
@@ -259,10 +271,11 @@ def select(graph, weights, base_masks, candidates: Iterable, *, rule: str = "imd
         raise UnknownMethodError(f"unknown PAGS rule {rule!r}; use one of {list(RULES)}")
     start = time.perf_counter()
     names = list(graph.layers)
+    absw = _rows(graph, weights, np.float64)  # |W| once for the run
     current = {n: np.asarray(base_masks[n], dtype=bool) for n in names}
     explored = {n: current[n].copy() for n in names}
     t0 = time.perf_counter()
-    best = layer_scores(graph, current, weights, workers=workers)
+    best = _scores(names, _rows(graph, current, bool), absw, workers)
     metric = time.perf_counter() - t0
     first = dict(best)
     source = {n: 0 for n in names}
@@ -281,7 +294,7 @@ def select(graph, weights, base_masks, candidates: Iterable, *, rule: str = "imd
             count += 1
             masks = {n: np.asarray(masks[n], dtype=bool) for n in names}
             t0 = time.perf_counter()
-            scores = layer_scores(graph, masks, weights, workers=workers)
+            scores = _scores(names, _rows(graph, masks, bool), absw, workers)
             metric += time.perf_counter() - t0
             for n in names:
                 explored[n] |= masks[n]
