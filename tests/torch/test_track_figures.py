@@ -34,6 +34,7 @@ def by_gid(objects, gid):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -48,6 +49,7 @@ def run(tmp_path_factory):
     result = train(model, masks, data, epochs=3, device="cpu", progress=False, lr=0.05,
                    batch_size=16, augment=False, checkpoint_dir=out,
                    callbacks=[DynamicSparsity("rigl", update_every=4, stop_fraction=1.0), tracker])
+    torch.set_num_threads(threads)
     return dict(out=out, model=model, masks=masks, start_weights=start_weights, result=result,
                 tracker=tracker, graph=to_graph(copy.deepcopy(model)))
 
