@@ -3,73 +3,18 @@
 
 Each scores every prunable weight of a torch model (the scores live in
 :mod:`graphpai.torch.scores`) and keeps the best globally with :func:`global_threshold`. The
-functions here are the registry glue; torch is imported only when one of them runs.
+functions here are the registry glue; torch is imported only when one of them runs. The
+threshold itself is :func:`graphpai.threshold.global_threshold` (re-exported here), which the
+torch scorers import directly, so the arrows run one way: generators -> torch.scores -> threshold.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
-
-import numpy as np
-
-from ..budgets import check_compression, kept_count
-from ..errors import ModelError
 from ..masks import MaskSet
+from ..threshold import global_threshold
 from ._registry import register
 
 __all__ = ["global_threshold", "magnitude", "snip", "grasp", "synflow"]
-
-
-def global_threshold(scores: Mapping[str, np.ndarray], compression) -> MaskSet:
-    """Global magnitude-style pruning of `scores` at `compression` ([SF] ``_global_mask``).
-
-    With all scores concatenated (N of them) and k = int((1 - d) N): if k >= 1, the k-th smallest
-    score is the threshold and every weight with score <= threshold is pruned (ties are pruned,
-    so at most N - k weights are kept); if k < 1 nothing is pruned.
-
-    Parameters
-    ----------
-    scores : mapping of str to array-like
-        Layer name -> scores of the weight's shape; larger is kept.
-    compression : float or str
-        Target compression in [1, N].
-
-    Returns
-    -------
-    MaskSet
-
-    Raises
-    ------
-    BudgetError
-        If the compression is outside [1, N].
-    ModelError
-        If a score is NaN (the model or the data hold NaN/inf).
-
-    Examples
-    --------
-    >>> global_threshold({"a": [3.0, 1.0, 2.0], "b": [2.0]}, 2).counts()  # k = 2: threshold 2
-    {'a': 1, 'b': 0}
-    """
-    arrays = {name: np.asarray(value) for name, value in scores.items()}
-    flat = np.concatenate([a.ravel() for a in arrays.values()])
-    c = check_compression(compression, flat.size)
-    bad = [name for name, a in arrays.items() if np.isnan(a).any()]
-    if bad:
-        raise ModelError(f"scores of layer(s) {bad} are NaN; check the model's weights and the "
-                         "data for NaN or inf")
-    k = flat.size - kept_count(flat.size, c)
-    if k < 1:
-        return MaskSet({name: np.ones(a.shape, dtype=bool) for name, a in arrays.items()})
-    # the k-th smallest; the minimum's ties (pruned weights score 0) are counted, not partitioned,
-    # since introselect slows down ~15x on arrays that are mostly one value
-    low = flat.min()
-    ties = int(np.count_nonzero(flat == low))
-    if ties >= k:
-        threshold = low
-    else:
-        rest = flat[flat > low]
-        threshold = np.partition(rest, k - ties - 1)[k - ties - 1]
-    return MaskSet({name: a > threshold for name, a in arrays.items()})
 
 
 @register("magnitude", kind="ranking")

@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 
 from ..budgets import check_compression
 from ..errors import DataError, ModelError
-from ..generators.ranking import global_threshold
 from ..masks import MaskSet
+from ..threshold import global_threshold
 from .extract import prunable_modules
 from .masks import masked_copy
 
@@ -292,11 +292,13 @@ def _synflow_round(clone, weights, ones, iteration=None):
     if not torch.isfinite(flow):
         raise ModelError(f"SynFlow's synaptic flow R overflowed float64{where} ({flow.item()}); "
                          "the network is too deep or its weights too large for R = sum(f(1))")
-    scores = {name: (w * g).abs() for (name, w), g in zip(weights.items(), _grads(flow, weights))}
-    if not all(bool(torch.isfinite(t).all()) for t in scores.values()):
+    scores = {name: (w * g).abs_() for (name, w), g in zip(weights.items(), _grads(flow, weights))}
+    # one reduction per layer answers both checks: a NaN or inf score shows in the layer's max
+    peaks = torch.stack([t.amax() for t in scores.values()])
+    if not bool(torch.isfinite(peaks).all()):
         raise ModelError(f"SynFlow scores are not finite{where} (R = {flow.item():.6g}); the "
                          "gradient of R overflowed float64")
-    if not any(bool(t.any()) for t in scores.values()):
+    if not bool((peaks > 0).any()):
         raise ModelError(f"SynFlow scores are all zero{where} (R = {flow.item():.6g}): no kept "
                          "path carries the all-ones signal from the input to the output; check "
                          "the masks and the model's last ops (an output that does not depend on "

@@ -47,3 +47,73 @@ def test_compression_one_keeps_everything_and_n_keeps_the_best():
 def test_nan_scores_are_an_error():
     with pytest.raises(ModelError, match="NaN"):
         global_threshold({"a": np.array([1.0, np.nan])}, 2)
+
+
+@given(st.lists(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=10),
+                min_size=1, max_size=4), st.floats(1, 40))
+def test_global_threshold_matches_sort_on_signed_scores(values, c):
+    """GraSP scores are signed: the threshold must not assume a minimum of 0."""
+    scores = {f"l{i}": np.array(v) for i, v in enumerate(values)}
+    c = min(c, sum(len(v) for v in values))
+    masks = global_threshold(scores, c)
+    expected = naive(scores, c)
+    assert all(np.array_equal(masks[k], expected[k]) for k in scores)
+
+
+def test_scorers_and_ranking_glue_import_one_way():
+    """generators/ranking.py -> torch/scores.py -> graphpai.threshold: the torch scorers never
+    import the generators package back (issue 13 item 18), and the core threshold imports no torch."""
+    import ast
+    from pathlib import Path
+
+    import graphpai
+
+    root = Path(graphpai.__file__).parent
+
+    def imported(path, package):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] \
+                    if node.level else []
+                names.add(".".join(filter(None, [".".join(base), node.module or ""])))
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        return names
+
+    scores = imported(root / "torch" / "scores.py", "graphpai.torch")
+    assert not any(n.startswith("graphpai.generators") for n in scores), scores
+    assert "graphpai.threshold" in scores
+    threshold = imported(root / "threshold.py", "graphpai")
+    assert not any(n.split(".")[0] == "torch" or n.startswith("graphpai.torch") for n in threshold)
+    from graphpai.generators import global_threshold as exported
+    from graphpai.threshold import global_threshold as core
+    assert exported is core
+
+
+@given(st.lists(st.lists(st.integers(-3, 40), min_size=1, max_size=60), min_size=1, max_size=4),
+       st.floats(1, 80), st.integers(1, 6))
+def test_threshold_is_exact_whatever_the_sample_brackets(values, c, sample):
+    """A tiny sample makes the bracket miss often: the fallback must still give the sort's mask."""
+    import graphpai.threshold as threshold
+
+    scores = {f"l{i}": np.array(v, dtype=float) for i, v in enumerate(values)}
+    c = min(c, sum(len(v) for v in values))
+    old, threshold._SAMPLE = threshold._SAMPLE, sample
+    try:
+        masks = global_threshold(scores, c)
+    finally:
+        threshold._SAMPLE = old
+    expected = naive(scores, c)
+    assert all(np.array_equal(masks[k], expected[k]) for k in scores)
+
+
+def test_threshold_on_vgg_sized_layers_matches_a_full_sort():
+    """Big layers (the sampled path), with SynFlow-like zeros and ties at the threshold."""
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.integers(0, 50, (300, 200)).astype(float),
+              "b": np.where(rng.random((500, 100)) < 0.6, 0.0, rng.random((500, 100)))}
+    for c in (1.5, 3, 10, 100, 1000):
+        expected = naive(scores, c)
+        masks = global_threshold(scores, c)
+        assert all(np.array_equal(masks[k], expected[k]) for k in scores), c
