@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
@@ -119,6 +120,21 @@ def layer_scores(graph, masks, weights, *, layers=None, workers: int | None = No
     """
     names = list(graph.layers if layers is None else layers)
     return _scores(names, _rows(graph, masks, bool), _rows(graph, weights, np.float64), workers)
+
+
+_ABSW = None  # |W| of the run, in a worker process
+
+
+def _init_worker(absw):
+    global _ABSW
+    _ABSW = absw
+
+
+def _score_job(names, rows, workers, absw=None):
+    """(scores, seconds) of one candidate; in a worker process `absw` is the one it was given."""
+    t0 = time.perf_counter()
+    scores = _scores(names, rows, _ABSW if absw is None else absw, workers)
+    return scores, time.perf_counter() - t0
 
 
 def _scores(names, rows, absw, workers):
@@ -240,7 +256,7 @@ class PAGSResult:
 # ------------------------------------------------------------------------------ selection
 def select(graph, weights, base_masks, candidates: Iterable, *, rule: str = "imdb",
            base: str = "given", population: int | None = None, workers: int | None = None,
-           progress: bool = False) -> PAGSResult:
+           processes: int = 0, progress: bool = False) -> PAGSResult:
     """PAGS selection over given candidate masks (the loop of the module docstring).
 
     Parameters
@@ -258,6 +274,10 @@ def select(graph, weights, base_masks, candidates: Iterable, *, rule: str = "imd
         The number of candidates, for the progress bar.
     workers : int, optional
         Threads over layers for the scores.
+    processes : int
+        Score candidates in this many worker processes while the next ones are drawn (0: in
+        this process). The selection still visits candidates in order: the result does not
+        depend on it, and ``metric_seconds`` sums the workers' scoring time.
     progress : bool
         A bar over the candidates on stderr (when it is a terminal).
 
@@ -269,6 +289,10 @@ def select(graph, weights, base_masks, candidates: Iterable, *, rule: str = "imd
 
     if rule not in RULES:
         raise UnknownMethodError(f"unknown PAGS rule {rule!r}; use one of {list(RULES)}")
+    if int(processes) < 0:
+        raise GraphpaiError(f"pags processes must be >= 0, got {processes}")
+    if processes and workers is None:
+        workers = 1  # one thread per worker process
     start = time.perf_counter()
     names = list(graph.layers)
     absw = _rows(graph, weights, np.float64)  # |W| once for the run
@@ -276,33 +300,58 @@ def select(graph, weights, base_masks, candidates: Iterable, *, rule: str = "imd
     explored = {n: current[n].copy() for n in names}
     t0 = time.perf_counter()
     best = _scores(names, _rows(graph, current, bool), absw, workers)
-    metric = time.perf_counter() - t0
+    metric = [time.perf_counter() - t0]
     first = dict(best)
     source = {n: 0 for n in names}
     replaced = {n: 0 for n in names}
     drawn = 0.0
     count = 0
+
+    def apply(number, masks, scores, seconds):
+        metric[0] += seconds
+        for n in names:
+            explored[n] |= masks[n]
+            if accepts(scores[n], best[n], rule):
+                current[n], best[n] = masks[n], scores[n]
+                source[n] = number
+                replaced[n] += 1
+
+    pool, pending = None, deque()
+    if processes:  # candidates are scored independently of the selection, so in parallel
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(int(processes), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(absw,))
     iterator = iter(candidates)
-    with bar(None, progress, total=population, desc="pags", unit="mask") as b:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                masks = next(iterator)
-            except StopIteration:
-                break
-            drawn += time.perf_counter() - t0
-            count += 1
-            masks = {n: np.asarray(masks[n], dtype=bool) for n in names}
-            t0 = time.perf_counter()
-            scores = _scores(names, _rows(graph, masks, bool), absw, workers)
-            metric += time.perf_counter() - t0
-            for n in names:
-                explored[n] |= masks[n]
-                if accepts(scores[n], best[n], rule):
-                    current[n], best[n] = masks[n], scores[n]
-                    source[n] = count
-                    replaced[n] += 1
-            b.update(1)
+    try:
+        with bar(None, progress, total=population, desc="pags", unit="mask") as b:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    masks = next(iterator)
+                except StopIteration:
+                    break
+                drawn += time.perf_counter() - t0
+                count += 1
+                masks = {n: np.asarray(masks[n], dtype=bool) for n in names}
+                rows = _rows(graph, masks, bool)
+                if pool is None:
+                    apply(count, masks, *_score_job(names, rows, workers, absw))
+                    b.update(1)
+                    continue
+                pending.append((count, masks, pool.submit(_score_job, names, rows, workers)))
+                while len(pending) > 2 * int(processes) or (pending and pending[0][2].done()):
+                    number, masks, future = pending.popleft()
+                    apply(number, masks, *future.result())
+                    b.update(1)
+            while pending:  # in candidate order, whatever order the workers finish in
+                number, masks, future = pending.popleft()
+                apply(number, masks, *future.result())
+                b.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    metric = metric[0]
     numel = sum(graph.layers[n].numel for n in names)
     rows = tuple(
         PAGSLayer(n, source[n], replaced[n], first[n].imdb_r, first[n].norm, best[n].imdb_r,
@@ -375,7 +424,7 @@ def _candidates(model, graph, method, compression, budget, rng, population, data
 
 def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, base: str = "rpi",
                budget="erk", population: int = 2000, rule: str = "imdb", batch_k: int = 1,
-               noise: float = 1e-3, workers: int | None = None,
+               noise: float = 1e-3, workers: int | None = None, processes: int = 0,
                progress: bool = False) -> PAGSResult:
     """PAGS masks for a torch model, with provenance, drift and explored fraction ([FS]).
 
@@ -406,6 +455,8 @@ def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, ba
         ``e ~ N(0, 1)`` ([FS]'s code uses 1e-3).
     workers : int, optional
         Threads over layers for the scores.
+    processes : int
+        Worker processes that score candidates (see :func:`select`).
     progress : bool
 
     Returns
@@ -459,7 +510,7 @@ def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, ba
                    _candidates(model, graph, method, compression, chosen, rng, int(population),
                                data, batch_k, noise, classes, input_shape),
                    rule=rule, base=method.name, population=int(population), workers=workers,
-                   progress=progress)
+                   processes=processes, progress=progress)
     return PAGSResult(found.masks, found.layers, found.base, found.rule, found.population,
                       found.numel, found.explored, found.metric_seconds,
                       found.candidate_seconds + first, time.perf_counter() - start)
@@ -468,8 +519,10 @@ def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, ba
 @register("pags", kind="ranking")
 def pags(model, compression, *, seed=None, data=None, input_shape=None, base: str = "rpi",
          budget="erk", population: int = 2000, rule: str = "imdb", batch_k: int = 1,
-         noise: float = 1e-3, workers: int | None = None, progress: bool = False) -> MaskSet:
+         noise: float = 1e-3, workers: int | None = None, processes: int = 0,
+         progress: bool = False) -> MaskSet:
     """PAGS masks ([FS]): :func:`solve_pags` without the report (docs/pags.md)."""
     return solve_pags(model, compression, seed=seed, data=data, input_shape=input_shape,
                       base=base, budget=budget, population=population, rule=rule,
-                      batch_k=batch_k, noise=noise, workers=workers, progress=progress).masks
+                      batch_k=batch_k, noise=noise, workers=workers, processes=processes,
+                      progress=progress).masks

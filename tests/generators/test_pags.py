@@ -133,3 +133,13 @@ def test_cli_needs_data_for_a_snip_base(tmp_path, capsys):
     assert "snip needs prune batches" in capsys.readouterr().err and not out.exists()
     assert main(["prune", "--model", "resnet20", "--method", "pags", "--compression", "100",
                  "--option", "population=2", "--masks-out", str(out)]) == 0 and out.exists()
+
+
+def test_worker_processes_give_the_same_result():
+    model, g, weights = model_and_graph()
+    budget = erk(g, 100)
+    base = rpi(g, budget, seed=0)
+    candidates = [rpi(g, budget, seed=s) for s in range(1, 6)]
+    a = select(g, weights, base, candidates)
+    b = select(g, weights, base, iter(candidates), processes=2)
+    assert a.masks == b.masks and a.rows() == b.rows() and b.population == 5
