@@ -14,12 +14,13 @@ from .functional import AuditResult, audit
 from . import budgets, paths, prune, spectral  # callable modules: graphpai.paths(net, masks), ...
 
 
-def to_graph(model, input_shape=None) -> NetGraph:
+def to_graph(model, input_shape=None, **options) -> NetGraph:
     """The NetGraph of a torch model (docs/definitions.md#graph); see
-    :func:`graphpai.torch.extract.to_graph`."""
+    :func:`graphpai.torch.extract.to_graph` for the options (``example_inputs``,
+    ``input_dtype``, ``vocab_size``, ``tracer``, ``prune_embeddings``)."""
     from .torch.extract import to_graph as _to_graph
 
-    return _to_graph(model, input_shape)
+    return _to_graph(model, input_shape, **options)
 
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ Conventions, stated once:
   source channels) matrix. Pooling is the identity on channels, a residual add the union of its
   inputs, concat stacks its inputs in order, flatten sends channel c of an H x W map to features
   ``c*H*W ... (c+1)*H*W - 1``.
-- Beyond convnets (docs/models.md): every axis of an activation other than batch and channels is a
+- Beyond convnets (docs/graph.md#beyond-convnets): every axis of an activation other than batch and channels is a
   position (tokens are the pixels of a 1-D map), and a linear layer acts per position. Links of
   kind ``regroup`` (permute, reshape, chunk, split, slicing: any op that moves elements), ``reduce``
   (a sum or mean over features) carry an explicit (target, source) channel map; ``norm``
@@ -95,7 +95,11 @@ class Layer:
     """A prunable conv or linear layer from group ``source`` to group ``target``.
 
     ``padding`` holds one (before, after) pair per spatial dimension, so asymmetric ``'same'``
-    padding is exact. ``in_size``/``out_size`` are the spatial sizes of input and output.
+    padding is exact. ``in_size``/``out_size`` are the spatial sizes of input and output; a
+    linear layer on a tensor of rank > 2 acts at every position (a token is a pixel of a 1-D map)
+    and has ``in_size == out_size`` (its positions). ``transposed``: the model holds this weight
+    as the transpose of ``weight_shape`` (Hugging Face ``Conv1D``, ``x @ W``, an ``nn.Embedding``
+    made prunable); masks are always in ``weight_shape`` order (docs/graph.md#transposed-weights).
     """
 
     name: str
@@ -110,6 +114,7 @@ class Layer:
     bias: bool = False
     in_size: tuple[int, ...] = ()
     out_size: tuple[int, ...] = ()
+    transposed: bool = False
 
     @property
     def kernel(self) -> tuple[int, ...]:
@@ -142,11 +147,17 @@ class Link:
     ``output_size`` for adaptive pools, ``functional`` when it was called as a function). A
     global pool has ``output_size == ()``: its target is a feature vector.
 
-    The kinds of docs/models.md: ``regroup``, ``reduce`` and ``mul`` hold ``maps``, one
-    :class:`ChannelMap` per source; ``norm`` holds ``centred`` (bool) and ``groups``; ``attention``
+    The kinds of docs/graph.md: ``regroup``, ``reduce`` and ``mul`` hold ``maps``, one
+    :class:`ChannelMap` per source (and ``elements``, the same maps between flat element indices
+    in ``(channels, *size)`` order, for the spatial semantics); ``mul`` may hold ``gating`` (per
+    source: False when the branch is non-zero everywhere); ``norm`` holds ``centred`` (bool),
+    ``groups`` and ``positions`` (``"each"``: statistics per position, ``"all"``: over every
+    position, as GroupNorm on a map); ``attention``
     reads (q, k, v) and holds ``q``, ``k`` (the channels of q and k multiplied together, pair by
     pair), ``pair_head`` (the head of each pair), ``v`` (the value channel of each output
-    channel) and ``v_head`` (its head); ``op`` names the torch op a link came from.
+    channel) and ``v_head`` (its head), as tuples, and ``allowed`` (None, or a :class:`ChannelMap`
+    of the (query position, key position) pairs a causal or explicit mask lets through); ``op``
+    names the torch op a link came from.
     """
 
     name: str
@@ -210,6 +221,7 @@ class NetGraph:
             for name in self._sources(op):
                 consumers[name].append(op)
         self._consumers = {k: tuple(v) for k, v in consumers.items()}
+        self._matrices: dict = {}  # (link name, position) -> (link, its matrix), built once
 
     # ------------------------------------------------------------------ structure
     @staticmethod
@@ -319,6 +331,15 @@ class NetGraph:
         """Sparse 0/1 (target channels, source channels) map of a link from its `position`-th
         source (a concat may read the same group twice, so sources are addressed by position)."""
         link = link if isinstance(link, Link) else self._link(link)
+        key = (link.name, position)
+        cached = self._matrices.get(key)
+        if cached is not None and cached[0] is link:
+            return cached[1]
+        matrix = self._link_matrix(link, position)
+        self._matrices[key] = (link, matrix)
+        return matrix
+
+    def _link_matrix(self, link: Link, position: int) -> sp.csr_array:
         source = link.sources[position]
         src = self.groups[source]
         tgt = self.groups[link.target]
@@ -357,7 +378,7 @@ class NetGraph:
         return any(link.kind in _GATED for link in self.links)
 
     def link_forward(self, link: Link, reached: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Channel-level reach of a link's target from its sources' (docs/graph.md, models.md).
+        """Channel-level reach of a link's target from its sources' (docs/graph.md#beyond-convnets).
 
         A union of the link matrices for every kind except ``norm`` (a centring norm reaches every
         feature of a norm group with one reached feature; RMSNorm keeps reach), ``mul`` (reached
@@ -375,7 +396,9 @@ class NetGraph:
             return srcs[2][np.asarray(link.params["v"])]
         parts = [self.link_matrix(link, k) @ x.astype(np.float64) > 0 for k, x in enumerate(srcs)]
         if link.kind == "mul":
-            return np.logical_and.reduce(parts)
+            gating = _gating(link)
+            gated = [x for x, g in zip(parts, gating) if g]
+            return np.logical_and.reduce(gated) if gated else np.logical_or.reduce(parts)
         return np.logical_or.reduce(parts)
 
     def link_backward(self, link: Link, coreached: np.ndarray, reached=None) -> list[np.ndarray]:
@@ -416,9 +439,9 @@ class NetGraph:
         if kind == "mul":
             parts = [m @ np.asarray(reached[s], dtype=np.float64) > 0
                      for m, s in zip(mats, link.sources)]
-            out = []
+            out, gating = [], _gating(link)
             for k, m in enumerate(mats):
-                others = np.logical_and.reduce([x for j, x in enumerate(parts) if j != k]
+                others = np.logical_and.reduce([x for j, x in enumerate(parts) if j != k and gating[j]]
                                                or [np.ones_like(target)])
                 out.append(m.T @ (target & others).astype(np.float64) > 0)
             return out
@@ -547,6 +570,12 @@ class NetGraph:
     def __repr__(self):
         return (f"NetGraph({len(self.groups)} groups, {len(self.layers)} layers, "
                 f"{len(self.links)} links, {self.num_weights} weights)")
+
+
+def _gating(link: Link) -> tuple[bool, ...]:
+    """Which branches of a ``mul`` link are zero where they are not reached (a branch that is
+    non-zero everywhere, such as ``sigmoid(b)`` or ``rsqrt(mean(x**2) + eps)``, does not gate)."""
+    return tuple(link.params.get("gating") or (True,) * len(link.sources))
 
 
 def _row_major_nonzero(array: np.ndarray):

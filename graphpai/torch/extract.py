@@ -1,15 +1,35 @@
-"""nn.Module -> NetGraph: trace with torch.fx, propagate shapes, map every op (SPEC §2).
+"""nn.Module -> NetGraph: trace, record shapes, map every op to the graph model (docs/graph.md).
 
-Conv1d/Conv2d and Linear become layers named by their module path (the names masks use).
-Elementwise ops (BatchNorm, LayerNorm, activations, dropout, Identity, scalar arithmetic) are
-folded into the group they act on; pooling, residual adds, concat and flatten become links. Any
-other op on the way raises :class:`~graphpai.errors.UnsupportedOpError` naming it.
+Two tracers give the same kind of graph: ``torch.fx`` (the fast path, on the modules and
+functions of the forward) and ``torch.export`` (its ATen graph, for models fx cannot trace, such
+as Hugging Face transformers). Both produce an fx graph that one builder reads, with every op
+named by a canonical name (``aten.view.default``, ``Tensor.view`` and ``torch.reshape`` are all
+a *move*).
+
+- Conv1d/2d/3d and Linear (on tensors of any rank: the axes other than batch and features are
+  positions) become layers named by their module path (the names masks use); a weight used as
+  ``x @ W`` or by Hugging Face's ``Conv1D`` is a layer whose model weight is the transpose.
+- ``nn.Embedding`` of the token ids is the network input (its output, ``(tokens, features)``);
+  with ``prune_embeddings=True`` it is a layer from a one-hot vocabulary input.
+- Ops that only move elements (view, reshape, flatten, permute, transpose, slicing, chunk,
+  split, cat, stack, expand, PixelShuffle, nearest upsampling, multiplication by a constant
+  with zeros) are traced on index tensors, so their element map is exact: a ``regroup`` link
+  (``flatten`` and ``concat`` where they are the convnet ones). Reductions are ``reduce`` links.
+- LayerNorm/GroupNorm/RMSNorm are ``norm`` links, products of two activations ``mul`` links,
+  ``softmax(q @ k^T) @ v`` and ``scaled_dot_product_attention`` ``attention`` links; BatchNorm,
+  activations, dropout and scalar arithmetic are folded into the tensor they act on; pooling and
+  residual sums are as before.
+
+Any other op on the way raises :class:`~graphpai.errors.UnsupportedOpError` naming it and its
+module path.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,48 +38,84 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ModelError, UnsupportedOpError
-from ..graph import Group, Layer, Link, NetGraph
+from ..graph import ChannelMap, Group, Layer, Link, NetGraph
 
-__all__ = ["to_graph", "layer_weights", "prunable_modules"]
+__all__ = ["to_graph", "layer_weights", "prunable_modules", "TRACERS"]
 
-PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+TRACERS = ("auto", "fx", "export")
+PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_RMSNORM = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 _POOL_MODULES = {
     nn.MaxPool1d: "max", nn.MaxPool2d: "max", nn.AvgPool1d: "avg", nn.AvgPool2d: "avg",
     nn.AdaptiveAvgPool1d: "avg", nn.AdaptiveAvgPool2d: "avg",
     nn.AdaptiveMaxPool1d: "max", nn.AdaptiveMaxPool2d: "max",
 }
-_ELEMENTWISE_MODULES = (
-    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.modules.dropout._DropoutNd,
-    nn.Identity, nn.Softmax, nn.LogSoftmax,
+_FOLDED_MODULES = (
+    nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd, nn.Identity,
 )
-_LEAF_MODULES = PRUNABLE + tuple(_POOL_MODULES) + _ELEMENTWISE_MODULES + (nn.Flatten,)
+_LEAF_MODULES = (PRUNABLE + tuple(_POOL_MODULES) + _FOLDED_MODULES
+                 + (nn.Flatten, nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.Softmax,
+                    nn.LogSoftmax, nn.PixelShuffle, nn.PixelUnshuffle, nn.Upsample) + _RMSNORM)
+
+# canonical op names: python functions, tensor methods and ATen ops map to these
+_ALIASES = {
+    "iadd": "add", "add_": "add", "isub": "sub", "sub_": "sub", "rsub": "sub", "imul": "mul",
+    "mul_": "mul", "multiply": "mul", "truediv": "div", "itruediv": "div", "div_": "div",
+    "true_divide": "div", "divide": "div", "concat": "cat", "concatenate": "cat", "bmm": "matmul",
+    "matmul": "matmul", "mm": "matmul", "unsafe_view": "view", "_unsafe_view": "view",
+    "view_as": "view", "reshape_as": "view", "reshape": "view", "swapaxes": "transpose",
+    "swapdims": "transpose", "split_with_sizes": "split", "_safe_softmax": "softmax",
+    "_softmax": "softmax", "relu_": "relu", "sigmoid_": "sigmoid", "tanh_": "tanh",
+    "clamp_": "clamp", "masked_fill_": "masked_fill", "gelu_": "gelu", "silu_": "silu",
+    "hardtanh_": "hardtanh", "leaky_relu_": "leaky_relu", "contiguous": "identity",
+    "clone": "identity", "detach": "identity", "alias": "identity", "float": "identity",
+    "double": "identity", "half": "identity", "bfloat16": "identity", "to": "identity",
+    "type_as": "identity", "_to_copy": "identity", "lift_fresh_copy": "identity",
+    "type": "identity", "dropout": "identity", "dropout1d": "identity", "dropout2d": "identity",
+    "dropout3d": "identity", "alpha_dropout": "identity", "feature_dropout": "identity",
+    "native_dropout": "identity", "feature_alpha_dropout": "identity", "batch_norm": "identity",
+    "instance_norm": "identity", "_native_batch_norm_legit_no_training": "identity",
+    "_native_batch_norm_legit_functional": "identity", "native_batch_norm": "identity",
+    "layer_norm": "layer_norm", "native_layer_norm": "layer_norm", "t": "transpose",
+    "numpy_T": "transpose", "scaled_dot_product_attention": "sdpa",
+    "upsample_nearest1d": "interpolate", "upsample_nearest2d": "interpolate",
+    "upsample_nearest3d": "interpolate", "upsample_bilinear2d": "interpolate",
+    "_upsample_nearest_exact2d": "interpolate", "upsample": "interpolate",
+    "expand_as": "expand", "broadcast_to": "expand",
+}
+# elementwise ops with f(0) = 0 (a zero stays zero) and ops with f(x) != 0 everywhere
+_ZERO_KEEPING = {
+    "identity", "relu", "relu6", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish",
+    "hardtanh", "leaky_relu", "tanh", "neg", "pos", "abs", "erf", "sqrt", "square", "sin",
+    "logsigmoid_shifted", "prelu", "rrelu", "softsign", "tanhshrink", "hardshrink",
+    "softshrink", "threshold", "clamp", "clamp_min", "clamp_max", "sign", "log_softmax",
+}
+_NONZERO = {"sigmoid", "exp", "cos", "rsqrt", "reciprocal", "softplus", "hardsigmoid", "cosh",
+            "logsigmoid", "log"}
+_MOVE = {"view", "flatten", "unflatten", "permute", "transpose", "unsqueeze", "squeeze",
+         "expand", "repeat", "getitem", "select", "slice", "narrow", "chunk", "split", "unbind",
+         "cat", "stack", "movedim", "moveaxis", "repeat_interleave", "flip", "roll",
+         "pixel_shuffle", "pixel_unshuffle", "tile", "index_select", "interpolate"}
+_REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm", "logsumexp",
+           "prod"}
 _POOL_FUNCTIONS = {
-    F.max_pool1d: "max", F.max_pool2d: "max", F.avg_pool1d: "avg", F.avg_pool2d: "avg",
-    F.adaptive_avg_pool1d: "avg", F.adaptive_avg_pool2d: "avg",
-    F.adaptive_max_pool1d: "max", F.adaptive_max_pool2d: "max",
-    torch.max_pool1d: "max", torch.max_pool2d: "max", torch.avg_pool1d: "avg",
+    "max_pool1d": "max", "max_pool2d": "max", "avg_pool1d": "avg", "avg_pool2d": "avg",
+    "adaptive_avg_pool1d": "avg", "adaptive_avg_pool2d": "avg",
+    "adaptive_max_pool1d": "max", "adaptive_max_pool2d": "max",
+    "max_pool1d_with_indices": "max", "max_pool2d_with_indices": "max",
 }
-_ADD = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub,
-        "add", "add_", "sub", "sub_"}
-_SCALAR_ARITHMETIC = {operator.mul, operator.imul, operator.truediv, operator.itruediv,
-                      operator.neg, operator.pos, torch.mul, torch.div, torch.neg,
-                      "mul", "mul_", "div", "div_", "neg"}
-_CAT = {torch.cat, torch.concat, torch.concatenate}
-_RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
-_ELEMENTWISE_FUNCTIONS = {
-    F.relu, F.relu_, F.relu6, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish,
-    F.hardsigmoid, F.hardtanh, F.leaky_relu, F.softplus, F.tanh, F.sigmoid, F.logsigmoid,
-    F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, F.batch_norm, F.layer_norm,
-    F.group_norm, F.instance_norm, F.softmax, F.log_softmax,
-    torch.relu, torch.relu_, torch.sigmoid, torch.tanh, torch.softmax, torch.log_softmax,
-    torch.dropout, torch.abs, torch.clamp, torch.exp,
-}
-_ELEMENTWISE_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax",
-    "contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "clamp",
-    "clamp_", "abs", "exp",
-}
-_NON_TENSOR_METHODS = {"size", "dim", "numel"}
+_SKIP = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size",
+         "_guards_fn", "sym_size", "sym_numel", "sym_stride", "size", "dim", "numel",
+         "_assert_async", "assert", "getattr"}
+_SHAPE_ONLY = {"new_ones", "new_zeros", "new_full", "new_empty", "zeros_like", "ones_like",
+               "full_like", "empty_like", "constant"}  # read only a tensor's shape, dtype, device
+_BLOCKED = -1e4  # an additive mask value at or below this blocks a (query, key) pair
+
+_SUPPORTED = ("Conv1d/2d/3d, Linear (any rank), Embedding, BatchNorm, LayerNorm/GroupNorm/"
+              "RMSNorm, elementwise activations, dropout, pooling, residual sums, products of "
+              "two activations, attention (softmax(q @ k^T) @ v, scaled_dot_product_attention), "
+              "view/reshape/flatten/permute/transpose/slicing/chunk/split/cat/expand, mean/sum "
+              "reductions, PixelShuffle, nearest upsampling (docs/graph.md)")
 
 
 class _Tracer(fx.Tracer):
@@ -71,7 +127,7 @@ class _Tracer(fx.Tracer):
 
 
 def prunable_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Module path -> Conv1d/Conv2d/Linear module, the prunable layers (SPEC §1)."""
+    """Module path -> Conv1d/2d/3d or Linear module, the prunable layers (docs/graph.md)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
 
 
@@ -86,115 +142,316 @@ def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
     return out
 
 
-def _describe(node: fx.Node, gm: fx.GraphModule) -> str:
-    if node.op == "call_module":
-        return f"{type(gm.get_submodule(node.target)).__name__} at module path {node.target!r}"
-    target = getattr(node.target, "__name__", str(node.target))
-    return f"{node.op} {target!r} (fx node {node.name!r})"
+def _first_line(exc) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
-_SUPPORTED = ("Conv1d/Conv2d, Linear, BatchNorm/LayerNorm/GroupNorm, elementwise activations, "
-              "Dropout, Identity, Max/Avg/AdaptiveAvg pooling, flatten/view/reshape to features, "
-              "+ / torch.add residuals, torch.cat on channels, mean over spatial dims")
-
-
-def to_graph(model: nn.Module, input_shape=None) -> NetGraph:
-    """Trace `model` with torch.fx and build its NetGraph (SPEC §2).
+# ------------------------------------------------------------------------------ entry point
+def to_graph(model: nn.Module, input_shape=None, *, example_inputs=None, input_dtype=None,
+             vocab_size: int | None = None, tracer: str = "auto",
+             prune_embeddings: bool = False) -> NetGraph:
+    """Trace `model` and build its NetGraph (docs/graph.md).
 
     Parameters
     ----------
     model : torch.nn.Module
         Any model made of the supported ops; layers are named by module path.
     input_shape : tuple of int, optional
-        One input without the batch dimension, e.g. ``(3, 32, 32)``. Zoo models carry their own
-        (``model.input_shape``).
+        One input without the batch dimension: ``(3, 32, 32)`` for an image, ``(16,)`` for 16
+        token ids (with ``input_dtype=torch.long``). Zoo models carry their own
+        (``model.input_shape``, ``model.input_dtype``).
+    example_inputs : tensor, tuple or dict, optional
+        Real inputs with their batch dimension: a tensor, a tuple of positional arguments or a
+        dict of keyword arguments (as Hugging Face models take ``input_ids=``). Replaces
+        `input_shape`.
+    input_dtype : torch.dtype or str, optional
+        ``torch.long`` (or ``"long"``) for token ids, drawn in ``range(vocab_size)``.
+    vocab_size : int, optional
+        The vocabulary for token ids; by default the first ``nn.Embedding``'s size.
+    tracer : {"auto", "fx", "export"}
+        ``"auto"`` tries torch.fx and falls back to torch.export when fx cannot trace.
+    prune_embeddings : bool
+        Make token embeddings prunable layers from a one-hot vocabulary input (default: they
+        are the network input, not prunable, as in the LLM pruning literature).
 
     Raises
     ------
     ModelError
-        If fx cannot trace the model, the input shape does not fit, or no input shape is known.
+        If neither tracer can read the model, the input does not fit, or no input is known.
     UnsupportedOpError
-        If an op on the way between the input and the outputs has no graph meaning.
+        If an op between the input and the outputs has no graph meaning (the message names the
+        op and its module path).
     """
     if not isinstance(model, nn.Module):
         raise ModelError(f"to_graph needs a torch.nn.Module, got {type(model).__name__}")
+    if tracer not in TRACERS:
+        raise ModelError(f"unknown tracer {tracer!r}; use one of {list(TRACERS)}")
+    args, kwargs, shown = _inputs(model, input_shape, example_inputs, input_dtype, vocab_size)
+    fx_error = None
+    if tracer in ("auto", "fx"):
+        try:
+            gm = _fx_trace(model, args, kwargs)
+        except ModelError as exc:
+            if tracer == "fx":
+                raise
+            gm, fx_error = None, exc
+        if gm is not None:
+            record = _record(model, gm, args, kwargs, shown)  # a wrong input fails here
+            try:
+                return _Builder(gm, record, prune_embeddings, prefix="").build()
+            except UnsupportedOpError as exc:
+                if tracer == "fx":
+                    raise
+                fx_error = exc
+    try:
+        gm = _export(model, args, kwargs)
+        record = _record(model, gm, _flat_inputs(args, kwargs), {}, shown)
+        return _Builder(gm, record, prune_embeddings, prefix="m.").build()
+    except ModelError as exc:
+        if isinstance(fx_error, UnsupportedOpError):
+            raise fx_error from None  # the fx graph names the modules best
+        if fx_error is not None and not isinstance(exc, UnsupportedOpError):
+            raise ModelError(f"{fx_error} (torch.export cannot trace it either: "
+                             f"{_first_line(exc)})") from None
+        raise
+
+
+def _inputs(model, input_shape, example_inputs, input_dtype, vocab_size):
+    """(args, kwargs, description) for one run with a batch of 2."""
+    if example_inputs is not None:
+        if isinstance(example_inputs, torch.Tensor):
+            args, kwargs = (example_inputs,), {}
+        elif isinstance(example_inputs, dict):
+            args, kwargs = (), dict(example_inputs)
+        elif isinstance(example_inputs, (tuple, list)):
+            args, kwargs = tuple(example_inputs), {}
+        else:
+            raise ModelError(f"example_inputs must be a tensor, a tuple or a dict, got "
+                             f"{type(example_inputs).__name__}")
+        args = tuple(_batch_of_two(a) for a in args)
+        kwargs = {k: _batch_of_two(v) for k, v in kwargs.items()}
+        shown = ", ".join([_shape_text(a) for a in args]
+                          + [f"{k}={_shape_text(v)}" for k, v in kwargs.items()])
+        return args, kwargs, shown
     if input_shape is None:
         input_shape = getattr(model, "input_shape", None)
     if input_shape is None:
         raise ModelError(
             f"no input shape known for {type(model).__name__}; pass input_shape=(C, H, W) "
-            "(one example, without the batch dimension)"
-        )
+            "(one example, without the batch dimension), or example_inputs=")
     input_shape = tuple(int(s) for s in input_shape)
+    dtype = input_dtype if input_dtype is not None else getattr(model, "input_dtype", None)
+    dtype = _dtype(dtype)
+    if dtype is not None and not dtype.is_floating_point:
+        vocab = vocab_size or getattr(model, "vocab_size", None) or next(
+            (m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), None)
+        if vocab is None:
+            raise ModelError(f"{type(model).__name__} takes integer inputs but has no "
+                             "nn.Embedding; pass vocab_size=")
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, int(vocab), (2,) + input_shape, generator=gen).to(dtype)
+    else:
+        param = next(model.parameters(), None)
+        fdtype = dtype or (param.dtype if param is not None and param.is_floating_point()
+                           else torch.float32)
+        device = param.device if param is not None else "cpu"
+        x = torch.zeros((2,) + input_shape, dtype=fdtype, device=device)
+    if x.device.type == "cpu":
+        param = next(model.parameters(), None)
+        if param is not None and param.device.type not in ("cpu", "meta"):
+            x = x.to(param.device)
+    return (x,), {}, str((2,) + input_shape)
+
+
+def _dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"long": torch.long, "int64": torch.long, "int": torch.int32, "int32": torch.int32,
+             "float": torch.float32, "float32": torch.float32, "float64": torch.float64,
+             "double": torch.float64, "bfloat16": torch.bfloat16, "half": torch.float16,
+             "float16": torch.float16}
     try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
+        return names[str(dtype).replace("torch.", "")]
+    except KeyError:
+        raise ModelError(f"unknown input dtype {dtype!r}; use one of {sorted(names)}") from None
+
+
+def _batch_of_two(value):
+    if isinstance(value, torch.Tensor) and value.dim() >= 1:
+        if value.shape[0] == 1:
+            return torch.cat([value, value])
+        return value[:2]
+    return value
+
+
+def _shape_text(value):
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else repr(value)
+
+
+def _flat_inputs(args, kwargs):
+    return tuple(args) + tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+
+
+def _fx_trace(model, args, kwargs):
+    try:
+        concrete = None
+        if kwargs:
+            names = list(inspect.signature(model.forward).parameters)
+            concrete = {n: None for n in names[len(args):] if n not in kwargs}
+        graph = _Tracer().trace(model, concrete_args=concrete)
+        return fx.GraphModule(model, graph)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
         raise ModelError(
-            f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: {reason}. graphpai "
-            "needs a forward without data-dependent Python control flow"
-        ) from None
-    shapes = _propagate_shapes(model, gm, input_shape)
-    return _Builder(gm, shapes).build()
+            f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: "
+            f"{_first_line(exc)}. graphpai needs a forward without data-dependent Python control "
+            "flow (tracer='export' reads more models)") from None
 
 
-def _propagate_shapes(model, gm, input_shape):
-    """Run the traced model on zeros (eval mode, no grad) and record every tensor's shape.
+class _Outputs(nn.Module):
+    """`model` called with keyword inputs, its outputs flattened to a tuple of tensors (a
+    Hugging Face ModelOutput or a nested tuple; caches are dropped)."""
 
-    Only shapes matter, so the work that cannot change a shape is skipped: a plain Conv1d/Conv2d
-    returns an uninitialised tensor of the shape its geometry gives, BatchNorm, activation,
+    def __init__(self, model, names, kwargs_names):
+        super().__init__()
+        self.m = model
+        self._names = names
+        self._kw = kwargs_names
+        self._extra = {}
+        try:
+            if "use_cache" in inspect.signature(model.forward).parameters:
+                self._extra["use_cache"] = False
+        except (TypeError, ValueError):
+            pass
+
+    def forward(self, *inputs):
+        args = inputs[:len(self._names)]
+        kwargs = dict(zip(self._kw, inputs[len(self._names):]), **self._extra)
+        return tuple(_tensors_of(self.m(*args, **kwargs)))
+
+
+def _tensors_of(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        found = []
+        for item in out:
+            if isinstance(item, (torch.Tensor, tuple, list, dict)) or hasattr(item, "to_tuple"):
+                found.extend(_tensors_of(item))
+        return found
+    return []
+
+
+def _export(model, args, kwargs):
+    wrapper = _Outputs(model, list(args), [k for k, v in kwargs.items()
+                                           if isinstance(v, torch.Tensor)])
+    flat = _flat_inputs(args, kwargs)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(wrapper, flat, strict=False)
+        return ep.module()
+    except Exception as exc:
+        raise ModelError(
+            f"torch.export cannot trace {type(model).__name__}: "
+            f"{type(exc).__name__}: {_first_line(exc)}") from None
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+# ------------------------------------------------------------------------------ recording
+@dataclass
+class _Rec:
+    shape: tuple | None = None      # full tensor shape (batch included)
+    dtype: torch.dtype | None = None
+    value: object = None            # constants (small tensors) and python values
+
+
+def _record(model, gm, args, kwargs, shown):
+    """Run the traced graph once (eval mode, no grad) and record every node's shape, and the
+    values of python scalars and of small constant tensors.
+
+    Only shapes of activations matter, so the work that cannot change a shape is skipped: a
+    plain Conv/Linear returns zeros of the shape its geometry gives, BatchNorm, activation,
     dropout and identity modules and the sum of two equally shaped tensors return their input.
-    The values are garbage; no op the builder accepts has a shape that depends on values.
-    (ResNet-50 at 224x224 spent seconds here running convolutions and BN on zeros.)
     """
-    shapes: dict[str, tuple[int, ...]] = {}
+    rec: dict[str, _Rec] = {}
+    live: set[str] = set()  # nodes whose tensor values depend on an input (never kept)
 
     class Recorder(fx.Interpreter):
         def run_node(self, n):
             result = super().run_node(n)
+            tensor = isinstance(result, torch.Tensor) or (
+                isinstance(result, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in result))
+            if tensor and _canonical(n, gm) not in _SHAPE_ONLY and (n.op == "placeholder" or any(
+                    isinstance(a, fx.Node) and a.name in live for a in _flat(n.args, n.kwargs))):
+                live.add(n.name)
+            r = _Rec()
             if isinstance(result, torch.Tensor):
-                shapes[n.name] = tuple(result.shape)
+                r.shape, r.dtype = tuple(result.shape), result.dtype
+                if n.name not in live and result.numel() <= (1 << 22) and n.op != "get_attr":
+                    r.value = result.detach()
+            elif isinstance(result, (tuple, list)) and result and all(
+                    isinstance(t, torch.Tensor) for t in result):
+                r.shape = tuple(tuple(t.shape) for t in result)
+                if n.name not in live:
+                    r.value = tuple(t.detach() for t in result)
+            else:
+                r.value = result
+            rec[n.name] = r
             return result
 
-        def call_module(self, target, args, kwargs):
+        def call_module(self, target, a, kw):
             module = self.fetch_attr(target)
-            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
-                shape = _conv_output_shape(module, args[0])
+            if len(a) == 1 and not kw and isinstance(a[0], torch.Tensor) and a[0].is_floating_point():
+                shape = _layer_output_shape(module, a[0])
                 if shape is not None:
-                    return args[0].new_empty(shape)
-                if _keeps_shape(module, args[0]):
-                    return args[0]
-            return super().call_module(target, args, kwargs)
+                    return a[0].new_zeros(shape)
+                if _keeps_shape(module, a[0]):
+                    return a[0]
+            return super().call_module(target, a, kw)
 
-        def call_function(self, target, args, kwargs):
-            if (target in (operator.add, operator.iadd) and len(args) == 2 and not kwargs
-                    and all(isinstance(a, torch.Tensor) for a in args)
-                    and args[0].shape == args[1].shape and args[0].dtype == args[1].dtype):
-                return args[0]
-            return super().call_function(target, args, kwargs)
+        def call_function(self, target, a, kw):
+            if (target in (operator.add, operator.iadd) and len(a) == 2 and not kw
+                    and all(isinstance(t, torch.Tensor) for t in a)
+                    and a[0].shape == a[1].shape and a[0].dtype == a[1].dtype):
+                return a[0]
+            if (target is torch.ops.aten.linear.default and isinstance(a[0], torch.Tensor)
+                    and a[0].is_floating_point() and a[0].shape[-1] == a[1].shape[1]):
+                return a[0].new_zeros(tuple(a[0].shape[:-1]) + (a[1].shape[0],))
+            return super().call_function(target, a, kw)
 
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    device = param.device if param is not None else "cpu"
-    inputs = [torch.zeros((2,) + input_shape, dtype=dtype, device=device) for _ in placeholders]
+    values = list(args)
+    for node in placeholders[len(args):]:
+        if node.target in kwargs:
+            values.append(kwargs[node.target])
+        elif node.args:
+            values.append(node.args[0])
+        else:
+            raise ModelError(f"no value for the input {node.target!r} of "
+                             f"{type(model).__name__}; pass it in example_inputs")
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            Recorder(gm).run(*inputs)
+            Recorder(gm).run(*values[:len(placeholders)])
+    except (ModelError, UnsupportedOpError):
+        raise
     except Exception as exc:
-        # torch appends the fx node and a hint on further lines; the first line says what failed
-        reason = (str(exc).strip().splitlines() or [""])[0]
         raise ModelError(
-            f"running {type(model).__name__} on an input of shape {(2,) + input_shape} failed: "
-            f"{type(exc).__name__}: {reason}; pass the input_shape the model expects, "
-            "as (C, H, W) without the batch dimension"
-        ) from None
+            f"running {type(model).__name__} on an input of shape {shown} failed: "
+            f"{type(exc).__name__}: {_first_line(exc)}; pass the input_shape the model expects, "
+            "as (C, H, W) without the batch dimension") from None
     finally:
         for module, training in modes:  # restore each module's own mode (e.g. frozen BN)
             module.training = training
-    return shapes
+    return rec
 
 
 _SHAPE_KEEPING = (nn.modules.dropout._DropoutNd, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
@@ -211,12 +468,16 @@ def _keeps_shape(module, x):
     return isinstance(module, _SHAPE_KEEPING)
 
 
-def _conv_output_shape(module, x):
-    """Output shape of a plain Conv1d/Conv2d on `x`, or None to let the module run (and raise)."""
-    if type(module).forward not in (nn.Conv1d.forward, nn.Conv2d.forward):
+def _layer_output_shape(module, x):
+    """Output shape of a plain Conv or Linear on `x`, or None to let the module run."""
+    if type(module).forward is nn.Linear.forward:
+        if x.dim() >= 1 and x.shape[-1] == module.in_features:
+            return tuple(x.shape[:-1]) + (module.out_features,)
+        return None
+    if type(module).forward not in (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward):
         return None
     ndim = len(module.kernel_size)
-    if not isinstance(x, torch.Tensor) or x.dim() != ndim + 2 or x.shape[1] != module.in_channels:
+    if x.dim() != ndim + 2 or x.shape[1] != module.in_channels:
         return None
     size = tuple(int(n) for n in x.shape[2:])
     if module.padding == "same":
@@ -240,216 +501,1086 @@ def _tuple(value, ndim):
     return (int(value),) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
 
 
+# ------------------------------------------------------------------------------ values
+@dataclass
+class _Act:
+    """An activation held by a group: its tensor shape, and which logical axes are channels."""
+
+    group: str
+    full: tuple         # the tensor's shape, batch included
+    merged: bool        # batch merged into the first axis (``x.view(-1, features)``)
+    ch: tuple           # channel axes among the logical (non-batch) axes
+    nonzero: bool = False
+
+    @property
+    def shape(self):
+        return _logical(self.full, self.merged)
+
+
+@dataclass
+class _Moved:
+    """Elements moved from groups: ``index`` (float64, the tensor's shape) holds, per element,
+    ``batch * total + offset[k] + e`` for element e (canonical order) of source k, -1 for none."""
+
+    index: torch.Tensor
+    sources: list
+    offsets: list
+    total: int
+    nonzero: bool = False
+
+
+@dataclass
+class _Score:
+    """``q @ k^T`` (and what was done to it before the softmax)."""
+
+    q: object
+    k: object           # as multiplied: (..., D, Tk)
+    blocked: object = None  # bool (Tq, Tk) or None
+    probs: bool = False
+
+
+@dataclass
+class _Tok:
+    """Token ids (or values computed from them only)."""
+
+
+@dataclass
+class _Param:
+    name: str
+    transposed: bool = False
+
+
+@dataclass
+class _Const:
+    value: object = None   # tensor or None (unknown, e.g. a meta tensor)
+    param: object = None   # _Param when it is a model parameter (or its transpose)
+
+
+def _logical(full, merged):
+    full = tuple(full)
+    if merged:
+        return (full[0] // 2,) + full[1:]
+    return full[1:]
+
+
+def _canon_perm(ch, ndim):
+    return tuple(ch) + tuple(a for a in range(ndim) if a not in ch)
+
+
 class _Builder:
     """One pass over the fx graph, mapping nodes to groups, layers and links."""
 
-    def __init__(self, gm: fx.GraphModule, shapes):
+    def __init__(self, gm: fx.GraphModule, rec, prune_embeddings, prefix):
         self.gm = gm
-        self.shapes = shapes
-        self.group_of: dict[str, str] = {}  # fx node name -> group name
+        self.rec = rec
+        self.prune_embeddings = prune_embeddings
+        self.prefix = prefix
+        self.val: dict[str, object] = {}
+        self.cache: dict = {}  # (id of a _Moved, channel axes) -> its _Act
         self.groups: dict[str, Group] = {}
         self.layers: list[Layer] = []
         self.links: list[Link] = []
         self.names: set[str] = set()
-        self.used_modules: set[str] = set()
-        # layer names are module paths (mask keys): other groups and links must not take them
+        self.used_layers: set[str] = set()
+        self.inputs: list[str] = []
+        self.params = {name for name, _ in gm.named_parameters(remove_duplicate=False)}
+        self.buffers = {name for name, _ in gm.named_buffers()}
         self.reserved = {n.target for n in gm.graph.nodes if n.op == "call_module"
                          and isinstance(gm.get_submodule(n.target), PRUNABLE)}
+        layer_ops = {"linear", "addmm", "matmul", "conv1d", "conv2d", "conv3d", "convolution",
+                     "embedding"}
+        for n in gm.graph.nodes:
+            if n.op == "call_function" and _canonical(n, gm) in layer_ops:
+                for a in n.args:
+                    if isinstance(a, fx.Node) and a.op == "get_attr" and str(a.target) in self.params:
+                        self.reserved.add(self._strip(str(a.target)).removesuffix(".weight"))
 
-    # groups ------------------------------------------------------------
-    def _new_group(self, name, node, *, layer=False):
-        shape = self.shapes[node.name]
-        if len(shape) < 2:
-            raise UnsupportedOpError(f"{_describe(node, self.gm)} produces shape {shape}; "
-                                     "expected (batch, channels, ...)")
+    # names and groups ---------------------------------------------------
+    def _strip(self, name):
+        return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
+
+    def _path(self, node):
+        if node.op == "call_module":
+            return self._strip(node.target)
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            path = list(stack.values())[-1]
+            path = path[0] if isinstance(path, tuple) else path
+            return self._strip(str(path))
+        return None
+
+    def _describe(self, node):
+        if node.op == "call_module":
+            module = self.gm.get_submodule(node.target)
+            return f"{type(module).__name__} at module path {self._strip(node.target)!r}"
+        target = node.target
+        name = getattr(target, "__name__", None) or str(target)
+        if isinstance(target, torch._ops.OpOverload):
+            name = str(target)
+        path = self._path(node)
+        where = f" at module path {path!r}" if path else ""
+        return f"{node.op} {name!r}{where} (fx node {node.name!r})"
+
+    def _unique(self, name, layer=False):
         base, k = name, 0
         while name in self.names or (not layer and name in self.reserved):
             k += 1
             name = f"{base}_{k}"
         self.names.add(name)
-        self.groups[name] = Group(name, int(shape[1]), tuple(int(s) for s in shape[2:]))
-        self.group_of[node.name] = name
         return name
 
-    def _tensor_args(self, node):
-        """Groups of the fx nodes among the args that carry activations."""
-        found = []
-        for arg in _flat(node.args, node.kwargs):
-            if isinstance(arg, fx.Node) and arg.name in self.group_of:
-                found.append(self.group_of[arg.name])
-        return found
+    def _new_act(self, name, full, merged, ch, layer=False, nonzero=False):
+        shape = _logical(full, merged)
+        if any(a >= len(shape) for a in ch):
+            raise UnsupportedOpError(f"internal: channel axes {ch} of a tensor of shape {shape}")
+        perm = _canon_perm(ch, len(shape))
+        channels = math.prod(shape[a] for a in ch)
+        size = tuple(int(shape[a]) for a in perm[len(ch):])
+        name = self._unique(name, layer)
+        self.groups[name] = Group(name, int(channels), size)
+        return _Act(name, tuple(full), merged, tuple(ch), nonzero)
 
     # main --------------------------------------------------------------
     def build(self) -> NetGraph:
-        inputs, outputs = [], []
+        outputs = []
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                name = "input" if len(placeholders) == 1 else node.name
-                inputs.append(self._new_group(name, node))
+                self._placeholder(node, len(placeholders))
             elif node.op == "output":
-                outputs = [self.group_of[a.name] for a in _flat(node.args, {})
-                           if isinstance(a, fx.Node) and a.name in self.group_of]
+                for a in _flat(node.args, {}):
+                    if isinstance(a, fx.Node) and isinstance(self.val.get(a.name), (_Act, _Moved)):
+                        outputs.append(self._act(self.val[a.name], a).group)
+                    elif isinstance(a, fx.Node) and isinstance(self.val.get(a.name), _Score):
+                        raise UnsupportedOpError(
+                            f"the model returns a product of two activations ({self._describe(a)})"
+                            " that is not attention (softmax(q @ k^T) @ v); supported ops: "
+                            f"{_SUPPORTED}")
             elif node.op == "get_attr":
-                continue
+                self._get_attr(node)
             else:
                 self._visit(node)
         if not outputs:
             raise ModelError("the model returns no activation tensor")
-        return NetGraph(self.groups.values(), self.layers, self.links, inputs, list(dict.fromkeys(outputs)))
+        if not self.inputs:
+            raise ModelError("no input reaches the outputs")
+        return NetGraph(self.groups.values(), self.layers, self.links, self.inputs,
+                        list(dict.fromkeys(outputs)))
+
+    def _placeholder(self, node, count):
+        r = self.rec.get(node.name)
+        if r is None or r.shape is None or not isinstance(r.shape[0], int):
+            self.val[node.name] = _Const(r.value if r else None)
+            return
+        if r.dtype is not None and not r.dtype.is_floating_point:
+            self.val[node.name] = _Tok()
+            return
+        if len(r.shape) < 2:
+            raise UnsupportedOpError(f"input {node.target!r} has shape {r.shape}; expected "
+                                     "(batch, channels, ...)")
+        name = "input" if count == 1 else str(node.target)
+        act = self._new_act(name, r.shape, False, (0,))
+        self.inputs.append(act.group)
+        self.val[node.name] = act
+
+    def _get_attr(self, node):
+        target = str(node.target)
+        r = self.rec.get(node.name)
+        if target in self.params:
+            self.val[node.name] = _Const(None, _Param(self._strip(target)))
+        else:
+            value = r.value if r is not None else None
+            if value is None:
+                try:
+                    value = self.gm.get_buffer(target) if target in self.buffers else None
+                except AttributeError:
+                    value = None
+            self.val[node.name] = _Const(value)
+
+    def _kinds(self, node):
+        vals = [self.val.get(a.name) for a in _flat(node.args, node.kwargs)
+                if isinstance(a, fx.Node)]
+        return vals
 
     def _visit(self, node):
-        srcs = self._tensor_args(node)
-        if node.name not in self.shapes:  # an int or a shape: not an activation
-            if node.op == "call_method" and node.target in _NON_TENSOR_METHODS or not srcs:
-                return
-            if node.target is getattr or node.target is operator.getitem:
-                return
-            raise UnsupportedOpError(f"{_describe(node, self.gm)} does not return a tensor; "
-                                     f"supported ops: {_SUPPORTED}")
-        if not srcs:  # a constant computed from parameters or literals
+        vals = self._kinds(node)
+        name = _canonical(node, self.gm)
+        if name in _SKIP:
+            self.val[node.name] = _Const(None)
+            return
+        if node.op == "call_module" and isinstance(self.gm.get_submodule(node.target), nn.Embedding):
+            return self._embedding_module(node)
+        if name == "embedding":
+            return self._embedding_function(node)
+        if name in _SHAPE_ONLY:
+            self.val[node.name] = self._constant(node)
+            return
+        if name == "getitem" and isinstance(node.args[0], fx.Node) and isinstance(
+                self.val.get(node.args[0].name), _Tuple):
+            items = self.val[node.args[0].name].items
+            self.val[node.name] = items[self._py(node.args[1])]
+            return
+        if not any(isinstance(v, (_Act, _Moved, _Score)) for v in vals):
+            if any(isinstance(v, _Tok) for v in vals):
+                self.val[node.name] = _Tok()
+            else:
+                self.val[node.name] = self._constant(node)
             return
         if node.op == "call_module":
-            self._visit_module(node, srcs)
+            return self._visit_module(node)
+        return self._visit_function(node, name)
+
+    def _constant(self, node):
+        r = self.rec.get(node.name)
+        name = _canonical(node, self.gm)
+        args = [self.val.get(a.name) if isinstance(a, fx.Node) else a for a in node.args]
+        if name in ("transpose", "permute") and args and isinstance(args[0], _Const) and \
+                args[0].param is not None:
+            return _Const(None, _Param(args[0].param.name, not args[0].param.transposed))
+        if name == "identity" and args and isinstance(args[0], _Const) and args[0].param:
+            return args[0]
+        return _Const(r.value if r is not None else None)
+
+    # helpers -----------------------------------------------------------
+    def _arg(self, node, i, key, default=None):
+        if len(node.args) > i:
+            return node.args[i]
+        return node.kwargs.get(key, default)
+
+    def _py(self, a):
+        """The recorded python value of an argument (ints computed from sizes included)."""
+        if isinstance(a, fx.Node):
+            r = self.rec.get(a.name)
+            return r.value if r is not None else None
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._py(b) for b in a)
+        return a
+
+    def _shape_of(self, node):
+        r = self.rec.get(node.name)
+        if r is None or r.shape is None:
+            raise UnsupportedOpError(f"{self._describe(node)} does not return a tensor; "
+                                     f"supported ops: {_SUPPORTED}")
+        return r.shape
+
+    def _act(self, v, node, ch=None, name=None):
+        """`v` as an _Act with channel axes `ch` (None: its own or the natural ones)."""
+        if isinstance(v, _Act):
+            if ch is not None:
+                ch = _resolve(ch, len(v.shape))
+            if ch is None or tuple(ch) == v.ch:
+                return v
+            v = self._moved_of([v])
+            v = _Moved(v[0][0], [v[1][0]], [0], v[2], nonzero=v[1][0].nonzero)
+        if isinstance(v, _Moved):
+            return self._materialize(v, node, ch, name)
+        raise UnsupportedOpError(f"{self._describe(node)} reads a value graphpai does not "
+                                 f"model as an activation; supported ops: {_SUPPORTED}")
+
+    def _index_of(self, act: _Act, offset, total):
+        shape = act.shape
+        perm = _canon_perm(act.ch, len(shape))
+        canon = torch.arange(math.prod(shape), dtype=torch.float64).reshape(
+            [shape[a] for a in perm])
+        inverse = [perm.index(a) for a in range(len(shape))]
+        logical = canon.permute(inverse) + offset
+        full = torch.stack([logical, logical + total])
+        return full.reshape(act.full)
+
+    def _moved_of(self, acts):
+        """(index tensors, sources, total) for a list of _Act/_Moved operands."""
+        sources, offsets, total = [], [], 0
+        for a in acts:
+            for s in ([a] if isinstance(a, _Act) else a.sources):
+                if all(s is not t for t in sources):
+                    sources.append(s)
+        for s in sources:
+            offsets.append(total)
+            total += math.prod(s.shape)
+        index = []
+        for a in acts:
+            if isinstance(a, _Act):
+                k = next(i for i, s in enumerate(sources) if s is a)
+                index.append(self._index_of(a, offsets[k], total))
+            else:
+                index.append(_reencode(a, sources, offsets, total))
+        return index, sources, total, offsets
+
+    def _materialize(self, mv: _Moved, node, ch=None, name=None):
+        idx = mv.index
+        full = tuple(idx.shape)
+        defined = idx >= 0
+        if not bool(defined.any()):
+            raise UnsupportedOpError(f"{self._describe(node)} reads no activation element")
+        batch = torch.where(defined, torch.div(idx, mv.total, rounding_mode="floor"),
+                            torch.full_like(idx, -1))
+        merged = False
+        if full and full[0] == 2 and bool((batch[0][defined[0]] == 0).all()) and bool(
+                (batch[1][defined[1]] == 1).all()):
+            logical = idx[0]
+        elif full and full[0] % 2 == 0 and full[0] >= 2 and bool(
+                (batch[:full[0] // 2][defined[:full[0] // 2]] == 0).all()) and bool(
+                (batch[full[0] // 2:][defined[full[0] // 2:]] == 1).all()):
+            merged, logical = True, idx[:full[0] // 2]
         else:
-            self._visit_function(node, srcs)
+            raise UnsupportedOpError(f"{self._describe(node)} mixes the examples of a batch; "
+                                     "graphpai models ops that act on each example alone")
+        ok = logical >= 0
+        rel = torch.where(ok, logical - 0, torch.full_like(logical, -1))
+        rel = torch.where(ok, torch.remainder(rel, mv.total), rel)
+        offsets = torch.tensor(mv.offsets, dtype=torch.float64)
+        src = torch.where(ok, torch.searchsorted(offsets, rel.contiguous(), right=True) - 1,
+                          torch.full_like(rel, -1, dtype=torch.long))
+        elem = torch.where(ok, rel - offsets[src.clamp(min=0)], rel)
+        shape = tuple(logical.shape)
+        if ch is None:
+            ch = self._natural_axes(mv, src, elem, ok)
+        ch = _resolve(ch, len(shape))
+        perm = _canon_perm(ch, len(shape))
+        src_c = src.permute(perm).reshape(-1).numpy()
+        elem_c = elem.permute(perm).reshape(-1).numpy().astype(np.int64)
+        target_ids = np.arange(len(src_c))
+        key = (id(mv), tuple(ch))
+        if key in self.cache:
+            return self.cache[key]
+        # the same elements in the same order as a source: the source's group, no link
+        if len(mv.sources) == 1 and (src_c == 0).all() and np.array_equal(elem_c, target_ids):
+            s = mv.sources[0]
+            channels = math.prod(shape[a] for a in ch)
+            size = tuple(shape[a] for a in _canon_perm(ch, len(shape))[len(ch):])
+            if (channels, size) == (self.groups[s.group].channels, self.groups[s.group].size):
+                act = _Act(s.group, full, merged, tuple(ch), mv.nonzero)
+                self.cache[key] = act
+                return act
+        act = self._new_act(name or node.name, full, merged, tuple(ch), nonzero=mv.nonzero)
+        self.cache[key] = act
+        tgt = self.groups[act.group]
+        used = [k for k in range(len(mv.sources)) if (src_c == k).any()]
+        if (len(used) == 1 and (src_c == used[0]).all() and len(ch) == len(shape) == 1
+                and mv.sources[used[0]].ch == (0,) and np.array_equal(elem_c, target_ids)
+                and tgt.channels == self.groups[mv.sources[used[0]].group].numel):
+            self.links.append(Link(act.group, "flatten", (mv.sources[used[0]].group,),
+                                   act.group, {}))
+            return act
+        maps, elements = [], []
+        per_t = max(1, math.prod(tgt.size))
+        for k in used:
+            s = self.groups[mv.sources[k].group]
+            sel = src_c == k
+            t, e = target_ids[sel], elem_c[sel]
+            per_s = max(1, math.prod(s.size))
+            elements.append(ChannelMap(t, e))
+            maps.append(ChannelMap(t // per_t, e // per_s))
+        op = _canonical(node, self.gm) if node.op != "call_module" else type(
+            self.gm.get_submodule(node.target)).__name__
+        self.links.append(Link(act.group, "regroup", tuple(mv.sources[k].group for k in used),
+                               act.group, {"maps": tuple(maps), "elements": tuple(elements),
+                                           "op": op}))
+        return act
 
-    def _same(self, node, srcs):
-        if len(set(srcs)) != 1:
-            raise UnsupportedOpError(
-                f"{_describe(node, self.gm)} combines activations of {sorted(set(srcs))} in a way "
-                f"graphpai does not model; supported ops: {_SUPPORTED}")
-        source = srcs[0]
-        if self.shapes[node.name][1:] != (self.groups[source].channels,) + self.groups[source].size:
-            raise UnsupportedOpError(
-                f"{_describe(node, self.gm)} changes the shape {self.groups[source]} -> "
-                f"{self.shapes[node.name]}; only elementwise ops may do so silently")
-        self.group_of[node.name] = source
+    def _natural_axes(self, mv, src, elem, ok):
+        """The axes along which the source channel changes (those are channels)."""
+        shape = tuple(src.shape)
+        if not shape:
+            return ()
+        per = torch.tensor([max(1, math.prod(self.groups[s.group].size)) for s in mv.sources],
+                           dtype=torch.float64)
+        chan = torch.where(ok, src.to(torch.float64) * 1e12 + torch.div(
+            elem, per[src.clamp(min=0)], rounding_mode="floor"), torch.full_like(elem, -1))
+        axes = []
+        for a in range(len(shape)):
+            if shape[a] < 2:
+                continue
+            d = chan.narrow(a, 1, shape[a] - 1) != chan.narrow(a, 0, shape[a] - 1)
+            both = ok.narrow(a, 1, shape[a] - 1) & ok.narrow(a, 0, shape[a] - 1)
+            if bool((d & both).any()):
+                axes.append(a)
+        return tuple(axes)
 
-    def _visit_module(self, node, srcs):
+    def _moved_result(self, node, acts, run):
+        """Run `run(index tensors)` (the op on index tensors) and keep the result lazy."""
+        index, sources, total, offsets = self._moved_of(acts)
+        out = run(index)
+        nonzero = all(getattr(a, "nonzero", False) for a in acts)
+        if isinstance(out, (tuple, list)):
+            return [_Moved(o, sources, offsets, total, nonzero) for o in out]
+        return _Moved(out, sources, offsets, total, nonzero)
+
+    # modules -----------------------------------------------------------
+    def _visit_module(self, node):
         module = self.gm.get_submodule(node.target)
+        v = self.val[node.args[0].name] if node.args and isinstance(node.args[0], fx.Node) else None
         if isinstance(module, PRUNABLE):
-            self._layer(node, module, srcs)
-        elif isinstance(module, tuple(_POOL_MODULES)):
-            mode = _POOL_MODULES[type(module)] if type(module) in _POOL_MODULES else (
+            weight = getattr(module, "weight_orig", None)
+            weight = module.weight if weight is None else weight
+            if isinstance(module, nn.Linear):
+                return self._linear(node, v, self._strip(node.target), tuple(weight.shape),
+                                    module.bias is not None, False)
+            if module.padding_mode != "zeros":
+                raise UnsupportedOpError(
+                    f"{type(module).__name__} at module path {node.target!r} uses padding_mode="
+                    f"{module.padding_mode!r}; graphpai models zero padding only")
+            return self._conv(node, v, self._strip(node.target), tuple(weight.shape),
+                              module.stride, module.padding, module.dilation, module.groups,
+                              module.bias is not None)
+        if isinstance(module, tuple(_POOL_MODULES)):
+            mode = _POOL_MODULES.get(type(module)) or (
                 "max" if "Max" in type(module).__name__ else "avg")
-            self._pool(node, srcs, mode, _module_pool_params(module), functional=False)
-        elif isinstance(module, nn.Flatten):
-            self._reshape(node, srcs)
-        elif isinstance(module, _ELEMENTWISE_MODULES) or (
+            return self._pool(node, v, mode, _module_pool_params(module), False)
+        if isinstance(module, nn.LayerNorm):
+            return self._norm(node, v, len(module.normalized_shape), True)
+        if _RMSNORM and isinstance(module, _RMSNORM):
+            return self._norm(node, v, len(module.normalized_shape), False)
+        if isinstance(module, nn.GroupNorm):
+            return self._group_norm(node, v, module.num_groups)
+        if isinstance(module, (nn.Flatten, nn.PixelShuffle, nn.PixelUnshuffle)) or (
+                isinstance(module, nn.Upsample) and module.mode == "nearest"):
+            return self._move(node, [v], lambda idx: module(idx[0]))
+        if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+            return self._softmax(node, v)
+        if isinstance(module, _FOLDED_MODULES) or (
                 type(module).__module__ == "torch.nn.modules.activation"
                 and not isinstance(module, nn.MultiheadAttention)):
-            self._same(node, srcs)
-        else:
-            raise UnsupportedOpError(
-                f"unsupported module {_describe(node, self.gm)}; supported ops: {_SUPPORTED}")
+            name = type(module).__name__.lower()
+            if isinstance(module, _FOLDED_MODULES):
+                name = "identity"
+            return self._unary(node, v, "sigmoid" if name in ("sigmoid", "hardsigmoid",
+                                                               "softplus") else name)
+        raise UnsupportedOpError(
+            f"unsupported module {self._describe(node)}; supported ops: {_SUPPORTED}")
 
-    def _visit_function(self, node, srcs):
-        target = node.target
-        if target in _ADD:
-            if len(srcs) >= 2:
-                self._link(node, "add", srcs)
-            else:
-                self._same(node, srcs)
-        elif target in _SCALAR_ARITHMETIC or target in _ELEMENTWISE_FUNCTIONS or (
-                node.op == "call_method" and target in _ELEMENTWISE_METHODS):
-            self._same(node, srcs)
-        elif target in _CAT:
-            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-            ndim = len(self.shapes[node.name])
-            if dim % ndim != 1:
-                raise UnsupportedOpError(f"{_describe(node, self.gm)} concatenates along dim {dim}; "
-                                         "graphpai supports concatenation of channels (dim=1)")
-            self._link(node, "concat", srcs)
-        elif target in _RESHAPE:
-            self._reshape(node, srcs)
-        elif target in _POOL_FUNCTIONS:
-            params = _function_pool_params(node, self.gm, self.groups[srcs[0]])
-            self._pool(node, srcs, _POOL_FUNCTIONS[target], params, functional=True)
-        elif target in (torch.mean, torch.amax, "mean", "amax"):
-            self._global_pool(node, srcs, "avg" if target in (torch.mean, "mean") else "max")
-        else:
-            raise UnsupportedOpError(f"unsupported op {_describe(node, self.gm)}; supported ops: {_SUPPORTED}")
+    # functions ---------------------------------------------------------
+    def _visit_function(self, node, name):
+        args = [self.val.get(a.name) if isinstance(a, fx.Node) else a for a in node.args]
+        v = args[0] if args else None
+        if name in ("add", "sub"):
+            return self._add(node, args)
+        if name in ("mul", "div"):
+            return self._mul(node, args, name)
+        if name == "matmul":
+            return self._matmul(node, args)
+        if name in ("linear", "addmm"):
+            return self._linear_function(node, name, args)
+        if name in ("conv1d", "conv2d", "conv3d", "convolution"):
+            return self._conv_function(node, args)
+        if name == "sdpa":
+            return self._sdpa(node, args)
+        if name in ("softmax", "log_softmax") and isinstance(v, _Score):
+            return self._softmax(node, v)
+        if name == "masked_fill" and isinstance(v, _Score):
+            return self._score_mask(node, v, self._arg(node, 1, "mask"), self._arg(node, 2, "value"))
+        if isinstance(v, _Score):
+            if name in ("identity", "softmax", "log_softmax"):
+                self.val[node.name] = v
+                return
+            raise UnsupportedOpError(f"{self._describe(node)} acts on attention scores; "
+                                     "graphpai models scaling, masking and softmax of scores")
+        if name == "layer_norm":
+            shape = self._py(self._arg(node, 1, "normalized_shape"))
+            return self._norm(node, v, len(shape) if isinstance(shape, (list, tuple)) else 1, True)
+        if name == "rms_norm":
+            shape = self._py(self._arg(node, 1, "normalized_shape"))
+            return self._norm(node, v, len(shape) if isinstance(shape, (list, tuple)) else 1, False)
+        if name == "group_norm":
+            return self._group_norm(node, v, int(self._py(self._arg(node, 1, "num_groups"))))
+        if name in _POOL_FUNCTIONS:
+            act = self._act(v, node, (0,))
+            params = _function_pool_params(node, self.gm, self.groups[act.group], self._py)
+            return self._pool(node, act, _POOL_FUNCTIONS[name], params, True)
+        if name in ("mean", "amax", "max", "sum", "amin", "min") and self._is_global_pool(node, v):
+            return self._global_pool(node, v, "avg" if name in ("mean", "sum") else "max", name)
+        if name in _REDUCE:
+            return self._reduce(node, v, name)
+        if name == "cat" and self._is_channel_cat(node):
+            srcs = [self.val[a.name] for a in node.args[0]]
+            acts = [self._act(s, node, (0,)) for s in srcs]
+            return self._link(node, "concat", acts, (0,))
+        if name in _MOVE:
+            return self._move_function(node, name)
+        if name == "where":
+            raise UnsupportedOpError(f"{self._describe(node)} selects between tensors by a "
+                                     f"condition; supported ops: {_SUPPORTED}")
+        if name in _ZERO_KEEPING or name in _NONZERO or name == "pow" or name == "softmax":
+            if name == "pow":
+                exponent = self._py(self._arg(node, 1, "exponent"))
+                name = "sigmoid" if isinstance(exponent, (int, float)) and exponent <= 0 \
+                    else "identity"
+            return self._unary(node, v, name)
+        raise UnsupportedOpError(f"unsupported op {self._describe(node)}; supported ops: "
+                                 f"{_SUPPORTED}")
 
     # ops ---------------------------------------------------------------
-    def _layer(self, node, module, srcs):
-        name = node.target
-        if name in self.used_modules:
-            raise UnsupportedOpError(
-                f"module {name!r} is called more than once; weight sharing is not supported "
-                "(use a separate module per call)")
-        self.used_modules.add(name)
-        source = srcs[0]
-        src = self.groups[source]
-        weight = getattr(module, "weight_orig", None)
-        weight = module.weight if weight is None else weight
-        if isinstance(module, nn.Linear):
-            if src.size:
-                raise UnsupportedOpError(
-                    f"Linear at module path {name!r} is applied to a tensor of shape "
-                    f"{(src.channels,) + src.size}; graphpai supports linear layers on "
-                    "(batch, features) inputs: flatten first")
-            target = self._new_group(name, node, layer=True)
-            self.layers.append(Layer(name, "linear", tuple(weight.shape), source, target,
-                                     bias=module.bias is not None))
+    def _unary(self, node, v, name):
+        full = self._shape_of(node)
+        if isinstance(v, _Score):
+            self.val[node.name] = v
             return
-        if module.padding_mode != "zeros":
+        if full and isinstance(full[0], tuple):  # (output, statistics...): the output is first
+            self.rec[node.name] = _Rec(full[0])
+            self._unary(node, v, name)
+            self.val[node.name] = _Tuple([self.val[node.name]] + [_Const(None)] * (len(full) - 1))
+            return
+        shape = tuple(v.index.shape) if isinstance(v, _Moved) else v.full
+        if tuple(full) != tuple(shape):
+            raise UnsupportedOpError(f"{self._describe(node)} changes the shape {shape[1:]} -> "
+                                     f"{tuple(full)[1:]}; only elementwise ops may do so silently")
+        if name in _NONZERO:
+            nonzero = True
+        elif name in ("identity", "neg", "pos", "abs", "sqrt", "sigmoid", "square"):
+            nonzero = v.nonzero
+        else:
+            nonzero = False
+        if isinstance(v, _Act):
+            self.val[node.name] = _Act(v.group, v.full, v.merged, v.ch, nonzero)
+        else:
+            self.val[node.name] = _Moved(v.index, v.sources, v.offsets, v.total, nonzero)
+
+    def _softmax(self, node, v):
+        if isinstance(v, _Score):
+            self.val[node.name] = _Score(v.q, v.k, v.blocked, probs=True)
+            return
+        return self._unary(node, v, "identity")  # softmax of logits: folded, as before
+
+    def _linear(self, node, v, name, weight_shape, bias, transposed):
+        if name in self.used_layers:
             raise UnsupportedOpError(
-                f"{type(module).__name__} at module path {name!r} uses padding_mode="
-                f"{module.padding_mode!r}; graphpai models zero padding only")
-        ndim = len(module.kernel_size)
-        dilation = _tuple(module.dilation, ndim)
-        if isinstance(module.padding, str):
-            if module.padding == "valid":
+                f"module {name!r} is called more than once; weight sharing between two calls "
+                "is not supported (use a separate module per call)")
+        self.used_layers.add(name)
+        if not isinstance(v, (_Act, _Moved)):
+            raise UnsupportedOpError(f"{self._describe(node)} does not read an activation")
+        act = self._act(v, node, (-1,))
+        full = self._shape_of(node)
+        tgt = self._new_act(name, full, act.merged, (len(act.shape) - 1,), layer=True)
+        src_group = self.groups[act.group]
+        if src_group.channels != (weight_shape[1] if not transposed else weight_shape[0]):
+            raise UnsupportedOpError(f"{self._describe(node)} reads {src_group.channels} "
+                                     f"features but its weight is {weight_shape}")
+        shape_c = tuple(reversed(weight_shape)) if transposed else tuple(weight_shape)
+        self.layers.append(Layer(name, "linear", shape_c, act.group, tgt.group, bias=bias,
+                                 in_size=src_group.size, out_size=self.groups[tgt.group].size,
+                                 transposed=transposed))
+        self.val[node.name] = tgt
+
+    def _linear_function(self, node, name, args):
+        if name == "linear":
+            x, w = args[0], args[1]
+            b = args[2] if len(args) > 2 else node.kwargs.get("bias")
+            transposed = False
+        else:  # addmm(bias, x, W): x @ W + bias
+            b, x, w = args[0], args[1], args[2]
+            transposed = True
+        if not isinstance(w, _Const) or w.param is None:
+            raise UnsupportedOpError(f"{self._describe(node)} multiplies by a weight that is not "
+                                     f"a parameter; supported ops: {_SUPPORTED}")
+        transposed = transposed != w.param.transposed
+        shape = self._param_shape(w.param.name)
+        layer = w.param.name.removesuffix(".weight")
+        return self._linear(node, x, layer, shape, b is not None, transposed)
+
+    def _param_shape(self, name):
+        full = self.prefix + name if self.prefix and not name.startswith(self.prefix) else name
+        return tuple(self.gm.get_parameter(full).shape)
+
+    def _conv(self, node, v, name, weight_shape, stride, padding, dilation, groups, bias):
+        if name in self.used_layers:
+            raise UnsupportedOpError(
+                f"module {name!r} is called more than once; weight sharing between two calls "
+                "is not supported (use a separate module per call)")
+        self.used_layers.add(name)
+        act = self._act(v, node, (0,))
+        src = self.groups[act.group]
+        ndim = len(weight_shape) - 2
+        dilation = _tuple(dilation, ndim)
+        if isinstance(padding, str):
+            if padding == "valid":
                 padding = ((0, 0),) * ndim
             else:  # 'same': PyTorch pads the extra pixel at the end
-                total = [d * (k - 1) for d, k in zip(dilation, module.kernel_size)]
+                total = [d * (k - 1) for d, k in zip(dilation, weight_shape[2:])]
                 padding = tuple((t // 2, t - t // 2) for t in total)
         else:
-            padding = _pairs(module.padding, ndim)
-        target = self._new_group(name, node, layer=True)
+            padding = _pairs(padding, ndim)
+        full = self._shape_of(node)
+        tgt = self._new_act(name, full, False, (0,), layer=True)
         self.layers.append(Layer(
-            name, "conv", tuple(weight.shape), source, target, stride=_tuple(module.stride, ndim),
-            padding=padding, dilation=dilation, groups=int(module.groups),
-            bias=module.bias is not None, in_size=src.size, out_size=self.groups[target].size))
+            name, "conv", tuple(weight_shape), act.group, tgt.group,
+            stride=_tuple(stride, ndim), padding=padding, dilation=dilation, groups=int(groups),
+            bias=bias, in_size=src.size, out_size=self.groups[tgt.group].size))
+        self.val[node.name] = tgt
 
-    def _link(self, node, kind, srcs, params=None, name=None):
-        if kind == "add":
-            shapes = {(self.groups[s].channels,) + self.groups[s].size for s in srcs}
-            if len(shapes) != 1:
-                raise UnsupportedOpError(
-                    f"{_describe(node, self.gm)} adds tensors of shapes {sorted(shapes)}; a residual "
-                    "add needs equal shapes (broadcasting between activations is not modelled)")
-        target = self._new_group(name or node.name, node)
-        self.links.append(Link(target, kind, tuple(srcs), target, params or {}))
+    def _conv_function(self, node, args):
+        x, w = args[0], args[1]
+        if not isinstance(w, _Const) or w.param is None:
+            raise UnsupportedOpError(f"{self._describe(node)} convolves with a weight that is "
+                                     "not a parameter")
+        shape = self._param_shape(w.param.name)
+        nd = len(shape) - 2
+        get = lambda i, k, d: self._py(self._arg(node, i, k, d))  # noqa: E731
+        if _canonical(node, self.gm) == "convolution" and get(6, "transposed", False):
+            raise UnsupportedOpError(f"{self._describe(node)} is a transposed convolution; "
+                                     f"supported ops: {_SUPPORTED}")
+        bias = get(2, "bias", None) is not None or (len(node.args) > 2 and node.args[2] is not None)
+        groups_at = 8 if _canonical(node, self.gm) == "convolution" else 6
+        return self._conv(node, x, w.param.name.removesuffix(".weight"), shape,
+                          get(3, "stride", 1) or 1, get(4, "padding", 0), get(5, "dilation", 1),
+                          get(groups_at, "groups", 1) or 1, bias)
+        del nd
 
-    def _pool(self, node, srcs, mode, params, functional):
-        name = node.target if node.op == "call_module" else node.name
+    def _embedding_module(self, node):
+        module = self.gm.get_submodule(node.target)
+        return self._embedding(node, self._strip(node.target), tuple(module.weight.shape))
+
+    def _embedding_function(self, node):
+        # aten.embedding(weight, ids) or F.embedding(ids, weight)
+        a0 = self.val.get(node.args[0].name) if isinstance(node.args[0], fx.Node) else None
+        w, ids = (node.args[0], node.args[1]) if isinstance(a0, _Const) and a0.param else (
+            node.args[1], node.args[0])
+        wv = self.val.get(w.name) if isinstance(w, fx.Node) else None
+        iv = self.val.get(ids.name) if isinstance(ids, fx.Node) else None
+        if not isinstance(iv, _Tok):
+            self.val[node.name] = self._constant(node)
+            return
+        if not isinstance(wv, _Const) or wv.param is None:
+            raise UnsupportedOpError(f"{self._describe(node)} looks up a weight that is not a "
+                                     "parameter")
+        path = self._path(node) or wv.param.name.removesuffix(".weight")
+        return self._embedding(node, path, self._param_shape(wv.param.name))
+
+    def _embedding(self, node, path, weight_shape):
+        vals = self._kinds(node)
+        if not any(isinstance(v, _Tok) for v in vals):
+            self.val[node.name] = self._constant(node)
+            return
+        full = self._shape_of(node)
+        if not self.prune_embeddings:
+            name = "input" if "input" not in self.names else path
+            act = self._new_act(name, full, False, (len(full) - 2,))
+            self.inputs.append(act.group)
+            self.val[node.name] = act
+            return
+        vocab, dim = weight_shape
+        onehot_full = tuple(full[:-1]) + (vocab,)
+        src = self._new_act("input" if "input" not in self.names else f"{path}.ids",
+                            onehot_full, False, (len(full) - 2,))
+        self.inputs.append(src.group)
+        if path in self.used_layers:
+            raise UnsupportedOpError(f"embedding {path!r} is used more than once")
+        self.used_layers.add(path)
+        tgt = self._new_act(path, full, False, (len(full) - 2,), layer=True)
+        g = self.groups[src.group]
+        self.layers.append(Layer(path, "linear", (dim, vocab), src.group, tgt.group,
+                                 in_size=g.size, out_size=g.size, transposed=True))
+        self.val[node.name] = tgt
+
+    def _norm(self, node, v, ndims, centred):
+        act = self._act(v, node, tuple(range(-ndims, 0)))
+        self._link(node, "norm", [act], act.ch, {"centred": bool(centred), "groups": 1,
+                                                  "positions": "each"})
+
+    def _group_norm(self, node, v, groups):
+        act = self._act(v, node, (0,))
+        self._link(node, "norm", [act], (0,), {"centred": True, "groups": int(groups),
+                                                "positions": "all"})
+
+    def _link(self, node, kind, acts, ch, params=None, name=None):
+        full = self._shape_of(node)
+        merged = acts[0].merged
+        target = self._new_act(name or (self._strip(node.target) if node.op == "call_module"
+                                        else node.name), full, merged, tuple(ch))
+        self.links.append(Link(target.group, kind, tuple(a.group for a in acts), target.group,
+                               params or {}))
+        self.val[node.name] = target
+        return target
+
+    def _pool(self, node, v, mode, params, functional):
+        act = self._act(v, node, (0,))
+        name = self._strip(node.target) if node.op == "call_module" else node.name
         params = dict(params, mode=mode, functional=functional)
-        self._link(node, "pool", srcs[:1], params, name=name)
+        self._link(node, "pool", [act], (0,), params, name=name)
 
-    def _global_pool(self, node, srcs, mode):
-        src = self.groups[srcs[0]]
-        shape = self.shapes[node.name]
-        if shape[:2] != (shape[0], src.channels) or math.prod(shape[2:]) != 1 or not src.size:
-            raise UnsupportedOpError(
-                f"{_describe(node, self.gm)} reduces to shape {shape}; graphpai supports a mean/max "
-                "over all spatial dimensions (global pooling) only")
-        params = {"output_size": tuple(shape[2:]), "adaptive": True}
-        self._pool(node, srcs, mode, params, functional=True)
+    def _is_global_pool(self, node, v):
+        if not isinstance(v, _Act) or v.ch != (0,) or v.merged or len(v.shape) < 2:
+            return False
+        full = self._shape_of(node)
+        dims = self._py(self._arg(node, 1, "dim"))
+        if dims is None:
+            return False
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        nd = len(v.full)
+        dims = sorted(d % nd for d in dims)
+        return dims == list(range(2, nd)) and full[:2] == v.full[:2] and \
+            math.prod(full[2:]) == 1
 
-    def _reshape(self, node, srcs):
-        src = self.groups[srcs[0]]
-        shape = self.shapes[node.name]
-        if shape[1:] == (src.channels,) + src.size:
-            self.group_of[node.name] = srcs[0]
-        elif len(shape) == 2 and shape[1] == src.numel:
-            name = node.target if node.op == "call_module" else node.name
-            self._link(node, "flatten", srcs[:1], name=name)
+    def _global_pool(self, node, v, mode, name):
+        full = self._shape_of(node)
+        params = {"output_size": tuple(full[2:]), "adaptive": True}
+        if name == "sum":
+            raise UnsupportedOpError(f"{self._describe(node)} sums over all pixels; use mean")
+        self._pool(node, v, mode, params, True)
+
+    def _is_channel_cat(self, node):
+        seq = node.args[0]
+        if not isinstance(seq, (list, tuple)) or not seq:
+            return False
+        vals = [self.val.get(a.name) if isinstance(a, fx.Node) else None for a in seq]
+        if not all(isinstance(v, _Act) and v.ch == (0,) and not v.merged for v in vals):
+            return False
+        dim = self._py(self._arg(node, 1, "dim", 0))
+        ndim = len(vals[0].full)
+        return dim % ndim == 1 and len({v.full[2:] for v in vals}) == 1
+
+    def _move_function(self, node, name):
+        if node.op == "call_method":
+            fn = lambda *a, **k: getattr(a[0], node.target)(*a[1:], **k)  # noqa: E731
         else:
-            raise UnsupportedOpError(
-                f"{_describe(node, self.gm)} reshapes {(src.channels,) + src.size} to {shape[1:]}; "
-                "graphpai supports flattening (batch, C, ...) to (batch, features) only")
+            fn = node.target
+        return self._move(node, None, fn)
+
+    def _move(self, node, vals, fn):
+        """An op that only moves elements: run it on index tensors."""
+        operands = []
+
+        def collect(a):
+            if isinstance(a, fx.Node):
+                v = self.val.get(a.name)
+                if isinstance(v, (_Act, _Moved)):
+                    operands.append(v)
+
+        if vals is None:
+            for a in _flat(node.args, node.kwargs):
+                collect(a)
+        else:
+            operands = [v for v in vals if isinstance(v, (_Act, _Moved))]
+        if not operands:
+            self.val[node.name] = self._constant(node)
+            return
+        index, sources, total, offsets = self._moved_of(operands)
+        table = {id(v): t for v, t in zip(operands, index)}
+
+        def sub(a):
+            if isinstance(a, fx.Node):
+                v = self.val.get(a.name)
+                if isinstance(v, (_Act, _Moved)):
+                    return table[id(v)]
+                if isinstance(v, _Const) and isinstance(v.value, torch.Tensor):
+                    value = v.value
+                    if value.is_floating_point() and _canonical(node, self.gm) in ("cat", "stack"):
+                        return torch.full(value.shape, -1.0, dtype=torch.float64)
+                    return value
+                if isinstance(v, _Const) and v.param is not None:
+                    p = self.gm.get_parameter(self._full_param(v.param.name))
+                    return torch.full(p.shape, -1.0, dtype=torch.float64)
+                return self._py(a)
+            if isinstance(a, (list, tuple)):
+                return type(a)(sub(b) for b in a)
+            if isinstance(a, dict):
+                return {k: sub(b) for k, b in a.items()}
+            return a
+
+        try:
+            with torch.no_grad():
+                if vals is None:
+                    out = fn(*sub(tuple(node.args)), **sub(dict(node.kwargs)))
+                else:
+                    out = fn(index)
+        except Exception as exc:
+            raise UnsupportedOpError(f"{self._describe(node)} could not be followed element by "
+                                     f"element ({type(exc).__name__}: {_first_line(exc)})") from None
+        nonzero = all(getattr(a, "nonzero", False) for a in operands)
+        if isinstance(out, (tuple, list)):
+            self.val[node.name] = _Tuple([_Moved(_as_index(o), sources, offsets, total, nonzero)
+                                          for o in out])
+        else:
+            self.val[node.name] = _Moved(_as_index(out), sources, offsets, total, nonzero)
+
+    def _full_param(self, name):
+        return self.prefix + name if self.prefix else name
+
+    def _add(self, node, args):
+        acts = [a for a in args if isinstance(a, (_Act, _Moved))]
+        full = self._shape_of(node)
+        if any(isinstance(a, _Score) for a in args):
+            score = next(a for a in args if isinstance(a, _Score))
+            other = next((a for a in args if a is not score), None)
+            return self._score_add(node, score, other)
+        if len(acts) == 1:
+            v = acts[0]
+            other = next(a for a in args if a is not v)
+            nonzero = v.nonzero or _nonzero_constant(other)
+            shape = tuple(v.index.shape) if isinstance(v, _Moved) else v.full
+            if tuple(shape) != tuple(full):
+                moved = self._broadcast(v, full)
+                self.val[node.name] = _Moved(moved.index, moved.sources, moved.offsets,
+                                             moved.total, nonzero)
+                return
+            self._unary(node, v, "identity")
+            cur = self.val[node.name]
+            cur.nonzero = nonzero
+            return
+        operands = [self._broadcast(a, full) if _full(a) != tuple(full) else a for a in acts]
+        first = self._act(operands[0], node)
+        rest = [self._act(a, node, first.ch) for a in operands[1:]]
+        self._link(node, "add", [first] + rest, first.ch, {})
+
+    def _broadcast(self, v, full):
+        index, sources, total, offsets = self._moved_of([v])
+        return _Moved(torch.broadcast_to(index[0], tuple(full)).contiguous(), sources, offsets,
+                      total, v.nonzero)
+
+    def _mul(self, node, args, name):
+        full = self._shape_of(node)
+        if any(isinstance(a, _Score) for a in args):
+            score = next(a for a in args if isinstance(a, _Score))
+            self.val[node.name] = score
+            return
+        acts = [a for a in args if isinstance(a, (_Act, _Moved))]
+        if len(acts) == 1:
+            v = acts[0]
+            other = next(a for a in args if a is not v)
+            if name == "div" and other is v:
+                raise UnsupportedOpError(f"{self._describe(node)} divides a constant by an "
+                                         "activation")
+            zeros = _zero_pattern(other)
+            if zeros is not None and name == "mul":
+                moved = self._broadcast(v, full)
+                index = moved.index.clone()
+                index[torch.broadcast_to(zeros, tuple(full))] = -1
+                self.val[node.name] = _Moved(index, moved.sources, moved.offsets, moved.total,
+                                             False)
+                return
+            if _full(v) != tuple(full):
+                self.val[node.name] = self._broadcast(v, full)
+                return
+            return self._unary(node, v, "identity")
+        if name == "div" and args[1] is args[0]:
+            return self._unary(node, args[0], "identity")
+        operands = [self._broadcast(a, full) if _full(a) != tuple(full) else a for a in acts]
+        gating = [not a.nonzero for a in acts]
+        if name == "div":
+            gating[1] = False  # a denominator is non-zero where it is defined
+        first = self._act(operands[0], node)
+        rest = [self._act(a, node, first.ch) for a in operands[1:]]
+        srcs = [first] + rest
+        n = self.groups[first.group].channels
+        maps = tuple(ChannelMap(np.arange(n), np.arange(n)) for _ in srcs)
+        target = self._link(node, "mul", srcs, first.ch, {"maps": maps, "gating": tuple(gating)})
+        target.nonzero = not any(gating)
+
+    # attention ---------------------------------------------------------
+    def _matmul(self, node, args):
+        a, b = args[0], args[1]
+        if isinstance(a, _Score) and a.probs and isinstance(b, (_Act, _Moved)):
+            return self._attention(node, a.q, a.k, b, True, a.blocked)
+        if isinstance(b, _Const) and b.param is not None and isinstance(a, (_Act, _Moved)):
+            shape = self._param_shape(b.param.name)
+            transposed = not b.param.transposed
+            return self._linear(node, a, b.param.name.removesuffix(".weight"), shape, False,
+                                transposed)
+        if isinstance(a, (_Act, _Moved)) and isinstance(b, (_Act, _Moved)):
+            self.val[node.name] = _Score(a, b)
+            return
+        raise UnsupportedOpError(f"unsupported product {self._describe(node)}; graphpai models "
+                                 "x @ W with W a parameter and attention softmax(q @ k^T) @ v")
+
+    def _score_mask(self, node, score, mask_node, value):
+        mask = self.val.get(mask_node.name) if isinstance(mask_node, fx.Node) else None
+        value = self._py(value)
+        blocked = score.blocked
+        if isinstance(mask, _Const) and isinstance(mask.value, torch.Tensor) and (
+                isinstance(value, (int, float)) and value <= _BLOCKED):
+            m = mask.value.to(torch.bool)
+            m = m.reshape((-1,) + tuple(m.shape[-2:])).all(dim=0) if m.dim() > 2 else m
+            blocked = m if blocked is None else (blocked | m)
+        self.val[node.name] = _Score(score.q, score.k, blocked, score.probs)
+
+    def _score_add(self, node, score, other):
+        blocked = score.blocked
+        if isinstance(other, _Const) and isinstance(other.value, torch.Tensor):
+            m = other.value <= _BLOCKED
+            m = m.reshape((-1,) + tuple(m.shape[-2:])).all(dim=0) if m.dim() > 2 else m
+            blocked = m if blocked is None else (blocked | m)
+        elif isinstance(other, (_Act, _Moved)):
+            raise UnsupportedOpError(f"{self._describe(node)} adds an activation to attention "
+                                     "scores (a learned bias); not modelled")
+        self.val[node.name] = _Score(score.q, score.k, blocked, score.probs)
+
+    def _sdpa(self, node, args):
+        q, k, v = args[0], args[1], args[2]
+        mask = self._arg(node, 3, "attn_mask")
+        causal = self._py(self._arg(node, 5, "is_causal", False))
+        blocked = None
+        mv = self.val.get(mask.name) if isinstance(mask, fx.Node) else None
+        if isinstance(mv, _Const) and isinstance(mv.value, torch.Tensor):
+            m = mv.value
+            m = ~m if m.dtype == torch.bool else m <= _BLOCKED
+            blocked = m.reshape((-1,) + tuple(m.shape[-2:])).all(dim=0) if m.dim() > 2 else m
+        elif isinstance(mv, (_Act, _Moved)):
+            raise UnsupportedOpError(f"{self._describe(node)} takes an attention mask computed "
+                                     "from activations; not modelled")
+        if causal:
+            tq, tk = _full(q)[-2], _full(k)[-2]
+            c = torch.ones(tq, tk, dtype=torch.bool).triu(1 + tk - tq)
+            blocked = c if blocked is None else blocked | c
+        return self._attention(node, q, k, v, False, blocked)
+
+    def _attention(self, node, q, k, v, k_transposed, blocked):
+        if len(_full(q)) < 3:
+            raise UnsupportedOpError(f"{self._describe(node)}: attention needs (batch, ..., "
+                                     "tokens, features) operands")
+
+        def axes(last):
+            return lambda n: tuple(range(n - 2)) + (n - 1 if last else n - 2,)
+
+        qa = self._act(q, node, axes(True), name=f"{node.name}.q")
+        ka = self._act(k, node, axes(not k_transposed), name=f"{node.name}.k")
+        va = self._act(v, node, axes(True), name=f"{node.name}.v")
+        nq = len(qa.shape)
+        heads = tuple(range(nq - 2))
+        h = math.prod(qa.shape[a] for a in heads)
+        if math.prod(ka.shape[a] for a in heads) != h or math.prod(
+                va.shape[a] for a in heads) != h:
+            raise UnsupportedOpError(f"{self._describe(node)}: q, k and v have different heads")
+        gq, gk, gv = (self.groups[a.group] for a in (qa, ka, va))
+        if gq.channels != gk.channels:
+            raise UnsupportedOpError(f"{self._describe(node)}: q and k widths differ")
+        d, e = gq.channels // h, gv.channels // h
+        allowed = None
+        if blocked is not None:
+            b = torch.as_tensor(blocked, dtype=torch.bool)
+            tq, tk = math.prod(gq.size), math.prod(gk.size)
+            b = torch.broadcast_to(b, (tq, tk)) if b.dim() <= 2 else b.reshape(tq, tk)
+            if bool(b.any()):
+                t, s = np.nonzero(~b.numpy())
+                allowed = ChannelMap(t, s)
+        pairs = tuple(range(h * d))
+        params = {"q": pairs, "k": pairs, "pair_head": tuple(c // d for c in pairs),
+                  "v": tuple(range(h * e)), "v_head": tuple(c // e for c in range(h * e)),
+                  "allowed": allowed, "op": _canonical(node, self.gm)}
+        self._link(node, "attention", [qa, ka, va], heads + (nq - 1,), params)
+
+    # reductions --------------------------------------------------------
+    def _reduce(self, node, v, name):
+        full = self._shape_of(node)
+        if not full or not isinstance(full[0], int):
+            raise UnsupportedOpError(f"{self._describe(node)} returns several tensors "
+                                     "(values and indices); use amax/amin")
+        dims = self._py(self._arg(node, 1, "dim"))
+        keep = bool(self._py(self._arg(node, 2, "keepdim", False)))
+        if dims is None or dims == [] or dims == ():
+            raise UnsupportedOpError(f"{self._describe(node)} reduces over every axis, the "
+                                     "batch included")
+        act = self._act(v, node)
+        nd = len(act.full)
+        dims = sorted({d % nd for d in ([dims] if isinstance(dims, int) else dims)})
+        off = 0 if act.merged else 1
+        if 0 in dims:
+            raise UnsupportedOpError(f"{self._describe(node)} reduces over the batch")
+        axes = [d - off for d in dims]
+        shape = act.shape
+        kept = tuple(1 if a in axes else n for a, n in enumerate(shape))
+        ch_k = tuple(a for a in act.ch if a not in axes)
+        ch_out = ch_k if keep else tuple(a - sum(1 for d in axes if d < a) for a in ch_k)
+        target = self._new_act(node.name, full, act.merged, ch_out)
+        perm_t = _canon_perm(ch_k, len(kept))
+        canon_t = torch.arange(math.prod(kept), dtype=torch.float64).reshape(
+            [kept[a] for a in perm_t]).permute([perm_t.index(a) for a in range(len(kept))])
+        perm_s = _canon_perm(act.ch, len(shape))
+        t_c = torch.broadcast_to(canon_t, shape).permute(perm_s).reshape(-1).numpy().astype(
+            np.int64)
+        e_c = np.arange(len(t_c))
+        tg, sg = self.groups[target.group], self.groups[act.group]
+        per_t, per_s = max(1, math.prod(tg.size)), max(1, math.prod(sg.size))
+        self.links.append(Link(target.group, "reduce", (act.group,), target.group, {
+            "maps": (ChannelMap(t_c // per_t, e_c // per_s),),
+            "elements": (ChannelMap(t_c, e_c),), "op": name}))
+        self.val[node.name] = target
+
+
+@dataclass
+class _Tuple:
+    items: list = field(default_factory=list)
+
+
+def _full(v):
+    if isinstance(v, _Act):
+        return v.full
+    if isinstance(v, _Moved):
+        return tuple(v.index.shape)
+    if isinstance(v, _Score):
+        return None
+    raise UnsupportedOpError("internal: not an activation")
+
+
+def _resolve(ch, ndim):
+    """Channel axes with negative entries counted from the end; a callable gets the rank."""
+    if callable(ch):
+        ch = ch(ndim)
+    return tuple(sorted(a % ndim for a in ch)) if ndim else ()
+
+
+def _as_index(out):
+    if not isinstance(out, torch.Tensor):
+        raise UnsupportedOpError("an element move returned a non-tensor")
+    return out.to(torch.float64) if out.dtype != torch.float64 else out
+
+
+def _reencode(mv: _Moved, sources, offsets, total):
+    """`mv`'s index in the numbering of `sources` (a superset of its own)."""
+    idx = mv.index
+    ok = idx >= 0
+    b = torch.div(idx, mv.total, rounding_mode="floor")
+    rel = torch.remainder(idx, mv.total)
+    own = torch.tensor(mv.offsets, dtype=torch.float64)
+    k = (torch.searchsorted(own, rel.contiguous(), right=True) - 1).clamp(min=0)
+    e = rel - own[k]
+    mapping = torch.tensor([next(i for i, s in enumerate(sources) if s is t)
+                            for t in mv.sources], dtype=torch.long)
+    new_off = torch.tensor(offsets, dtype=torch.float64)[mapping[k]]
+    return torch.where(ok, b * total + new_off + e, torch.full_like(idx, -1))
+
+
+def _nonzero_constant(value) -> bool:
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, _Const) and isinstance(value.value, torch.Tensor) and value.param is None:
+        return bool((value.value != 0).all())
+    return False
+
+
+def _zero_pattern(value):
+    """Where a constant factor is zero (None: nowhere, or unknown)."""
+    if isinstance(value, _Const) and value.param is None and isinstance(value.value, torch.Tensor) \
+            and value.value.device.type != "meta":
+        zeros = value.value == 0
+        if bool(zeros.any()):
+            return zeros
+    if isinstance(value, (int, float)) and value == 0:
+        return torch.tensor(True)
+    return None
+
+
+def _canonical(node, gm) -> str:
+    """The op's canonical name (module class name for call_module)."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    target = node.target
+    if node.op == "call_method":
+        name = str(target)
+    elif isinstance(target, torch._ops.OpOverload):
+        name = target._schema.name.split("::")[-1]
+    elif isinstance(target, torch._ops.OpOverloadPacket):
+        name = str(target).split(".")[-1]
+    else:
+        name = getattr(target, "__name__", str(target))
+        if target is operator.getitem:
+            name = "getitem"
+        elif target is getattr:
+            name = "getattr"
+    if name.startswith("__") and name.endswith("__"):
+        name = name.strip("_")
+    if name in ("interpolate", "upsample"):
+        return "interpolate"
+    return _ALIASES.get(name, name)
 
 
 def _flat(args, kwargs):
@@ -488,21 +1619,31 @@ def _module_pool_params(module):
     }
 
 
-def _function_pool_params(node, gm, src):
-    args = node.normalized_arguments(gm, normalize_to_only_use_kwargs=True)
-    if args is None:
-        raise UnsupportedOpError(f"cannot read the arguments of {_describe(node, gm)}")
-    kw = dict(args.kwargs)
+_POOL_ARGS = {
+    "max": ("kernel_size", "stride", "padding", "dilation", "ceil_mode"),
+    "avg": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+            "divisor_override"),
+}
+
+
+def _function_pool_params(node, gm, src, py):
+    name = _canonical(node, gm)
     ndim = len(src.size)
-    if "output_size" in kw:
-        size = kw["output_size"]
+    if name.startswith("adaptive"):
+        size = py(node.args[1]) if len(node.args) > 1 else py(node.kwargs.get("output_size"))
         size = (size,) * ndim if isinstance(size, int) else tuple(size)
         return {"adaptive": True, "output_size": size}
+    names = _POOL_ARGS["max" if name.startswith("max") else "avg"]
+    kw = {k: py(a) for k, a in zip(names, node.args[1:])}
+    kw.update({k: py(a) for k, a in node.kwargs.items()})
+    if "kernel_size" not in kw:
+        raise UnsupportedOpError(f"cannot read the arguments of {name} (fx node {node.name!r})")
     kernel = _tuple(kw["kernel_size"], ndim)
     stride = kw.get("stride") or kernel
     return {
         "adaptive": False, "kernel": kernel, "stride": _tuple(stride, ndim),
-        "padding": _pairs(kw.get("padding", 0), ndim), "dilation": _tuple(kw.get("dilation", 1), ndim),
+        "padding": _pairs(kw.get("padding", 0) or 0, ndim),
+        "dilation": _tuple(kw.get("dilation", 1) or 1, ndim),
         "ceil_mode": bool(kw.get("ceil_mode", False)),
         "count_include_pad": bool(kw.get("count_include_pad", True)),
         "divisor_override": kw.get("divisor_override"),

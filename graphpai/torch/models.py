@@ -14,6 +14,9 @@ No torchvision: every architecture is written here, with forward code that
   .downsample.0``, ``fc``, ...); ``cifar_stem=True`` swaps the 7x7 stride-2 stem and its
   max-pool for a 3x3 stride-1 conv (``maxpool`` becomes `nn.Identity`).
 - ``lenet300_100``, ``lenet5`` and ``mlp`` for 1x28x28 (MNIST-sized) inputs.
+- ``gpt`` (a small Llama-style decoder on 16 token ids: RMSNorm, hand-written causal attention,
+  SwiGLU), ``vit`` (a small ViT on 3x32x32 with scaled_dot_product_attention) and
+  ``mobilenetv2`` ([MV2], CIFAR stem): random initialisation, no download (docs/graph.md).
 
 Every model is initialised as in SPEC §8: Kaiming-normal (fan-in, ReLU) conv and linear
 weights, zero biases, BatchNorm weight 1 and bias 0. ReLUs are not in-place, so backward hooks
@@ -25,6 +28,8 @@ References
    iteratively conserving synaptic flow", NeurIPS 2020.
 .. [MiCA] H. Otsuka et al., "Restricted Random Pruning at Initialization for High Compression
    Range", TMLR 2024.
+.. [MV2] M. Sandler, A. Howard, M. Zhu, A. Zhmoginov, L.-C. Chen, "MobileNetV2: Inverted
+   Residuals and Linear Bottlenecks", CVPR 2018.
 .. [RN] K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition",
    CVPR 2016.
 """
@@ -69,6 +74,12 @@ __all__ = [
     "lenet300_100",
     "lenet5",
     "mlp",
+    "GPT",
+    "ViT",
+    "MobileNetV2",
+    "gpt",
+    "vit",
+    "mobilenetv2",
 ]
 
 CIFAR_SHAPE = (3, 32, 32)
@@ -510,6 +521,277 @@ def mlp(num_classes: int = 10, *, widths: Sequence[int] = (100, 100),
     return MLP(math.prod(input_shape), tuple(widths), num_classes)
 
 
+# ------------------------------------------------------------------ transformers, MobileNetV2
+
+def _init_transformer(model: nn.Module, std: float = 0.02) -> nn.Module:
+    """GPT-2's initialisation: linear and embedding weights normal(0, std), biases 0, norm
+    weights 1 (the zoo's transformers; the CNNs use :func:`init_weights`)."""
+    for module in model.modules():
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            continue
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv2d)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last axis, written out as Llama does
+    (``x * rsqrt(mean(x**2) + eps) * weight``), so the extractor sees its ops."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention written by hand: ``q_proj``, ``k_proj``, ``v_proj``,
+    ``softmax(q @ k^T / sqrt(d))`` under a lower-triangular mask, the value product, ``o_proj``."""
+
+    def __init__(self, dim: int, heads: int, context: int = 0):
+        super().__init__()
+        self.heads = heads
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        h = self.heads
+        q = self.q_proj(x).view(b, t, h, c // h).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, h, c // h).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, h, c // h).transpose(1, 2)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // h))
+        causal = x.new_ones(t, t, dtype=torch.bool).tril()
+        scores = scores.masked_fill(causal.logical_not(), float("-inf"))
+        y = torch.softmax(scores, dim=-1) @ v
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class SwiGLU(nn.Module):
+    """The gated MLP of Llama: ``down_proj(silu(gate_proj(x)) * up_proj(x))``."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, context: int):
+        super().__init__()
+        self.norm1 = RMSNorm(dim)
+        self.attn = CausalSelfAttention(dim, heads, context)
+        self.norm2 = RMSNorm(dim)
+        self.mlp = SwiGLU(dim, hidden)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    """A small Llama-style decoder-only language model on token ids.
+
+    ``embed`` (vocabulary -> dim), learned positions ``pos`` (a parameter), ``blocks.i`` of
+    `DecoderBlock` (RMSNorm, hand-written causal attention, SwiGLU MLP), a final ``norm`` and
+    ``lm_head`` (dim -> vocabulary; with ``tie_weights`` it is the embedding's weight). The input
+    is ``(tokens,)`` long ids (``input_dtype``), the output the logits of every token.
+
+    Parameters
+    ----------
+    vocab_size, dim, depth, heads, hidden, context : int
+        Vocabulary, width, number of blocks, attention heads, MLP width, longest input.
+    tie_weights : bool
+        Share the embedding and LM-head weight.
+    """
+
+    input_dtype = torch.long
+
+    def __init__(self, vocab_size: int = 64, dim: int = 32, depth: int = 2, heads: int = 4,
+                 hidden: int = 64, context: int = 16, tie_weights: bool = False):
+        super().__init__()
+        self.vocab_size = vocab_size
+        # the weight is given (and initialised below): Embedding.reset_parameters on the meta
+        # device (`graphpai models` counts weights there) would import torch._dynamo
+        self.embed = nn.Embedding(vocab_size, dim, _weight=torch.empty(vocab_size, dim))
+        self.pos = nn.Parameter(torch.zeros(1, context, dim))
+        self.blocks = nn.Sequential(*[DecoderBlock(dim, heads, hidden, context)
+                                      for _ in range(depth)])
+        self.norm = RMSNorm(dim)
+        self.lm_head = nn.Linear(dim, vocab_size, bias=False)
+        _init_transformer(self)
+        if tie_weights:
+            self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids):
+        x = self.embed(ids) + self.pos[:, :ids.shape[1]]
+        return self.lm_head(self.norm(self.blocks(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with ``F.scaled_dot_product_attention`` on one ``qkv``
+    projection (split into q, k, v) and an output projection ``proj``."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm ViT block: LayerNorm, attention, residual; LayerNorm, GELU MLP, residual."""
+
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """A small vision transformer: ``patch`` (a conv with kernel = stride = patch size),
+    ``flatten(2).transpose(1, 2)`` to tokens, a class token and learned positions
+    (parameters), ``blocks.i`` of `EncoderBlock`, a final ``norm`` and ``head`` on the class
+    token.
+
+    Parameters
+    ----------
+    num_classes : int
+    image, patch, dim, depth, heads, hidden, channels : int
+        Image side, patch side, width, blocks, heads, MLP width, input channels.
+    """
+
+    def __init__(self, num_classes: int = 10, *, image: int = 32, patch: int = 8,
+                 dim: int = 32, depth: int = 2, heads: int = 4, hidden: int = 64,
+                 channels: int = 3):
+        super().__init__()
+        tokens = (image // patch) ** 2
+        self.patch = nn.Conv2d(channels, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.zeros(1, tokens + 1, dim))
+        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, hidden) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        _init_transformer(self)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block ([MV2]): 1x1 expansion (skipped at ratio 1), 3x3 depthwise conv with
+    `stride`, 1x1 linear projection, each with BN (ReLU6 after the first two); a residual sum
+    when the stride is 1 and the widths agree. Layers are ``conv.0`` (expand), ``conv.3``
+    (depthwise), ``conv.6`` (project), or ``conv.0``/``conv.3`` without expansion."""
+
+    def __init__(self, inp: int, out: int, stride: int, ratio: int):
+        super().__init__()
+        hidden = inp * ratio
+        layers: list[nn.Module] = []
+        if ratio != 1:
+            layers += [nn.Conv2d(inp, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
+                       nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+                   nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, out, 1, bias=False), nn.BatchNorm2d(out)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and inp == out
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+_MV2_PLAN = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+             (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 ([MV2]) for 32x32 inputs: a 3x3 stride-1 stem (CIFAR), the seven stages of
+    inverted residuals (expansion t, width c, n blocks, stride s of the first) scaled by
+    ``width``, a 1x1 conv to 1280 (scaled when width > 1), global average pool, ``classifier``.
+
+    Parameters
+    ----------
+    num_classes : int
+    width : float
+        Width multiplier (channels rounded to multiples of 8, as in [MV2]).
+    """
+
+    def __init__(self, num_classes: int = 10, *, width: float = 1.0):
+        super().__init__()
+
+        def round8(c):
+            return max(8, int(c * width + 4) // 8 * 8)
+
+        channels = round8(32)
+        last = max(1280, round8(1280))
+        features: list[nn.Module] = [nn.Sequential(
+            nn.Conv2d(3, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU6())]
+        for t, c, n, s in _MV2_PLAN:
+            out = round8(c)
+            for i in range(n):
+                features.append(InvertedResidual(channels, out, s if i == 0 else 1, t))
+                channels = out
+        features.append(nn.Sequential(nn.Conv2d(channels, last, 1, bias=False),
+                                      nn.BatchNorm2d(last), nn.ReLU6()))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Linear(last, num_classes)
+        init_weights(self)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean((2, 3)))
+
+
+def gpt(num_classes: int | None = None, *, vocab_size: int = 64, dim: int = 32, depth: int = 2,
+        heads: int = 4, hidden: int = 64, context: int = 16,
+        tie_weights: bool = False) -> GPT:
+    """A small Llama-style decoder (see `GPT`); `num_classes` is ignored (the vocabulary is the
+    output)."""
+    return GPT(vocab_size, dim, depth, heads, hidden, context, tie_weights)
+
+
+def vit(num_classes: int = 10, **options) -> ViT:
+    """A small ViT for 3x32x32 (see `ViT`)."""
+    return ViT(num_classes, **options)
+
+
+def mobilenetv2(num_classes: int = 10, *, width: float = 1.0) -> MobileNetV2:
+    """MobileNetV2 for 3x32x32 (see `MobileNetV2`)."""
+    return MobileNetV2(num_classes, width=width)
+
+
 # ------------------------------------------------------------------------------ registry
 
 @dataclass(frozen=True)
@@ -548,6 +830,11 @@ MODELS: dict[str, ModelSpec] = {
     "lenet300_100": ModelSpec(lenet300_100, MNIST_SHAPE, "LeNet-300-100 MLP for 1x28x28"),
     "lenet5": ModelSpec(lenet5, MNIST_SHAPE, "LeNet-5 (6@5x5, 16@5x5, 120, 84) for 1x28x28"),
     "mlp": ModelSpec(mlp, MNIST_SHAPE, "MLP with configurable hidden widths"),
+    "gpt": ModelSpec(gpt, (16,), "Llama-style decoder: 2 blocks, width 32, 4 heads, SwiGLU, "
+                     "16 token ids of a 64-word vocabulary"),
+    "vit": ModelSpec(vit, CIFAR_SHAPE, "ViT: 8x8 patches, 2 blocks, width 32, 4 heads"),
+    "mobilenetv2": ModelSpec(mobilenetv2, CIFAR_SHAPE, "MobileNetV2 for 32x32 (3x3 stride-1 "
+                             "stem); width= multiplier"),
 }
 
 
@@ -601,6 +888,8 @@ def build(name: str, num_classes: int = 10, *, seed: int | None = None, **option
             torch.manual_seed(seed)
             model = factory(num_classes, **options)
     model.input_shape = input_shape(name, **options)  # lets to_graph(model) work without one
+    if name == "gpt":
+        model.input_shape = (int(options.get("context", 16)),)
     return model
 
 

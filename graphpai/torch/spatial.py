@@ -236,6 +236,148 @@ _LINKS: dict = {
 }
 
 
+# ---------------------------------------------------------------------------------- new kinds
+def _index(em, device):
+    return (torch.from_numpy(np.array(em.rows)).to(device), torch.from_numpy(np.array(em.cols)).to(device))
+
+
+def _elements(xs, link, graph, pool):
+    """regroup / reduce: ``y[t] = sum of x[s]`` over the link's element pairs (t, s)."""
+    tgt = graph.groups[link.target]
+    y = xs[0].new_zeros(tgt.numel)
+    for x, em in zip(xs, link.params["elements"]):
+        rows, cols = _index(em, x.device)
+        y.index_add_(0, rows, x.reshape(-1)[cols])
+    return y.reshape((1, tgt.channels) + tuple(tgt.size))
+
+
+def _elements_t(g, shapes, link, graph, xs=None):
+    out = []
+    flat = g.reshape(-1)
+    for shape, em in zip(shapes, link.params["elements"]):
+        rows, cols = _index(em, g.device)
+        gx = g.new_zeros(math.prod(shape))
+        gx.index_add_(0, cols, flat[rows])
+        out.append(gx.reshape(shape))
+    return out
+
+
+def _regions(x, link):
+    """(groups, per, positions) view of a map and the any-over-region of it, broadcast back."""
+    groups = int(link.params.get("groups", 1))
+    c = x.shape[1]
+    if link.params.get("positions", "each") == "all":
+        r = x.reshape(groups, -1).amax(dim=1, keepdim=True)
+        return torch.broadcast_to(r, (groups, x[0].numel() // groups)).reshape(x.shape)
+    v = x.reshape(groups, c // groups, -1)
+    return torch.broadcast_to(v.amax(dim=1, keepdim=True), v.shape).reshape(x.shape)
+
+
+def _norm(xs, link, graph, pool):
+    x = xs[0]
+    return _regions(x, link) if link.params.get("centred", True) else x
+
+
+def _norm_t(g, shapes, link, graph, xs=None):
+    if link.params.get("centred", True):
+        return [_regions(g, link)]
+    x = xs[0]
+    return [torch.maximum(g, x * _regions(g * x, link))]
+
+
+def _gating(link):
+    return tuple(link.params.get("gating") or (True,) * len(link.sources))
+
+
+def _mul(xs, link, graph, pool):
+    gated = [x for x, gate in zip(xs, _gating(link)) if gate]
+    if not gated:
+        return torch.stack(xs).amax(dim=0)
+    y = gated[0]
+    for x in gated[1:]:
+        y = y * x
+    return y
+
+
+def _mul_t(g, shapes, link, graph, xs=None):
+    gating = _gating(link)
+    out = []
+    for k in range(len(shapes)):
+        y = g
+        for j, (x, gate) in enumerate(zip(xs, gating)):
+            if j != k and gate:
+                y = y * x
+        out.append(y)
+    return out
+
+
+def _allowed(link, tq, tk, like):
+    allowed = link.params.get("allowed")
+    if allowed is None:
+        return torch.ones((tq, tk), dtype=like.dtype, device=like.device)
+    a = torch.zeros((tq, tk), dtype=like.dtype, device=like.device)
+    a[torch.from_numpy(np.array(allowed.rows)), torch.from_numpy(np.array(allowed.cols))] = 1
+    return a
+
+
+def _attention_parts(xs, link):
+    q, k, v = (x.reshape(x.shape[1], -1) for x in xs)
+    p = link.params
+    a = _allowed(link, q.shape[1], k.shape[1], q)
+    v_idx = torch.as_tensor(p["v"], device=q.device)
+    return q, k, v, a, v_idx
+
+
+def _attention(xs, link, graph, pool):
+    """out[j, t] reads v[v_j, s] at every allowed key position s (the mixing weights are
+    positive whatever q and k are)."""
+    q, k, v, a, v_idx = _attention_parts(xs, link)
+    out = v[v_idx] @ a.T
+    tgt = graph.groups[link.target]
+    return out.reshape((1, tgt.channels) + tuple(tgt.size))
+
+
+def _attention_t(g, shapes, link, graph, xs=None):
+    q, k, v, a, v_idx = _attention_parts(xs, link)
+    p = link.params
+    g2 = g.reshape(g.shape[1], -1)
+    heads_v = torch.as_tensor(p["v_head"], device=g.device)
+    heads_p = torch.as_tensor(p["pair_head"], device=g.device)
+    qi, ki = torch.as_tensor(p["q"], device=g.device), torch.as_tensor(p["k"], device=g.device)
+    n_heads = int(max(max(p["v_head"], default=-1), max(p["pair_head"], default=-1))) + 1
+    gv = torch.zeros_like(v)
+    gv.index_add_(0, v_idx, g2 @ a)
+    # a score (h, t, s) moves the output when position t mixes two or more keys, its head has
+    # a co-reached output at t and a reached value at some allowed key
+    feeds = g2 * (_binary(v[v_idx] @ a.T))
+    live = torch.zeros((n_heads, g2.shape[1]), dtype=g.dtype, device=g.device)
+    live.index_add_(0, heads_v, feeds)
+    live = _binary(live) * (a.sum(dim=1) >= 2).to(g.dtype)[None, :]
+    live_pairs = live[heads_p]                                  # (pairs, Tq)
+    gq = torch.zeros_like(q)
+    gq.index_add_(0, qi, live_pairs * _binary(k[ki] @ a.T))
+    gk = torch.zeros_like(k)
+    gk.index_add_(0, ki, (live_pairs * q[qi]) @ a)
+    return [x.reshape(shape) for x, shape in zip((gq, gk, gv), shapes)]
+
+
+def _sum_of(xs, link, graph, pool):
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
+
+
+# kind -> (binary forward, transpose given the forward maps, forward for counting paths)
+_GATED_LINKS = {
+    "regroup": (_elements, _elements_t, _elements),
+    "reduce": (_elements, _elements_t, _elements),
+    "norm": (_norm, _norm_t, lambda xs, link, graph, pool: xs[0]),
+    "mul": (_mul, _mul_t, _sum_of),
+    "attention": (_attention, _attention_t, _attention),
+}
+
+
 def register_link(kind: str, forward: Callable, transpose: Callable | None = None) -> None:
     """Teach the engine a new :class:`~graphpai.graph.Link` kind.
 
@@ -256,6 +398,9 @@ def register_link(kind: str, forward: Callable, transpose: Callable | None = Non
 
 
 def _link_entry(link: Link):
+    if link.kind in _GATED_LINKS and link.kind not in _LINKS:
+        forward, transpose, _ = _GATED_LINKS[link.kind]
+        return forward, transpose
     try:
         return _LINKS[link.kind]
     except KeyError:
@@ -263,14 +408,20 @@ def _link_entry(link: Link):
                             f"knows {sorted(_LINKS)}") from None
 
 
-def _link_forward(xs, link: Link, graph: NetGraph, pool=_pool_sum):
-    """Apply a parameter-free link to its source batches `xs` (one per position)."""
+def _link_forward(xs, link: Link, graph: NetGraph, pool=_pool_sum, counting=False):
+    """Apply a parameter-free link to its source batches `xs` (one per position); `counting`:
+    the op of the all-ones network whose paths are counted (a product sums its branches)."""
+    if counting and link.kind in _GATED_LINKS and link.kind not in _LINKS:
+        return _GATED_LINKS[link.kind][2](xs, link, graph, pool)
     return _link_entry(link)[0](xs, link, graph, pool)
 
 
-def _link_transpose(g, xs_shapes, link: Link, graph: NetGraph):
-    """The transposed link applied to `g`: one gradient per source position."""
+def _link_transpose(g, xs_shapes, link: Link, graph: NetGraph, xs=None):
+    """The transposed link applied to `g`: one gradient per source position (`xs`, the forward
+    maps of the sources, for the links whose transpose depends on them)."""
     transpose = _link_entry(link)[1]
+    if link.kind in _GATED_LINKS and link.kind not in _LINKS:
+        return transpose(g, xs_shapes, link, graph, xs=xs)
     if transpose is not None:
         return transpose(g, xs_shapes, link, graph)
     xs = [torch.zeros(shape, dtype=g.dtype, device=g.device, requires_grad=True)
@@ -344,7 +495,12 @@ def _ones(group, dtype, device):
 
 
 def _apply(x, w, layer: Layer):
-    return x @ w.T if layer.kind == "linear" else _conv(x, w, layer)
+    if layer.kind != "linear":
+        return _conv(x, w, layer)
+    if x.dim() == 2:
+        return x @ w.T
+    # a linear layer at every position: (1, I, *positions) -> (1, O, *positions)
+    return (w @ x.reshape(x.shape[1], -1)).reshape((1, w.shape[0]) + tuple(x.shape[2:]))
 
 
 def _blocks(layer: Layer, itemsize: int) -> list[slice]:
@@ -420,10 +576,16 @@ def _layer_backward(g, x, mask, layer: Layer, graph: NetGraph):
     with _fits(layer, _layer_need(layer, x, graph, functional=True), "its functional weights",
                x.device):
         live = bool(x.any())
-        x_np = _numpy(x) if layer.kind == "linear" else None
+        positional = layer.kind == "linear" and x.dim() > 2
+        x_np = _numpy(x) if layer.kind == "linear" and not positional else None
+        x2 = x.reshape(x.shape[1], -1) if positional else None
         for b in _blocks(layer, x.element_size()):
             w = _weight(mask[b], x)
-            if layer.kind == "linear":
+            if positional:  # the weight gradient sums over positions: (O_b, P) @ (P, I)
+                gb = g[:, b].reshape(b.stop - b.start, -1)
+                part = (w.T @ gb).reshape((1, x.shape[1]) + tuple(x.shape[2:]))
+                functional[b] = mask[b] & ((gb @ x2.T) > 0.5).cpu().numpy()
+            elif layer.kind == "linear":
                 part = g[:, b] @ w
                 functional[b] = mask[b] & _numpy(g[:, b])[:, None] & x_np[None, :]
             else:
@@ -538,10 +700,11 @@ def active_fan_in(layer: Layer, input_map) -> np.ndarray:
     """
     x = torch.from_numpy(np.ascontiguousarray(np.asarray(input_map, dtype=bool))).to(torch.float32)
     if layer.kind == "linear":
-        if x.shape != (layer.weight_shape[1],):
+        expected = (layer.weight_shape[1],) + tuple(layer.in_size)
+        if tuple(x.shape) != expected:
             raise GraphpaiError(f"input map of {layer.name!r} has shape {tuple(x.shape)}, "
-                                f"expected ({layer.weight_shape[1]},)")
-        return x.numpy() > 0.5
+                                f"expected {expected}")
+        return x.reshape(x.shape[0], -1).numpy().max(axis=1) > 0.5
     expected = (layer.in_channels,) + tuple(layer.in_size)
     if tuple(x.shape) != expected:
         raise GraphpaiError(f"input map of {layer.name!r} has shape {tuple(x.shape)}, "
@@ -597,7 +760,8 @@ def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activ
                 if gt is None:
                     continue
                 sources = list(op.sources)
-                gis = _link_transpose(gt, [tuple(f[s].shape) for s in sources], op, graph)
+                gis = _link_transpose(gt, [tuple(f[s].shape) for s in sources], op, graph,
+                                      xs=[f[s] for s in sources])
             for source, gi in zip(sources, gis):
                 gi = _binary(gi)
                 g[source] = gi if source not in g else torch.maximum(g[source], gi)
@@ -673,7 +837,7 @@ def log10_paths(graph: NetGraph, masks=None, *, bias_ones: bool = False,
                         y = y + 10.0 ** (-scale)
             else:
                 xs, scale = common_scale([state[s] for s in op.sources])
-                y = _link_forward(xs, op, graph, pool=pool)
+                y = _link_forward(xs, op, graph, pool=pool, counting=True)
             state[op.target] = renormalise(y, scale)
         ys, scale = common_scale([state[name] for name in graph.outputs])
         total = float(sum(float(y.sum()) for y in ys))

@@ -136,12 +136,19 @@ def small_shape(name):
     return shape
 
 
+def example(name, batch=2):
+    """An input batch for a zoo model: token ids for the decoder, images otherwise."""
+    if name == "gpt":
+        return torch.randint(0, 64, (batch,) + input_shape(name))
+    return torch.randn(batch, *small_shape(name))
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_forward_shape(name):
     model = build(name, 7, seed=0)
     with torch.no_grad():
-        out = model(torch.randn(2, *small_shape(name)))
-    assert out.shape == (2, 7)
+        out = model(example(name))
+    assert out.shape == ((2, 16, 64) if name == "gpt" else (2, 7))  # gpt: logits per token
     assert torch.isfinite(out).all()
 
 
@@ -170,7 +177,7 @@ def test_input_shapes():
 def test_registry_entries():
     for name, spec in MODELS.items():
         assert isinstance(spec, ModelSpec)
-        assert len(spec.input_shape) == 3 and spec.description
+        assert len(spec.input_shape) == (1 if name == "gpt" else 3) and spec.description
         assert "\n" not in spec.description
     with pytest.raises(AttributeError):  # frozen
         MODELS["vgg16"].description = "x"
@@ -217,7 +224,7 @@ def test_seed_reproducible_and_leaves_global_state():
 def test_symbolic_trace(name):
     model = build(name, seed=1).eval()
     traced = torch.fx.symbolic_trace(model)
-    x = torch.randn(2, *small_shape(name))
+    x = example(name)
     with torch.no_grad():
         assert torch.allclose(traced(x), model(x))
 
@@ -262,7 +269,7 @@ def test_unknown_model_lists_known_names():
     message = str(info.value)
     assert message == "unknown model 'vgg17'; known models: " + ", ".join(sorted(MODELS))
     assert isinstance(info.value, GraphpaiError) and isinstance(info.value, KeyError)
-    with pytest.raises(UnknownModelError, match="known models: lenet300_100, lenet5, mlp"):
+    with pytest.raises(UnknownModelError, match="known models: gpt, lenet300_100, lenet5, mlp, mobilenetv2"):
         input_shape("resnet110")
 
 

@@ -1,0 +1,232 @@
+"""The gradient oracle for any model, and both semantics against it (docs/graph.md).
+
+A kept weight is functional iff the gradient of the outputs with respect to it is non-zero in the
+network with random positive weights on the mask (pruned weights 0), biases, additive parameters
+(positions, class tokens) 0, norm scales 1, on a random positive input (random token ids): almost
+surely, a weight whose gradient vanishes there carries no signal for any weights. The outputs are
+summed with random positive coefficients (a plain sum of a LayerNorm output is constant). Weights
+are scaled so every output row sums to at most 1/4 (ReLU6 and saturating ops stay in their
+linear range, through residual sums too).
+
+The spatial semantics must equal the oracle on every architecture; the channel semantics must
+contain it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from graphpai.functional import audit, functional_edges
+from graphpai.masks import MaskSet
+from graphpai.paths import paths
+from graphpai.torch import models
+from graphpai.torch.extract import to_graph
+
+
+def layer_parameter(model, name):
+    """The parameter of graph layer `name` (a module path or a parameter path)."""
+    for candidate in (f"{name}.weight", name):
+        try:
+            return candidate, model.get_parameter(candidate)
+        except AttributeError:
+            continue
+    raise KeyError(name)
+
+
+def random_masks(graph, density, seed):
+    rng = np.random.default_rng(seed)
+    return MaskSet({name: rng.random(layer.weight_shape) < density
+                    for name, layer in graph.layers.items()})
+
+
+def gradient_oracle(model, graph, masks, inputs, *, seed=0, trials=2):
+    """Layer -> bool mask of the kept weights with a non-zero gradient (see the module doc)."""
+    found = {name: np.zeros(layer.weight_shape, dtype=bool) for name, layer in graph.layers.items()}
+    for trial in range(trials):
+        gen = torch.Generator().manual_seed(seed * 1000 + trial)
+        net = copy.deepcopy(model).double().eval()
+        layer_params = {}
+        for name, layer in graph.layers.items():
+            path, p = layer_parameter(net, name)
+            keep = torch.from_numpy(np.asarray(masks[name]))
+            keep = keep.T if layer.transposed else keep
+            layer_params[path] = (name, keep)
+        # a tied weight appears under each name; layer weights are written last (the mask of a
+        # tied layer applies where the weight is shared too)
+        named = sorted(net.named_parameters(remove_duplicate=False),
+                       key=lambda item: item[0] in layer_params)
+        with torch.no_grad():
+            for path, p in named:
+                if path in layer_params:
+                    name, keep = layer_params[path]
+                    w = (0.5 + 0.5 * torch.rand(p.shape, generator=gen, dtype=p.dtype)) * keep
+                    rows = w.reshape(w.shape[0], -1) if not graph.layers[name].transposed \
+                        else w.T.reshape(w.shape[1], -1)
+                    per_row = 4 * rows.sum(dim=1).clamp(min=0.25)
+                    if graph.layers[name].transposed:
+                        w = w / per_row[None, :]
+                    else:
+                        w = w / per_row.reshape((-1,) + (1,) * (w.dim() - 1))
+                    p.copy_(w)
+                elif path.endswith("weight") and p.dim() == 1:
+                    p.fill_(1.0)   # norm scales
+                elif path.endswith("weight") and p.dim() == 2:
+                    p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=gen, dtype=p.dtype))
+                else:
+                    p.zero_()      # biases, positions, class tokens
+        weights = {path: p for path, p in named if path in layer_params}
+        for p in net.parameters():
+            p.requires_grad_(False)
+        for p in weights.values():
+            p.requires_grad_(True)
+        if isinstance(inputs, dict):
+            out = net(**{k: _positive(v, gen) for k, v in inputs.items()})
+        else:
+            out = net(*[_positive(v, gen) for v in inputs])
+        tensors = _outputs(out)
+        total = sum((t * (0.5 + torch.rand(t.shape, generator=gen, dtype=t.dtype))).sum()
+                    for t in tensors)
+        grads = torch.autograd.grad(total, list(weights.values()), allow_unused=True)
+        for (path, p), g in zip(weights.items(), grads):
+            name, keep = layer_params[path]
+            if g is None:
+                continue
+            g = g.T if graph.layers[name].transposed else g
+            found[name] |= (g != 0).numpy() & np.asarray(masks[name])
+    return found
+
+
+def _positive(value, gen):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return 0.5 + 0.5 * torch.rand(value.shape, generator=gen, dtype=torch.float64)
+    return value
+
+
+def _outputs(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    if isinstance(out, dict):
+        out = list(out.values())
+    found = []
+    for item in out if isinstance(out, (tuple, list)) else []:
+        if isinstance(item, torch.Tensor) and item.is_floating_point():
+            found.append(item)
+        elif isinstance(item, (tuple, list, dict)) or hasattr(item, "to_tuple"):
+            found.extend(_outputs(item))
+    return found
+
+
+def compare_with_oracle(model, graph, inputs, densities=(0.1, 0.3, 0.6), seeds=(0, 1)):
+    """Spatial == oracle, channel ⊇ oracle, on random masks; returns the counts seen."""
+    seen = []
+    for density in densities:
+        for seed in seeds:
+            masks = random_masks(graph, density, seed)
+            truth = gradient_oracle(model, graph, masks, inputs, seed=seed)
+            spatial = functional_edges(graph, masks, semantics="spatial")
+            channel = functional_edges(graph, masks, semantics="channel")
+            for name in graph.layers:
+                assert not (truth[name] & ~channel[name]).any(), (name, density, seed)
+                diff = np.argwhere(truth[name] != spatial[name])
+                assert len(diff) == 0, (name, density, seed, diff[:5].tolist(),
+                                        int(truth[name].sum()), int(spatial[name].sum()))
+            seen.append((sum(int(t.sum()) for t in truth.values()),
+                         sum(int(channel[n].sum()) for n in graph.layers)))
+    return seen
+
+
+# ------------------------------------------------------------------------------ models
+class Mixer(nn.Module):
+    """MLP-Mixer: patches, token mixing (a Linear over the token axis after a transpose) and
+    channel mixing, LayerNorm, mean over tokens."""
+
+    def __init__(self, dim=16, tokens=16, classes=5):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.norm1 = nn.LayerNorm(dim)
+        self.token1 = nn.Linear(tokens, 2 * tokens)
+        self.token2 = nn.Linear(2 * tokens, tokens)
+        self.norm2 = nn.LayerNorm(dim)
+        self.channel1 = nn.Linear(dim, 2 * dim)
+        self.channel2 = nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)              # (B, tokens, dim)
+        y = self.norm1(x).transpose(1, 2)                         # (B, dim, tokens)
+        x = x + self.token2(F.gelu(self.token1(y))).transpose(1, 2)
+        x = x + self.channel2(F.gelu(self.channel1(self.norm2(x))))
+        return self.head(x.mean(dim=1))
+
+
+class UNet(nn.Module):
+    """A two-level U-Net with nearest upsampling, a skip concatenation and PixelShuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.down1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.down2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.mid = nn.Conv2d(16, 16, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse = nn.Conv2d(24, 8, 3, padding=1)
+        self.expand = nn.Conv2d(8, 12, 1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.out = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        a = F.relu(self.down1(x))
+        b = F.relu(self.mid(F.relu(self.down2(a))))
+        u = self.fuse(torch.cat([self.up(b), a], dim=1))
+        return self.out(self.shuffle(self.expand(F.relu(u))))
+
+
+class GatedConv(nn.Module):
+    """a * sigmoid(b) (a gate that is never zero) and a * b of two conv branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.a(x) * torch.sigmoid(self.b(x)) + self.a(x) * 0 + self.c(x) * self.b(x))
+
+
+def _image(shape=(3, 16, 16)):
+    return (torch.rand((1,) + shape),)
+
+
+@pytest.mark.parametrize("name", ["gpt", "vit", "mobilenetv2"])
+def test_zoo_models_equal_the_oracle(name):
+    options = {"width": 0.25} if name == "mobilenetv2" else {}
+    model = models.build(name, seed=0, **options)
+    graph = to_graph(model)
+    if name == "gpt":
+        inputs = (torch.randint(0, 64, (1, 16)),)
+    else:
+        inputs = (torch.rand(1, 3, 32, 32),)
+    seen = compare_with_oracle(model, graph, inputs, densities=(0.05, 0.2, 0.5), seeds=(0,))
+    assert any(t > 0 for t, _ in seen)
+
+
+def test_mixer_equals_the_oracle():
+    model = Mixer()
+    graph = to_graph(model, (3, 16, 16))
+    token = graph.layers["token1"]
+    assert token.weight_shape == (32, 16) and token.in_size == (16,)  # positions = features
+    compare_with_oracle(model, graph, _image())
+
+
+def test_unet_equals_the_oracle():
+    model = UNet()
+    graph = to_graph(model, (3, 16, 16))
+    assert graph.groups[graph.outputs[0]].size == (32, 32)
+    compare_with_oracle(model, graph, _image())
