@@ -53,21 +53,31 @@ STEPS = ("mask", "audit-channel", "audit-spatial", "paths", "spectral")
 
 
 # ------------------------------------------------------------------------------- the graphs
-def llama_graph(kind="stack", *, layers=16, hidden=2048, mlp=5632, vocab=32000, heads=16):
-    """The NetGraph of a Llama-style decoder (see the module docstring); no torch."""
+def llama_graph(kind="stack", *, layers=16, hidden=2048, mlp=5632, vocab=32000, heads=16,
+                tokens=None):
+    """The NetGraph of a Llama-style decoder (see the module docstring); no torch.
+
+    ``tokens`` positions (default: none for ``stack``, 2 for ``decoder``). Two tokens give the
+    spatial answer of any sequence length: under causal attention token 0 sees only itself
+    (softmax over one key is constant, so Q and K do not matter there) and every later token
+    sees two or more keys, all alike under the all-ones input; RoPE rotates by 0 at token 0 and
+    pairs feature j with its rotate-half partner at the others.
+    """
     import numpy as np
 
     from graphpai.graph import ChannelMap, Group, Layer, Link, NetGraph
 
-    groups, ops = [Group("embed", hidden)], []
+    t = (0 if kind == "stack" else 2) if tokens is None else tokens
+    size = (t,) if t else ()
+    groups, ops = [Group("embed", hidden, size)], []
 
     def group(name, channels):
-        groups.append(Group(name, channels))
+        groups.append(Group(name, channels, size))
         return name
 
     def linear(name, source, out, inp):
         target = group(name + ":out", out)
-        ops.append(Layer(name, "linear", (out, inp), source, target))
+        ops.append(Layer(name, "linear", (out, inp), source, target, in_size=size, out_size=size))
         return target
 
     def link(name, kind_, sources, channels, **params):
@@ -75,42 +85,65 @@ def llama_graph(kind="stack", *, layers=16, hidden=2048, mlp=5632, vocab=32000, 
         ops.append(Link(name, kind_, tuple(sources), target, params))
         return target
 
-    identity = ChannelMap(np.arange(hidden), np.arange(hidden))
+    def per_position(rows, cols, channels):
+        """A channel map as element pairs in (channels, tokens) order, at every token."""
+        if not t:
+            return ChannelMap(rows, cols)
+        pos = np.arange(t)
+        return ChannelMap((rows[:, None] * t + pos).ravel(), (cols[:, None] * t + pos).ravel())
+
     head_dim = hidden // heads
     j = np.arange(hidden)
     partner = (j // head_dim) * head_dim + (j % head_dim + head_dim // 2) % head_dim
     rope = ChannelMap(np.concatenate([j, j]), np.concatenate([j, partner]))  # rotate_half pairs
+    if t:  # token 0: rotation by angle 0 (the identity); later tokens: both terms
+        later = np.arange(1, t)
+        rows = np.concatenate([j * t, (j[:, None] * t + later).ravel(),
+                               (j[:, None] * t + later).ravel()])
+        cols = np.concatenate([j * t, (j[:, None] * t + later).ravel(),
+                               (partner[:, None] * t + later).ravel()])
+        rope_elements = ChannelMap(rows, cols)
+        tq, tk = np.tril_indices(t)
+        causal = ChannelMap(tq, tk)
+    else:
+        rope_elements, causal = rope, None
+    channels = tuple(int(c) for c in j)
+    heads_of = tuple(int(c) // head_dim for c in j)
+    eye = ChannelMap(np.arange(mlp), np.arange(mlp))
+    eye_elements = per_position(np.arange(mlp), np.arange(mlp), mlp)
     x = "embed"
     for i in range(layers):
         p = f"model.layers.{i}"
         h = x if kind == "stack" else link(f"{p}.input_layernorm", "norm", [x], hidden,
-                                             centred=False, groups=1)
+                                             centred=False, groups=1, positions="each")
         q = linear(f"{p}.self_attn.q_proj", h, hidden, hidden)
         k = linear(f"{p}.self_attn.k_proj", h, hidden, hidden)
         v = linear(f"{p}.self_attn.v_proj", h, hidden, hidden)
         if kind == "stack":
             a = link(f"{p}.self_attn.sum", "add", [q, k, v], hidden)
         else:
-            q = link(f"{p}.self_attn.rope_q", "regroup", [q], hidden, maps=[rope])
-            k = link(f"{p}.self_attn.rope_k", "regroup", [k], hidden, maps=[rope])
+            q = link(f"{p}.self_attn.rope_q", "regroup", [q], hidden, maps=[rope],
+                     elements=[rope_elements])
+            k = link(f"{p}.self_attn.rope_k", "regroup", [k], hidden, maps=[rope],
+                     elements=[rope_elements])
             a = link(f"{p}.self_attn.attention", "attention", [q, k, v], hidden,
-                     q=j, k=j, pair_head=j // head_dim, v=j, v_head=j // head_dim)
+                     q=channels, k=channels, pair_head=heads_of, v=channels, v_head=heads_of,
+                     allowed=causal)
         o = linear(f"{p}.self_attn.o_proj", a, hidden, hidden)
         x = link(f"{p}.residual_attn", "add", [x, o], hidden)
         h = x if kind == "stack" else link(f"{p}.post_attention_layernorm", "norm", [x], hidden,
-                                             centred=False, groups=1)
+                                             centred=False, groups=1, positions="each")
         gate = linear(f"{p}.mlp.gate_proj", h, mlp, hidden)
         up = linear(f"{p}.mlp.up_proj", h, mlp, hidden)
         if kind == "stack":
             act = link(f"{p}.mlp.sum", "add", [gate, up], mlp)
         else:
-            eye = ChannelMap(np.arange(mlp), np.arange(mlp))
-            act = link(f"{p}.mlp.act_mul", "mul", [gate, up], mlp, maps=[eye, eye])
+            act = link(f"{p}.mlp.act_mul", "mul", [gate, up], mlp, maps=[eye, eye],
+                       elements=[eye_elements, eye_elements])
         down = linear(f"{p}.mlp.down_proj", act, hidden, mlp)
         x = link(f"{p}.residual_mlp", "add", [x, down], hidden)
     if kind != "stack":
-        x = link("model.norm", "norm", [x], hidden, centred=False, groups=1)
-    del identity
+        x = link("model.norm", "norm", [x], hidden, centred=False, groups=1, positions="each")
     logits = linear("lm_head", x, vocab, hidden)
     return NetGraph(groups, [o for o in ops if isinstance(o, Layer)],
                     [o for o in ops if isinstance(o, Link)], ["embed"], [logits])
