@@ -304,7 +304,7 @@ def _milp_rows(p, a, b, n, c_out, k):
     ub = np.concatenate([[n, 0.0], np.zeros(c_in)])
     res = milp(cost, constraints=LinearConstraint(a_ub, -np.inf, ub),
                integrality=np.concatenate([np.ones(3 * c_in), [0]]),
-               bounds=Bounds(lower, upper))
+               bounds=Bounds(lower, upper), options={"mip_rel_gap": 0.0})
     if res.x is None:
         raise BudgetError(f"scipy.optimize.milp found no solution ({res.message})")
     z = np.round(res.x).astype(np.int64)

@@ -7,6 +7,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from graphpai.budgets import erk, uniform
@@ -110,6 +112,26 @@ def test_exact_equals_highs_on_the_full_program():
         M = solve_layer(P, n, c_out, K, alpha=alpha, beta=beta, seed=case)
         assert M.max() <= K and M.sum() == n  # an optimum that keeps the whole budget
         assert definition(M, P, n, top, alpha, beta) == pytest.approx(best, abs=1e-7)
+
+
+@given(c_in=st.integers(1, 12), c_out=st.integers(1, 12), k=st.sampled_from([1, 4, 9]),
+       fill=st.floats(0.0, 1.0), alpha=st.floats(0.0, 1.0), beta=st.floats(0.0, 3.0),
+       masses=st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 7.0]), min_size=12, max_size=12),
+       seed=st.integers(0, 2 ** 16))
+@settings(max_examples=60)
+def test_exact_and_milp_reach_the_same_value(c_in, c_out, k, fill, alpha, beta, masses, seed):
+    # the combinatorial optimum equals HiGHS on the reduced program; both are feasible points of
+    # the full program that keep the whole budget
+    n = max(1, round(fill * k * c_in * c_out))
+    P = np.array(masses[:c_in])
+    a = solve_layer(P, n, c_out, k, alpha=alpha, beta=beta, seed=seed)
+    b = solve_layer(P, n, c_out, k, alpha=alpha, beta=beta, solver="milp", seed=seed)
+    top = max_path(P, n, c_out, k)
+    for M in (a, b):
+        assert M.shape == (c_in, c_out) and M.min() >= 0 and M.max() <= k
+    assert a.sum() == n
+    assert definition(a, P, n, top, alpha, beta) == pytest.approx(
+        definition(b, P, n, top, alpha, beta), abs=1e-7)
 
 
 def test_reference_path_norm_and_errors():
@@ -237,3 +259,11 @@ def test_cli_options(tmp_path, capsys):
     assert main(["prune", "--model", "resnet20", "--method", "npb", "--compression", "100",
                  "--option", "alpha=7", "--masks-out", str(out)]) == 2
     assert "alpha must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_zero_layer_drops_everything_and_says_so():
+    g = graph_of("resnet20")
+    budget = erk(g, 10 ** 4)
+    assert budget.zero_layers  # ERK gives some layer nothing here: no path can exist
+    r = solve_npb(g, budget, seed=0)
+    assert r.kept == 0 and r.dropped == budget.total and r.total_drift == -budget.total
