@@ -160,9 +160,14 @@ _GRAPHS = {}
 
 def graph_of(name):
     if name not in _GRAPHS:
-        if name == "custom_dag":
-            from tests.generators.test_mica import zoo_graph
+        if name == "custom_dag":  # concat of two branches, grouped conv, depthwise residual
+            from test_mica import zoo_graph
             _GRAPHS[name] = zoo_graph("custom_dag")
+        elif name == "inception_dag":  # concat of four branches, dilation, 'same', pools
+            from strategies import custom_dag
+
+            from graphpai.torch.extract import to_graph
+            _GRAPHS[name] = to_graph(*custom_dag())
         else:
             from graphpai.torch.extract import to_graph
             from graphpai.torch.models import build
@@ -171,7 +176,8 @@ def graph_of(name):
 
 
 @pytest.mark.parametrize("name,compressions", [
-    ("resnet20", [10, 100, 1000]), ("vgg16", [100, 10 ** 3.5]), ("custom_dag", [3, 10, 30])])
+    ("resnet20", [10, 100, 1000]), ("vgg16", [100, 10 ** 3.5]), ("custom_dag", [3, 10, 30]),
+    ("inception_dag", [10, 100, 1000])])
 def test_fully_functional_with_drift_reported(name, compressions):
     g = graph_of(name)
     for compression in compressions:
