@@ -31,6 +31,7 @@ References
 from __future__ import annotations
 
 import json
+import threading
 from functools import lru_cache
 from typing import Callable
 
@@ -59,16 +60,29 @@ def register_measure(name: str):
     return add
 
 
-@lru_cache(maxsize=4)
+_BUILD = threading.RLock()  # torch.fx tracing is not thread-safe: one build at a time
+
+
 def _graph(model: str):
+    with _BUILD:
+        return _cached_graph(model)
+
+
+@lru_cache(maxsize=4)
+def _cached_graph(model: str):
     from ..torch.extract import to_graph
     from ..torch.models import build
 
     return to_graph(build(model, seed=0))  # the graph does not depend on the weights
 
 
-@lru_cache(maxsize=2)
 def _model(model: str, seed: int):
+    with _BUILD:
+        return _cached_model(model, seed)
+
+
+@lru_cache(maxsize=2)
+def _cached_model(model: str, seed: int):
     from ..torch.models import build
 
     return build(model, seed=seed)
@@ -233,14 +247,17 @@ def _spectral(ctx: Context, point: Point) -> dict:
 def _train(ctx: Context, point: Point) -> dict:
     """Train the point's model (its seed's initial weights) with its masks: the settings give
     ``recipe``, ``data`` ("synthetic" or a CIFAR directory), ``device`` and recipe overrides
-    such as ``epochs`` (docs/training.md)."""
+    such as ``epochs`` (docs/training.md). Points train on the workers; with ``device`` auto and
+    several GPUs each worker takes its own (`graphpai.study.runner.worker_device`)."""
     import copy
 
     from ..torch.train import train_point
 
     settings = point.setting_dict
     overrides = {k: v for k, v in settings.items() if k not in ("recipe", "data", "device")}
+    from .runner import worker_device
+
     model = copy.deepcopy(ctx.model)  # the cached initial weights stay untouched
     return train_point(model, ctx.masks, settings.get("data", "synthetic"),
                        recipe=settings.get("recipe", "mica-resnet20"), seed=point.seed,
-                       device=settings.get("device", "auto"), **overrides)
+                       device=worker_device(settings.get("device", "auto")), **overrides)

@@ -20,7 +20,8 @@ from typing import Callable, Iterable
 from ..errors import StudyError
 from .grid import Point
 
-__all__ = ["run", "sweep", "Summary", "evaluate", "process_pool", "dask_executor"]
+__all__ = ["run", "sweep", "Summary", "evaluate", "process_pool", "dask_executor", "worker_index",
+           "worker_device"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,32 @@ def _options_text(point: Point) -> str:
     return json.dumps(point.option_dict, sort_keys=True)
 
 
-def _init_worker() -> None:
-    """One thread per worker process: the pool supplies the parallelism."""
+_WORKER = {"index": 0}
+
+
+def worker_index() -> int:
+    """This worker process's index in its pool, 0 .. workers-1 (0 outside a pool)."""
+    return _WORKER["index"]
+
+
+def worker_device(device: str = "auto") -> str:
+    """The training device of this worker: with ``"auto"`` and several CUDA GPUs, one GPU per
+    worker (``cuda:{worker_index() % count}``); otherwise `device` unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{worker_index() % count}" if count > 1 else device
+
+
+def _init_worker(counter=None) -> None:
+    """One thread per worker process (the pool supplies the parallelism), and the worker's
+    index from the pool's shared counter."""
+    if counter is not None:
+        with counter.get_lock():
+            _WORKER["index"] = counter.value
+            counter.value += 1
     try:
         from threadpoolctl import threadpool_limits
 
@@ -113,7 +138,7 @@ def process_pool(workers: int | None = None) -> ProcessPoolExecutor:
     else:  # pragma: no cover - macOS/Windows
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=_init_worker)
+                               initializer=_init_worker, initargs=(context.Value("i", 0),))
 
 
 def _cpus() -> int:

@@ -3,7 +3,8 @@
 ``DIR/results.sqlite`` holds one row per finished point, keyed by :attr:`Point.key`, each written
 in its own transaction by the parent process, so a crash loses at most the points in flight.
 After every point the whole table is exported atomically to ``DIR/results.csv`` and
-``DIR/results.json``. The database also records the study's definition (model, options, measures,
+``DIR/results.json`` (in a very large study, whenever the export takes less than a 20th of the
+time since the last one, and always when the store closes). The database also records the study's definition (model, options, measures,
 settings, graphpai and definitions versions): a directory made by a different definition is
 refused, while a rerun with more methods, budgets, compressions or seeds adds its new points.
 
@@ -126,6 +127,15 @@ class Store:
                 self._db.execute("INSERT INTO study VALUES ('definition', ?)",
                                  (json.dumps(self.definition, sort_keys=True),))
         self._ok = {k for (k,) in self._db.execute("SELECT key FROM points WHERE status = 'ok'")}
+        # decoded rows and their export lines, kept so that an export after each point costs
+        # one encoding of the new row plus writing the files, not a decode of the whole table
+        self._rows = {key: _decode(json.loads(text))
+                      for key, text in self._db.execute("SELECT key, row FROM points")}
+        self._lines: dict = {}
+        self._line_columns: tuple = ()
+        self._export_s = 0.0
+        self._exported_at = 0.0
+        self._pending = False
         if self.export_files:
             self.export()
 
@@ -175,32 +185,60 @@ class Store:
                              (row["key"], row["status"], text, time.time()))
         if row["status"] == "ok":
             self._ok.add(row["key"])
+        self._rows[row["key"]] = _decode(json.loads(text))
+        self._lines.pop(row["key"], None)
         if self.export_files:
-            self.export()
+            self._pending = True
+            # after every point, unless exporting the table would take more than a 20th of
+            # the time between points (a very large study); close() exports what is left
+            if time.perf_counter() - self._exported_at >= 20 * self._export_s:
+                self.export()
 
     def rows(self) -> list[dict]:
         """Every stored row, completed to the same columns and sorted by model, method, budget,
         compression and seed."""
-        return _complete([_decode(json.loads(text))
-                          for (text,) in self._db.execute("SELECT row FROM points")])
+        return _complete(list(self._rows.values()))
 
     def export(self) -> None:
-        """Write ``results.csv`` and ``results.json`` atomically from the database."""
-        rows = self.rows()
-        columns = _columns(rows)
+        """Write ``results.csv`` and ``results.json`` atomically from the stored rows (one row
+        per line in each)."""
+        start = time.perf_counter()
+        rows = sorted(self._rows.values(), key=_sort_key)
+        columns = tuple(_columns(rows))
+        if columns != self._line_columns:
+            self._lines, self._line_columns = {}, columns
+        lines = [self._lines.get(r["key"]) or self._encode(r, columns) for r in rows]
+        head = json.dumps({"study": self.definition, "columns": list(columns)},
+                          allow_nan=False)[:-1]
         with atomic_path(os.path.join(self.directory, JSON)) as tmp:
             with open(tmp, "w") as fh:
-                json.dump({"study": self.definition, "columns": columns, "rows": jsonable(rows)},
-                          fh, indent=1, allow_nan=False)
-                fh.write("\n")
+                fh.write(head + ', "rows": [\n' + ",\n".join(j for j, _ in lines) + "\n]}\n")
         with atomic_path(os.path.join(self.directory, CSV)) as tmp:
             with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows({c: _csv_cell(r[c]) for c in columns} for r in rows)
+                csv.writer(fh).writerow(columns)
+                fh.write("".join(c for _, c in lines))
+        self._pending = False
+        self._exported_at = time.perf_counter()
+        self._export_s = self._exported_at - start
+
+    def _encode(self, row: dict, columns) -> tuple[str, str]:
+        """A row's JSON and CSV lines under `columns` (cached until the columns change)."""
+        import io
+
+        full = jsonable({c: row.get(c) for c in columns})
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow([_csv_cell(full[c]) if full[c] is not None else ""
+                                     for c in columns])
+        lines = (json.dumps(full, allow_nan=False), buffer.getvalue())
+        self._lines[row["key"]] = lines
+        return lines
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            if self.export_files and self._pending:
+                self.export()
+        finally:
+            self._db.close()
 
     def __enter__(self):
         return self

@@ -125,3 +125,30 @@ def test_options_scoped_to_one_method():
              options={"node_selection": "min"})
     with pytest.raises(StudyError, match="option 'nm.n' is for method 'nm', which this study"):
         grid(model="lenet5", methods="mica", compressions="1e2", options={"nm.n": 2})
+
+
+def _index_after_a_nap(_):
+    import time
+
+    from graphpai.study.runner import worker_index
+
+    time.sleep(0.5)  # long enough for the second worker to start and take tasks
+    return worker_index()
+
+
+def test_each_pool_worker_has_its_own_index_and_gpu(monkeypatch):
+    from graphpai.study import runner
+
+    with runner.process_pool(2) as pool:
+        seen = set(pool.map(_index_after_a_nap, range(8)))
+    assert seen == {0, 1}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    devices = []
+    for index in range(6):
+        monkeypatch.setitem(runner._WORKER, "index", index)
+        devices.append(runner.worker_device("auto"))
+    assert devices == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert runner.worker_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert runner.worker_device("auto") == "auto"  # one GPU: train picks it

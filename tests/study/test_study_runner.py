@@ -42,7 +42,7 @@ def same(a, b):
             if isinstance(x[k], float) and math.isnan(x[k]):
                 assert isinstance(y[k], float) and math.isnan(y[k]), k
             else:
-                assert x[k] == y[k], (k, x[k], y[k])
+                assert x[k] == y[k], (k, x[k], y[k], x.get("error"), y.get("error"))
 
 
 def run_threads(points, directory, **kw):
