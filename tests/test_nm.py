@@ -222,3 +222,25 @@ def test_cli_audit_checks_a_pattern_and_reads_safetensors(tmp_path, capsys):
     assert [r["nm_compliant"] for r in rows] == [False, True, True]
     assert main(args[:-1] + ["2:x"]) == 2
     assert "N:M pattern '2:x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["gpt", "vit", "mobilenetv2"])
+def test_zoo_transformers_and_mobilenet_get_nm_masks_the_audit_confirms(name):
+    pytest.importorskip("torch")
+    from graphpai.torch import models
+
+    model = models.build(name, seed=0)
+    masks = graphpai.prune(model, "nm", compression=2)
+    for semantics in ("channel", "spatial") if name == "gpt" else ("channel",):
+        result = graphpai.audit(model, masks, nm="2:4", semantics=semantics)
+        for row in result.layers:
+            mask = masks[row.layer]
+            groupable = mask.shape[1] % 4 == 0  # depthwise convs (width 1), the 3-channel stem: no
+            assert row.nm_compliant == groupable, row.layer
+            if not groupable:
+                assert mask.all()
+            elif mask.size <= 20000:  # the loop is slow; bigger layers: exactly half kept
+                assert all(c == 2 for c in loop_group_counts(mask, 4))
+            else:
+                assert mask.sum() * 2 == mask.size
+        assert result.functional <= result.kept

@@ -194,3 +194,26 @@ def test_mismatched_keys_and_shapes_are_one_clear_error(tmp_path):
     with pytest.raises(MaskError, match="holds no .safetensors"):
         (tmp_path / "empty").mkdir()
         load_masks(model, tmp_path / "empty")
+
+
+def test_hugging_face_llama_wanda_save_pretrained_round_trip(tmp_path):
+    transformers = pytest.importorskip("transformers")  # in the 'dev' extra
+    import graphpai
+    from graphpai.torch.masks import remove_masks
+
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=4, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    data = [{"input_ids": torch.randint(0, 64, (2, 8))}]  # Hugging Face keyword batches
+    masks = graphpai.prune(model, "wanda", compression=2, data=data, nm="2:4",
+                           exclude=["lm_head"])
+    assert masks["lm_head"].all() and masks.nm_compliant("2:4")["model.layers.1.mlp.down_proj"]
+    apply_masks(model, masks)
+    remove_masks(model)  # what a pruning script saves: zeros in plain weights
+    model.save_pretrained(tmp_path / "pruned")
+    fresh = transformers.LlamaForCausalLM(config)
+    assert load_masks(fresh, tmp_path / "pruned") == masks
+    assert load_masks(fresh.model, tmp_path / "pruned" / "model.safetensors", missing="dense") \
+        == {k[len("model."):]: v for k, v in masks.items() if k != "lm_head"}
