@@ -295,12 +295,46 @@ def study_summary(table, *, semantics: str = "channel") -> list[str]:
         text = "; it ".join(clauses[:1] + [" and ".join(clauses[1:])] if len(clauses) > 1
                            else clauses)
         lines.append(f"{label} {text}.")
+    lines += _accuracy_summary(ok)
     if failed:
         first = failed[0]
         lines.append(f"{len(failed)} point{'s' if len(failed) != 1 else ''} failed, for example "
                      f"{_fig.series_label(first.get('method'), first.get('budget'))} at "
                      f"{_power(_fig.as_float(first.get('compression')))}: "
                      f"{str(first.get('error') or 'no error recorded').splitlines()[0]}")
+    return lines
+
+
+def _accuracy_summary(rows) -> list[str]:
+    """For a trained study: the best and worst (method, budget) by mean accuracy at the highest
+    compression that has at least two of them, and the strongest rank correlation."""
+    from .accuracy import accuracy_column
+    from .correlation import correlations
+
+    column = accuracy_column(rows)
+    if column is None:
+        return []
+    means = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        acc, target = _fig.as_float(r.get(column)), _fig.as_float(r.get("compression"))
+        if acc is not None and target is not None and not math.isnan(acc):
+            means[target][_fig.series_label(r.get("method"), r.get("budget"))].append(acc)
+    lines = []
+    shared = [c for c in sorted(means) if len(means[c]) >= 2]
+    if shared:
+        c = shared[-1]
+        ranked = sorted(((sum(v) / len(v), k) for k, v in means[c].items()),
+                        key=lambda t: (-t[0], t[1]))  # ties: alphabetical
+        lines.append(f"Trained ({column}, mean over seeds): at {_power(c)} the best is "
+                     f"{ranked[0][1]} ({ranked[0][0]:.3f}) and the worst {ranked[-1][1]} "
+                     f"({ranked[-1][0]:.3f}).")
+    scored = [r for r in correlations(rows, accuracy=column) if not math.isnan(r["kendall_tau"])]
+    if scored:
+        top = max(scored, key=lambda r: abs(r["kendall_tau"]))
+        lines.append(f"Strongest rank correlation with {column}: {top['metric']} at "
+                     f"{_power(_fig.as_float(top['compression']))} (Kendall tau "
+                     f"{top['kendall_tau']:.2f}, Spearman rho {top['spearman_rho']:.2f}, "
+                     f"n = {top['n']}).")
     return lines
 
 
