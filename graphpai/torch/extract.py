@@ -106,7 +106,7 @@ _POOL_FUNCTIONS = {
 }
 _SKIP = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size",
          "_guards_fn", "sym_size", "sym_numel", "sym_stride", "size", "dim", "numel",
-         "_assert_async", "assert", "getattr"}
+         "_assert_async", "assert", "getattr", "GuardsFn"}
 _SHAPE_ONLY = {"new_ones", "new_zeros", "new_full", "new_empty", "zeros_like", "ones_like",
                "full_like", "empty_like", "constant"}  # read only a tensor's shape, dtype, device
 _BLOCKED = -1e4  # an additive mask value at or below this blocks a (query, key) pair
@@ -396,6 +396,8 @@ def _record(model, gm, args, kwargs, shown):
                 r.shape, r.dtype = tuple(result.shape), result.dtype
                 if n.name not in live and result.numel() <= (1 << 22) and n.op != "get_attr":
                     r.value = result.detach()
+                    if result.is_meta:  # a model on the meta device: its constants on the CPU
+                        r.value = _on_cpu(n, rec)
             elif isinstance(result, (tuple, list)) and result and all(
                     isinstance(t, torch.Tensor) for t in result):
                 r.shape = tuple(tuple(t.shape) for t in result)
@@ -454,6 +456,51 @@ def _record(model, gm, args, kwargs, shown):
     return rec
 
 
+def _on_cpu(node, rec):
+    """A constant node of a meta-device model computed again on the CPU (masks and position
+    tables come from ``arange``; values of meta buffers stay unknown: None)."""
+    if node.op not in ("call_function", "call_method"):
+        return None
+    shape_only = node.op == "call_method" and node.target in _SHAPE_ONLY or getattr(
+        node.target, "__name__", None) in _SHAPE_ONLY
+
+    def cpu(a):
+        if isinstance(a, fx.Node):
+            r = rec.get(a.name)
+            if shape_only and r is not None and isinstance(r.shape, tuple) and r.dtype:
+                return torch.empty(r.shape, dtype=r.dtype)  # only its shape and dtype are read
+            value = r.value if r is not None else None
+            if isinstance(value, torch.Tensor) and value.is_meta:
+                raise LookupError(a.name)
+            if value is None and r is not None and r.shape is not None:
+                raise LookupError(a.name)
+            return value
+        if isinstance(a, torch.device) and a.type == "meta":
+            return torch.device("cpu")
+        if isinstance(a, (list, tuple)):
+            return type(a)(cpu(b) for b in a)
+        if isinstance(a, dict):
+            return {k: cpu(b) for k, b in a.items()}
+        return a
+
+    try:
+        args, kwargs = cpu(tuple(node.args)), cpu(dict(node.kwargs))
+        if node.op == "call_method":
+            out = getattr(args[0], node.target)(*args[1:], **kwargs)
+        else:
+            out = node.target(*args, **kwargs)
+    except Exception:
+        return None
+    if isinstance(out, torch.Tensor) and not out.is_meta:
+        return out.detach()
+    return None
+
+
+def _known(value) -> bool:
+    """A constant tensor whose values are known (not on the meta device)."""
+    return isinstance(value, torch.Tensor) and not value.is_meta
+
+
 _SHAPE_KEEPING = (nn.modules.dropout._DropoutNd, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
                   nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish,
                   nn.Hardsigmoid, nn.Hardtanh)
@@ -508,13 +555,14 @@ class _Act:
 
     group: str
     full: tuple         # the tensor's shape, batch included
-    merged: bool        # batch merged into the first axis (``x.view(-1, features)``)
+    batch: tuple        # (axis of the batch, merged): the batch is axis `axis` of the tensor,
+    #                     or the major part of it when merged (``x.view(-1, features)``)
     ch: tuple           # channel axes among the logical (non-batch) axes
     nonzero: bool = False
 
     @property
     def shape(self):
-        return _logical(self.full, self.merged)
+        return _logical(self.full, self.batch)
 
 
 @dataclass
@@ -556,11 +604,16 @@ class _Const:
     param: object = None   # _Param when it is a model parameter (or its transpose)
 
 
-def _logical(full, merged):
+PLAIN = (0, False)  # the batch is the first axis
+
+
+def _logical(full, batch):
+    """The shape of one example: the batch axis removed (or divided by 2 where merged)."""
     full = tuple(full)
+    axis, merged = batch
     if merged:
-        return (full[0] // 2,) + full[1:]
-    return full[1:]
+        return full[:axis] + (full[axis] // 2,) + full[axis + 1:]
+    return full[:axis] + full[axis + 1:]
 
 
 def _canon_perm(ch, ndim):
@@ -629,8 +682,8 @@ class _Builder:
         self.names.add(name)
         return name
 
-    def _new_act(self, name, full, merged, ch, layer=False, nonzero=False):
-        shape = _logical(full, merged)
+    def _new_act(self, name, full, batch, ch, layer=False, nonzero=False):
+        shape = _logical(full, batch)
         if any(a >= len(shape) for a in ch):
             raise UnsupportedOpError(f"internal: channel axes {ch} of a tensor of shape {shape}")
         perm = _canon_perm(ch, len(shape))
@@ -638,7 +691,7 @@ class _Builder:
         size = tuple(int(shape[a]) for a in perm[len(ch):])
         name = self._unique(name, layer)
         self.groups[name] = Group(name, int(channels), size)
-        return _Act(name, tuple(full), merged, tuple(ch), nonzero)
+        return _Act(name, tuple(full), batch, tuple(ch), nonzero)
 
     # main --------------------------------------------------------------
     def build(self) -> NetGraph:
@@ -679,7 +732,7 @@ class _Builder:
             raise UnsupportedOpError(f"input {node.target!r} has shape {r.shape}; expected "
                                      "(batch, channels, ...)")
         name = "input" if count == 1 else str(node.target)
-        act = self._new_act(name, r.shape, False, (0,))
+        act = self._new_act(name, r.shape, PLAIN, (0,))
         self.inputs.append(act.group)
         self.val[node.name] = act
 
@@ -784,7 +837,8 @@ class _Builder:
             [shape[a] for a in perm])
         inverse = [perm.index(a) for a in range(len(shape))]
         logical = canon.permute(inverse) + offset
-        full = torch.stack([logical, logical + total])
+        axis, merged = act.batch
+        full = torch.stack([logical, logical + total], dim=axis + (merged == "minor"))
         return full.reshape(act.full)
 
     def _moved_of(self, acts):
@@ -814,17 +868,11 @@ class _Builder:
             raise UnsupportedOpError(f"{self._describe(node)} reads no activation element")
         batch = torch.where(defined, torch.div(idx, mv.total, rounding_mode="floor"),
                             torch.full_like(idx, -1))
-        merged = False
-        if full and full[0] == 2 and bool((batch[0][defined[0]] == 0).all()) and bool(
-                (batch[1][defined[1]] == 1).all()):
-            logical = idx[0]
-        elif full and full[0] % 2 == 0 and full[0] >= 2 and bool(
-                (batch[:full[0] // 2][defined[:full[0] // 2]] == 0).all()) and bool(
-                (batch[full[0] // 2:][defined[full[0] // 2:]] == 1).all()):
-            merged, logical = True, idx[:full[0] // 2]
-        else:
+        layout = _batch_layout(batch, defined)
+        if layout is None:
             raise UnsupportedOpError(f"{self._describe(node)} mixes the examples of a batch; "
                                      "graphpai models ops that act on each example alone")
+        logical = _first_example(idx, layout)
         ok = logical >= 0
         rel = torch.where(ok, logical - 0, torch.full_like(logical, -1))
         rel = torch.where(ok, torch.remainder(rel, mv.total), rel)
@@ -849,10 +897,10 @@ class _Builder:
             channels = math.prod(shape[a] for a in ch)
             size = tuple(shape[a] for a in _canon_perm(ch, len(shape))[len(ch):])
             if (channels, size) == (self.groups[s.group].channels, self.groups[s.group].size):
-                act = _Act(s.group, full, merged, tuple(ch), mv.nonzero)
+                act = _Act(s.group, full, layout, tuple(ch), mv.nonzero)
                 self.cache[key] = act
                 return act
-        act = self._new_act(name or node.name, full, merged, tuple(ch), nonzero=mv.nonzero)
+        act = self._new_act(name or node.name, full, layout, tuple(ch), nonzero=mv.nonzero)
         self.cache[key] = act
         tgt = self.groups[act.group]
         used = [k for k in range(len(mv.sources)) if (src_c == k).any()]
@@ -1031,7 +1079,7 @@ class _Builder:
         else:
             nonzero = False
         if isinstance(v, _Act):
-            self.val[node.name] = _Act(v.group, v.full, v.merged, v.ch, nonzero)
+            self.val[node.name] = _Act(v.group, v.full, v.batch, v.ch, nonzero)
         else:
             self.val[node.name] = _Moved(v.index, v.sources, v.offsets, v.total, nonzero)
 
@@ -1051,7 +1099,7 @@ class _Builder:
             raise UnsupportedOpError(f"{self._describe(node)} does not read an activation")
         act = self._act(v, node, (-1,))
         full = self._shape_of(node)
-        tgt = self._new_act(name, full, act.merged, (len(act.shape) - 1,), layer=True)
+        tgt = self._new_act(name, full, act.batch, (len(act.shape) - 1,), layer=True)
         src_group = self.groups[act.group]
         if src_group.channels != (weight_shape[1] if not transposed else weight_shape[0]):
             raise UnsupportedOpError(f"{self._describe(node)} reads {src_group.channels} "
@@ -1101,7 +1149,7 @@ class _Builder:
         else:
             padding = _pairs(padding, ndim)
         full = self._shape_of(node)
-        tgt = self._new_act(name, full, False, (0,), layer=True)
+        tgt = self._new_act(name, full, PLAIN, (0,), layer=True)
         self.layers.append(Layer(
             name, "conv", tuple(weight_shape), act.group, tgt.group,
             stride=_tuple(stride, ndim), padding=padding, dilation=dilation, groups=int(groups),
@@ -1154,19 +1202,19 @@ class _Builder:
         full = self._shape_of(node)
         if not self.prune_embeddings:
             name = "input" if "input" not in self.names else path
-            act = self._new_act(name, full, False, (len(full) - 2,))
+            act = self._new_act(name, full, PLAIN, (len(full) - 2,))
             self.inputs.append(act.group)
             self.val[node.name] = act
             return
         vocab, dim = weight_shape
         onehot_full = tuple(full[:-1]) + (vocab,)
         src = self._new_act("input" if "input" not in self.names else f"{path}.ids",
-                            onehot_full, False, (len(full) - 2,))
+                            onehot_full, PLAIN, (len(full) - 2,))
         self.inputs.append(src.group)
         if path in self.used_layers:
             raise UnsupportedOpError(f"embedding {path!r} is used more than once")
         self.used_layers.add(path)
-        tgt = self._new_act(path, full, False, (len(full) - 2,), layer=True)
+        tgt = self._new_act(path, full, PLAIN, (len(full) - 2,), layer=True)
         g = self.groups[src.group]
         self.layers.append(Layer(path, "linear", (dim, vocab), src.group, tgt.group,
                                  in_size=g.size, out_size=g.size, transposed=True))
@@ -1184,9 +1232,9 @@ class _Builder:
 
     def _link(self, node, kind, acts, ch, params=None, name=None):
         full = self._shape_of(node)
-        merged = acts[0].merged
+        batch = acts[0].batch
         target = self._new_act(name or (self._strip(node.target) if node.op == "call_module"
-                                        else node.name), full, merged, tuple(ch))
+                                        else node.name), full, batch, tuple(ch))
         self.links.append(Link(target.group, kind, tuple(a.group for a in acts), target.group,
                                params or {}))
         self.val[node.name] = target
@@ -1199,7 +1247,7 @@ class _Builder:
         self._link(node, "pool", [act], (0,), params, name=name)
 
     def _is_global_pool(self, node, v):
-        if not isinstance(v, _Act) or v.ch != (0,) or v.merged or len(v.shape) < 2:
+        if not isinstance(v, _Act) or v.ch != (0,) or v.batch != PLAIN or len(v.shape) < 2:
             return False
         full = self._shape_of(node)
         dims = self._py(self._arg(node, 1, "dim"))
@@ -1223,7 +1271,7 @@ class _Builder:
         if not isinstance(seq, (list, tuple)) or not seq:
             return False
         vals = [self.val.get(a.name) if isinstance(a, fx.Node) else None for a in seq]
-        if not all(isinstance(v, _Act) and v.ch == (0,) and not v.merged for v in vals):
+        if not all(isinstance(v, _Act) and v.ch == (0,) and v.batch == PLAIN for v in vals):
             return False
         dim = self._py(self._arg(node, 1, "dim", 0))
         ndim = len(vals[0].full)
@@ -1386,7 +1434,7 @@ class _Builder:
         mask = self.val.get(mask_node.name) if isinstance(mask_node, fx.Node) else None
         value = self._py(value)
         blocked = score.blocked
-        if isinstance(mask, _Const) and isinstance(mask.value, torch.Tensor) and (
+        if isinstance(mask, _Const) and _known(mask.value) and (
                 isinstance(value, (int, float)) and value <= _BLOCKED):
             m = mask.value.to(torch.bool)
             m = m.reshape((-1,) + tuple(m.shape[-2:])).all(dim=0) if m.dim() > 2 else m
@@ -1395,7 +1443,7 @@ class _Builder:
 
     def _score_add(self, node, score, other):
         blocked = score.blocked
-        if isinstance(other, _Const) and isinstance(other.value, torch.Tensor):
+        if isinstance(other, _Const) and _known(other.value):
             m = other.value <= _BLOCKED
             m = m.reshape((-1,) + tuple(m.shape[-2:])).all(dim=0) if m.dim() > 2 else m
             blocked = m if blocked is None else (blocked | m)
@@ -1410,7 +1458,7 @@ class _Builder:
         causal = self._py(self._arg(node, 5, "is_causal", False))
         blocked = None
         mv = self.val.get(mask.name) if isinstance(mask, fx.Node) else None
-        if isinstance(mv, _Const) and isinstance(mv.value, torch.Tensor):
+        if isinstance(mv, _Const) and _known(mv.value):
             m = mv.value
             m = ~m if m.dtype == torch.bool else m <= _BLOCKED
             blocked = m.reshape((-1,) + tuple(m.shape[-2:])).all(dim=0) if m.dim() > 2 else m
@@ -1472,15 +1520,15 @@ class _Builder:
         act = self._act(v, node)
         nd = len(act.full)
         dims = sorted({d % nd for d in ([dims] if isinstance(dims, int) else dims)})
-        off = 0 if act.merged else 1
-        if 0 in dims:
+        b_axis, merged = act.batch
+        if b_axis in dims:
             raise UnsupportedOpError(f"{self._describe(node)} reduces over the batch")
-        axes = [d - off for d in dims]
+        axes = [d if merged or d < b_axis else d - 1 for d in dims]
         shape = act.shape
         kept = tuple(1 if a in axes else n for a, n in enumerate(shape))
         ch_k = tuple(a for a in act.ch if a not in axes)
         ch_out = ch_k if keep else tuple(a - sum(1 for d in axes if d < a) for a in ch_k)
-        target = self._new_act(node.name, full, act.merged, ch_out)
+        target = self._new_act(node.name, full, act.batch, ch_out)
         perm_t = _canon_perm(ch_k, len(kept))
         canon_t = torch.arange(math.prod(kept), dtype=torch.float64).reshape(
             [kept[a] for a in perm_t]).permute([perm_t.index(a) for a in range(len(kept))])
@@ -1509,6 +1557,32 @@ def _full(v):
     if isinstance(v, _Score):
         return None
     raise UnsupportedOpError("internal: not an activation")
+
+
+def _batch_layout(batch, defined):
+    """(axis, merged) of the batch in a tensor of example ids (-1 where undefined), or None."""
+    full = tuple(batch.shape)
+    for axis in range(len(full)):
+        n = full[axis]
+        if n < 2 or n % 2:
+            continue
+        ids = torch.arange(n).reshape((1,) * axis + (n,) + (1,) * (len(full) - axis - 1))
+        for merged, expect in ((False, ids), (True, ids // (n // 2)), ("minor", ids % 2)):
+            if not merged and n != 2:
+                continue
+            if bool((batch[defined] == torch.broadcast_to(expect, full)[defined].to(
+                    batch.dtype)).all()):
+                return axis, merged
+    return None
+
+
+def _first_example(idx, layout):
+    axis, merged = layout
+    if merged == "minor":  # (tokens * batch) with the batch fastest
+        return idx.index_select(axis, torch.arange(0, idx.shape[axis], 2))
+    if merged:
+        return idx.narrow(axis, 0, idx.shape[axis] // 2)
+    return idx.select(axis, 0)
 
 
 def _resolve(ch, ndim):
@@ -1542,7 +1616,7 @@ def _reencode(mv: _Moved, sources, offsets, total):
 def _nonzero_constant(value) -> bool:
     if isinstance(value, (int, float)):
         return value != 0
-    if isinstance(value, _Const) and isinstance(value.value, torch.Tensor) and value.param is None:
+    if isinstance(value, _Const) and _known(value.value) and value.param is None:
         return bool((value.value != 0).all())
     return False
 

@@ -197,7 +197,8 @@ class GatedConv(nn.Module):
         self.head = nn.Conv2d(4, 2, 1)
 
     def forward(self, x):
-        return self.head(self.a(x) * torch.sigmoid(self.b(x)) + self.a(x) * 0 + self.c(x) * self.b(x))
+        b = self.b(x)
+        return self.head(self.a(x) * torch.sigmoid(b) + self.c(x) * b)
 
 
 def _image(shape=(3, 16, 16)):
@@ -230,3 +231,111 @@ def test_unet_equals_the_oracle():
     graph = to_graph(model, (3, 16, 16))
     assert graph.groups[graph.outputs[0]].size == (32, 32)
     compare_with_oracle(model, graph, _image())
+
+
+class Encoder(nn.Module):
+    """nn.TransformerEncoder (fx keeps it whole; torch.export reads its ATen ops: in_proj_weight
+    is a layer named by its parameter path, the batch goes second inside)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True,
+                                           activation="gelu")
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.enc(self.inp(x)).mean(1))
+
+
+def test_transformer_encoder_equals_the_oracle():
+    model = Encoder()
+    graph = to_graph(model, (5, 8))
+    assert "enc.layers.0.self_attn.in_proj_weight" in graph.layers
+    assert graph.layers["enc.layers.0.self_attn.in_proj_weight"].weight_shape == (48, 16)
+    assert sum(link.kind == "attention" for link in graph.links) == 2
+    compare_with_oracle(model, graph, (torch.rand(1, 5, 8),))
+
+
+def test_gated_products_equal_the_oracle():
+    """a * sigmoid(b) keeps a where b is not reached (sigmoid(0) = 1/2); c * b needs both."""
+    model = GatedConv()
+    graph = to_graph(model, (3, 6, 6))
+    muls = [link for link in graph.links if link.kind == "mul"]
+    assert sorted(link.params["gating"] for link in muls) == [(True, False), (True, True)]
+    compare_with_oracle(model, graph, (torch.rand(1, 3, 6, 6),))
+    # b pruned away: the sigmoid gate still passes a, the product c * b is dead
+    masks = {name: np.ones(layer.weight_shape, dtype=bool) for name, layer in graph.layers.items()}
+    masks["b"][:] = False
+    truth = gradient_oracle(model, graph, masks, (torch.rand(1, 3, 6, 6),))
+    for semantics in ("channel", "spatial"):
+        f = functional_edges(graph, masks, semantics=semantics)
+        assert f["a"].all() and not f["c"].any()
+        assert all((f[n] == truth[n]).all() for n in graph.layers)
+
+
+def test_inputs_tokens_and_examples():
+    gpt = models.build("gpt", seed=0)
+    g = to_graph(gpt)
+    assert g.groups[g.inputs[0]].size == (16,) and g.groups[g.inputs[0]].channels == 32
+    assert g.layers["lm_head"].out_size == (16,)
+    short = to_graph(gpt, example_inputs=torch.randint(0, 64, (1, 8)))
+    assert short.groups[short.inputs[0]].size == (8,)
+    assert to_graph(gpt, (8,), input_dtype="long").groups["lm_head"].size == (8,)
+    same = to_graph(gpt, example_inputs=(torch.randint(0, 64, (3, 8)),))
+    assert same.groups["lm_head"] == short.groups["lm_head"]
+    one_hot = to_graph(gpt, prune_embeddings=True)
+    assert one_hot.layers["embed"].weight_shape == (32, 64) and one_hot.layers["embed"].transposed
+    assert one_hot.groups[one_hot.inputs[0]].channels == 64
+    assert one_hot.num_weights == g.num_weights + 64 * 32
+
+
+def test_tied_embedding_is_the_input_and_the_head_a_layer():
+    gpt = models.build("gpt", seed=0, tie_weights=True)
+    assert gpt.lm_head.weight is gpt.embed.weight
+    g = to_graph(gpt)
+    assert "lm_head" in g.layers and "embed" not in g.layers
+    # the input is every token's embedding: exact when the tied head is dense (a pruned head
+    # also prunes embedding rows, which the graph does not see: docs/graph.md#beyond-convnets)
+    masks = random_masks(g, 0.3, 0)
+    masks = MaskSet({**dict(masks.items()), "lm_head": np.ones(g.layers["lm_head"].weight_shape,
+                                                                  dtype=bool)})
+    ids = (torch.randint(0, 64, (1, 16)),)
+    truth = gradient_oracle(gpt, g, masks, ids)
+    spatial = functional_edges(g, masks, semantics="spatial")
+    assert all((truth[n] == spatial[n]).all() for n in g.layers)
+
+
+def test_meta_device_model_extracts_without_weights():
+    with torch.device("meta"):
+        gpt = models.GPT(vocab_size=64, dim=32, depth=1, heads=4, hidden=64, context=8)
+    g = to_graph(gpt, example_inputs=torch.zeros((1, 8), dtype=torch.long, device="meta"))
+    attention = next(link for link in g.links if link.kind == "attention")
+    assert len(attention.params["allowed"].rows) == 8 * 9 // 2  # the causal mask was read
+    assert g.num_weights == 4 * 32 * 32 + 3 * 32 * 64 + 64 * 32
+
+
+@pytest.mark.parametrize("name", ["gpt", "vit"])
+def test_analyses_on_the_zoo_transformers(name):
+    from graphpai.spectral import spectral
+
+    model = models.build(name, seed=0)
+    graph = to_graph(model)
+    masks = random_masks(graph, 0.2, 0)
+    spatial = audit(graph, masks, semantics="spatial")
+    channel = audit(graph, masks, semantics="channel")
+    assert 0 < spatial.functional <= channel.functional <= masks.kept()
+    p = paths(graph, masks)
+    assert np.isfinite(p.log10_paths)
+    assert spectral(graph, masks) is not None
+
+
+def test_export_tracer_gives_the_fx_graph():
+    model = models.build("gpt", seed=0)
+    a, b = to_graph(model, tracer="fx"), to_graph(model, tracer="export")
+    assert list(a.layers.values()) == list(b.layers.values())
+    masks = random_masks(a, 0.2, 3)
+    for semantics in ("channel", "spatial"):
+        fa, fb = functional_edges(a, masks, semantics=semantics), functional_edges(b, masks, semantics=semantics)
+        assert all((fa[n] == fb[n]).all() for n in a.layers)
