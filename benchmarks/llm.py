@@ -54,14 +54,14 @@ STEPS = ("mask", "audit-channel", "audit-spatial", "paths", "spectral")
 
 # ------------------------------------------------------------------------------- the graphs
 def llama_graph(kind="stack", *, layers=16, hidden=2048, mlp=5632, vocab=32000, heads=16,
-                tokens=None):
+                tokens=None, rope=True):
     """The NetGraph of a Llama-style decoder (see the module docstring); no torch.
 
     ``tokens`` positions (default: none for ``stack``, 2 for ``decoder``). Two tokens give the
     spatial answer of any sequence length: under causal attention token 0 sees only itself
     (softmax over one key is constant, so Q and K do not matter there) and every later token
     sees two or more keys, all alike under the all-ones input; RoPE rotates by 0 at token 0 and
-    pairs feature j with its rotate-half partner at the others.
+    pairs feature j with its rotate-half partner at the others (``rope=False`` leaves it out).
     """
     import numpy as np
 
@@ -95,7 +95,7 @@ def llama_graph(kind="stack", *, layers=16, hidden=2048, mlp=5632, vocab=32000, 
     head_dim = hidden // heads
     j = np.arange(hidden)
     partner = (j // head_dim) * head_dim + (j % head_dim + head_dim // 2) % head_dim
-    rope = ChannelMap(np.concatenate([j, j]), np.concatenate([j, partner]))  # rotate_half pairs
+    pairs = ChannelMap(np.concatenate([j, j]), np.concatenate([j, partner]))  # rotate_half
     if t:  # token 0: rotation by angle 0 (the identity); later tokens: both terms
         later = np.arange(1, t)
         rows = np.concatenate([j * t, (j[:, None] * t + later).ravel(),
@@ -106,7 +106,7 @@ def llama_graph(kind="stack", *, layers=16, hidden=2048, mlp=5632, vocab=32000, 
         tq, tk = np.tril_indices(t)
         causal = ChannelMap(tq, tk)
     else:
-        rope_elements, causal = rope, None
+        rope_elements, causal = pairs, None
     channels = tuple(int(c) for c in j)
     heads_of = tuple(int(c) // head_dim for c in j)
     eye = ChannelMap(np.arange(mlp), np.arange(mlp))
@@ -122,10 +122,11 @@ def llama_graph(kind="stack", *, layers=16, hidden=2048, mlp=5632, vocab=32000, 
         if kind == "stack":
             a = link(f"{p}.self_attn.sum", "add", [q, k, v], hidden)
         else:
-            q = link(f"{p}.self_attn.rope_q", "regroup", [q], hidden, maps=[rope],
-                     elements=[rope_elements])
-            k = link(f"{p}.self_attn.rope_k", "regroup", [k], hidden, maps=[rope],
-                     elements=[rope_elements])
+            if rope:
+                q = link(f"{p}.self_attn.rope_q", "regroup", [q], hidden, maps=[pairs],
+                         elements=[rope_elements])
+                k = link(f"{p}.self_attn.rope_k", "regroup", [k], hidden, maps=[pairs],
+                         elements=[rope_elements])
             a = link(f"{p}.self_attn.attention", "attention", [q, k, v], hidden,
                      q=channels, k=channels, pair_head=heads_of, v=channels, v_head=heads_of,
                      allowed=causal)
@@ -212,6 +213,8 @@ def llama_module(*, layers=16, hidden=2048, mlp=5632, vocab=32000, heads=16):
             return self.norm(x)
 
     class Llama(nn.Module):
+        input_dtype = torch.long  # token ids
+
         def __init__(self):
             super().__init__()
             self.model = Inner()
@@ -262,8 +265,12 @@ def run_case(graph_kind, mask_kind, steps, sizes, seed=0) -> dict:
     start = time.perf_counter()
     try:
         if graph_kind == "torch":
-            model = llama_module(**sizes)
-            graph = graphpai.to_graph(model, input_shape=(8,))  # 8 token ids
+            import torch
+
+            from graphpai.torch.extract import to_graph
+
+            model = llama_module(**sizes)  # 2 token ids stand for any length (llama_graph)
+            graph = to_graph(model, input_shape=(2,), input_dtype=torch.long)
         else:
             graph = llama_graph(graph_kind, **sizes)
         check_fits(graph, steps)
