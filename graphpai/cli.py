@@ -342,9 +342,17 @@ def _prune(args) -> int:
              + f", seed {args.seed}: kept {table.total:,} of {table.num_weights:,} weights, "
              f"compression {table.achieved_compression:.6g}; {written}"]
     lines += _connectivity_warnings(graph, masks, table)
+    drift = None
+    if masks is not None and generator.kind == "placement" and not generator.exact_budget:
+        from .prune import resolve_budget  # npb moves dead weights: say how far it drifted
+
+        wanted = resolve_budget(model, generator.default_budget if budget is None else budget,
+                                args.compression, seed=args.seed, data=data, graph=graph)
+        drift = table.total - wanted.total
+        lines.append(f"budget {wanted.total:,} weights: drift {drift:+,} (kept minus budget)")
     result = {**table.to_dict(), "method": generator.name, "seed": args.seed,
               "masks_out": None if args.dry_run else args.masks_out, "dry_run": args.dry_run,
-              "budget": label if generator.kind == "placement" else None}
+              "budget": label if generator.kind == "placement" else None, "drift": drift}
     emit(args, result, "\n".join(lines))
     return 0
 

@@ -4,6 +4,7 @@ VGG-16, ResNet-20 and a concat DAG, kept counts and drift, same seed same mask, 
 balance claim against RPI-ERK on ResNet-20."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -262,6 +263,10 @@ def test_cli_options(tmp_path, capsys):
     g = graph_of("resnet20")
     expected = solve_npb(g, erk(g, 100), seed=2, alpha=0.5, path_norm="reference").masks
     assert MaskSet.load(str(out)) == expected
+    assert "budget 2,715 weights: drift +0" in capsys.readouterr().out
+    assert main(["prune", "--model", "resnet20", "--method", "npb", "--compression", "1e4",
+                 "--masks-out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["drift"] == -erk(g, 1e4).total
     assert main(["prune", "--model", "resnet20", "--method", "npb", "--compression", "100",
                  "--option", "alpha=7", "--masks-out", str(out)]) == 2
     assert "alpha must be in [0, 1]" in capsys.readouterr().err
