@@ -25,7 +25,14 @@ fixed size:
   It is retried with larger Krylov spaces on non-convergence. A nonzero ``sigma_2`` below
   ``1e-6 sigma_1`` (never a 0/1 matrix) is re-solved by the Gram method when ``s <= dense_max``.
 
-Neither builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses LOBPCG or
+- **Lanczos** (non-negative matrices: every matrix of the spectral report): the matrix is split
+  into the connected components of its bipartite graph, then each goes to the dense Gram
+  eigensolver, or to Lanczos without restarts and with full reorthogonalisation on the implicit
+  Gram operator (sparse mat-vecs, ``"lanczos"``) or on a formed Gram matrix (one BLAS product,
+  then dense mat-vecs, ``"gram-lanczos"``), whichever the cost model says is cheapest; same
+  1e-13 residual rule (:mod:`.lanczos`). ARPACK (then the Gram method) is its fallback.
+
+None builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses LOBPCG or
 ``eigsh(which="LM")`` on that adjacency (SPEC §5 explains why).
 
 :func:`one_blas_thread` limits BLAS to one thread while many small
@@ -43,9 +50,11 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.lapack import get_lapack_funcs
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackNoConvergence, svds
 
 from ..errors import MaskError, SolverError
+from .lanczos import NotConverged, components, lanczos_ritz
 
 __all__ = ["DENSE_MAX", "top_singular_values", "drop_isolated", "as_matrix", "one_blas_thread",
            "plan"]
@@ -71,6 +80,11 @@ _KRYLOV_MATVECS = 300  # Gram mat-vecs ARPACK needs at the bulk edge (typical: 1
 _KRYLOV_PER_NNZ = 1.5e-9  # one sparse mat-vec, per stored entry (two per Gram mat-vec)
 _KRYLOV_PER_STEP = 3e-5  # ARPACK reverse-communication overhead per mat-vec
 _KRYLOV_PER_ORTH = 2e-9  # ARPACK's orthogonalisation, per s * ncv per mat-vec
+_LANCZOS_STEPS = 120  # Lanczos steps to 1e-13 at the bulk edge of a random sparse layer (60-160)
+_LANCZOS_PER_STEP = 2.5e-5  # Python and small-array overhead of one Lanczos step
+_LANCZOS_PER_ORTH = 1.5e-9  # full reorthogonalisation, per s * (steps so far)
+_GEMV_PER_S2 = 2e-10  # dense float64 Gram mat-vec, per s^2
+_LANCZOS_MEMORY = 2 ** 28  # bytes the Lanczos vectors may take (caps the steps)
 
 
 def as_matrix(matrix, name="matrix"):
@@ -210,12 +224,13 @@ def top_singular_values(matrix, k=2, *, layer=None, dense_max=DENSE_MAX, seed=0)
 
 
 def singular_values_compact(a, k=2, *, binary=False, layer=None, dense_max=DENSE_MAX, seed=0,
-                            nonzero=None, nnz=None):
+                            nonzero=None, nnz=None, split=True):
     """`top_singular_values` for a matrix whose empty rows/columns are already gone.
 
     `binary` says the entries are 0/1 (then the Gram matrix is formed exactly in float32).
     Empty rows or columns left in are harmless, only slower. `nonzero=True` promises at least
     one nonzero entry (skips a count); `nnz` gives the number of nonzero entries if known.
+    `split=False` says the matrix is known to be one connected component (no split needed).
     """
     out = np.zeros(k)
     if nnz is None and (nonzero is None or not sp.issparse(a)):
@@ -226,9 +241,13 @@ def singular_values_compact(a, k=2, *, binary=False, layer=None, dense_max=DENSE
         return out
     if a.shape[0] < a.shape[1]:  # the Gram matrix of the smaller side is A^T A with A tall
         a = a.T
-    method = plan(a.shape, nnz, k, binary=binary, sparse=sp.issparse(a), dense_max=dense_max)
+    nonnegative = binary or _nonnegative(a)
+    method = plan(a.shape, nnz, k, binary=binary, sparse=sp.issparse(a), dense_max=dense_max,
+                  nonnegative=nonnegative)
     if method == "gram":
         values = _gram_top(a, min(k, a.shape[1]), binary, layer)
+    elif method in ("lanczos", "gram-lanczos"):
+        values = _split_top(a, k, binary, layer, dense_max, seed, method, split)
     else:
         values = _arpack_top(a, k, layer, seed)
         small = values[values > 0].min(initial=values.max()) if values.size else 0.0
@@ -242,7 +261,8 @@ def singular_values_compact(a, k=2, *, binary=False, layer=None, dense_max=DENSE
     return out
 
 
-def plan(shape, nnz=None, k=2, *, binary=False, sparse=True, dense_max=DENSE_MAX) -> str:
+def plan(shape, nnz=None, k=2, *, binary=False, sparse=True, dense_max=DENSE_MAX,
+         nonnegative=False) -> str:
     """Which exact method is cheaper for a matrix: ``"gram"`` or ``"krylov"`` (module docstring).
 
     `shape` is (m, n) after empty rows and columns are dropped, `nnz` its nonzero entries (None:
@@ -260,10 +280,20 @@ def plan(shape, nnz=None, k=2, *, binary=False, sparse=True, dense_max=DENSE_MAX
     'krylov'
     >>> plan((11008, 4096), 22_000_000, binary=True)   # half-dense: the Gram product
     'gram'
+
+    With ``nonnegative=True`` (0/1 and ``|W * M|`` matrices) the choice is between ``"gram"``,
+    ``"lanczos"`` and ``"gram-lanczos"`` (module docstring):
+
+    >>> plan((25088, 4096), 8_000_000, nonnegative=True)
+    'lanczos'
+    >>> plan((11008, 4096), 22_000_000, binary=True, nonnegative=True)
+    'gram-lanczos'
     """
     m, s = max(shape), min(shape)
     if s <= k:  # ARPACK needs k < s: only the Gram method can return every value
         return "gram"
+    if nonnegative:
+        return _plan_nonnegative(m, s, m * s if nnz is None else nnz, binary, sparse, dense_max)
     if s > dense_max:
         return "krylov"
     if s <= _NCV + 1:  # smaller than ARPACK's Krylov space: the Gram eigensolver is cheaper
@@ -277,6 +307,103 @@ def plan(shape, nnz=None, k=2, *, binary=False, sparse=True, dense_max=DENSE_MAX
     if not sparse:
         krylov += _KRYLOV_PER_NNZ * m * s  # the CSR copy
     return "krylov" if krylov < gram else "gram"
+
+
+def _plan_nonnegative(m, s, nnz, binary, sparse, dense_max):
+    steps = min(s, _LANCZOS_STEPS)
+    orth = _LANCZOS_PER_ORTH * s * steps * steps / 2
+    lanczos = (steps * (_LANCZOS_PER_STEP + 2 * _KRYLOV_PER_NNZ * nnz) + orth
+               + _KRYLOV_PER_NNZ * (nnz if sparse else m * s))  # components (+ the CSR copy)
+    if s > dense_max:
+        return "lanczos"
+    form = min(_SPARSE_GRAM_PER_TERM * nnz * nnz / m if sparse else np.inf,
+               _BLAS_PER_MS2[bool(binary)] * m * s * s)
+    costs = {"gram": form + _EIG_PER_S3 * s ** 3, "lanczos": lanczos,
+             "gram-lanczos": form + steps * (_LANCZOS_PER_STEP + _GEMV_PER_S2 * s * s) + orth}
+    return min(costs, key=costs.get)
+
+
+def _nonnegative(a) -> bool:
+    data = a.data if sp.issparse(a) else a
+    return bool(data.size == 0 or data.min() >= 0)
+
+
+def _split_top(a, k, binary, layer, dense_max, seed, method, split):
+    """Top-k of a tall non-negative `a` by Lanczos, component by component (module
+    :mod:`.lanczos`); a component that Lanczos cannot finish goes to ARPACK or the Gram method."""
+    m, s = a.shape
+    g = _gram(a, binary) if method == "gram-lanczos" else None
+    if g is None and not sp.issparse(a):
+        a = _to_sparse(a)
+    if split:  # the Gram's pattern links two columns that share a row: the same components
+        count, labels = components(a) if g is None else connected_components(
+            sp.csr_array(g != 0), directed=False)
+        if count > 1:
+            present = np.unique(labels)
+            if len(present) > 1:
+                return _per_component(a, k, binary, layer, dense_max, seed, labels, present)
+    if g is not None:
+        apply = g.__matmul__
+        mat = a
+    else:
+        mat = a if sp.issparse(a) else sp.csr_array(a)
+        if mat.dtype != np.float64:
+            mat = mat.astype(np.float64)
+        mat_t = mat.T
+
+        def apply(x):
+            return mat_t @ (mat @ x)
+    steps = max(k + 1, min(s, _LANCZOS_MEMORY // (8 * s)))
+    try:
+        theta, vectors = lanczos_ritz(apply, s, k, tol=_KRYLOV_TOL, seed=seed, max_steps=steps)
+    except NotConverged:
+        if s <= dense_max:
+            return _gram_top(a, min(k, s), binary, layer)
+        return _arpack_top(a, k, layer, seed)
+    if g is not None and theta[-1] >= _SQRT_SAFE * theta[0]:  # as in _gram_top
+        return np.sqrt(theta)
+    if sp.issparse(mat):
+        av = mat @ vectors
+    else:
+        av = np.asarray(mat, dtype=np.float64) @ vectors
+    return np.linalg.svd(av, compute_uv=False)
+
+
+def _to_sparse(a):
+    """A dense matrix as CSR (or CSC when its transpose is the C-contiguous one), float64, in one
+    pass over the entries (scipy's dense constructor is several times slower on big layers)."""
+    if a.flags.f_contiguous and not a.flags.c_contiguous:
+        return _to_sparse(a.T).T
+    a = np.ascontiguousarray(a)
+    rows, cols = np.nonzero(a)
+    indptr = np.zeros(a.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=a.shape[0]), out=indptr[1:])
+    index = np.int32 if max(a.shape) < 2 ** 31 and len(cols) < 2 ** 31 else np.int64
+    return sp.csr_array((a[rows, cols].astype(np.float64), cols.astype(index),
+                         indptr.astype(index)), shape=a.shape)
+
+
+def _per_component(a, k, binary, layer, dense_max, seed, labels, present):
+    """Top-k values of each connected component of `a`, merged."""
+    csc = sp.csc_array(a)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], present)
+    sizes = np.diff(np.append(bounds, len(labels)))
+    values = []
+    single = order[bounds[sizes == 1]]
+    if len(single):  # a one-column component: its only singular value is the column norm
+        sq = csc[:, single]
+        values.append(np.sqrt(np.asarray((sq.multiply(sq)).sum(axis=0)).ravel()))
+    for start, size in zip(bounds[sizes > 1], sizes[sizes > 1]):
+        cols = np.sort(order[start:start + size])
+        sub = csc[:, cols]
+        rows = np.flatnonzero(np.diff(sub.tocsr().indptr))
+        sub = sub[rows] if len(rows) < sub.shape[0] else sub
+        values.append(singular_values_compact(sub, k, binary=binary, layer=layer,
+                                              dense_max=dense_max, seed=seed, nonzero=True,
+                                              split=False))
+    merged = np.sort(np.concatenate(values))[::-1][:k]
+    return np.pad(merged, (0, max(0, k - len(merged))))
 
 
 def _gram(a, binary):

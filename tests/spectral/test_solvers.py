@@ -165,13 +165,21 @@ def test_arpack_non_convergence_retries_then_raises(monkeypatch):
         calls.append(kwargs.get("ncv"))
         raise ArpackNoConvergence("no convergence", np.zeros(0), np.zeros((0, 0)))
 
+    def lanczos_gives_up(*args, **kwargs):
+        raise solvers.NotConverged("Lanczos: not converged")
+
     monkeypatch.setattr(solvers, "svds", failing_svds)
-    a = sp.random_array((50, 40), density=0.2, rng=0)
-    with pytest.raises(SolverError) as info:
-        top_singular_values(a, layer="fc1", dense_max=0)
-    assert len(calls) == len(solvers._ARPACK_TRIES) >= 2
-    assert info.value.layer == "fc1"
-    assert "ARPACK attempt 3" in info.value.reason and "fc1" in str(info.value)
+    signed = sp.random_array((50, 40), density=0.2, rng=0)
+    signed.data -= 0.5  # a signed matrix goes to ARPACK first
+    nonnegative = sp.random_array((50, 40), density=0.2, rng=0)  # Lanczos first, then ARPACK
+    monkeypatch.setattr(solvers, "lanczos_ritz", lanczos_gives_up)
+    for a in (signed, nonnegative):
+        calls.clear()
+        with pytest.raises(SolverError) as info:
+            top_singular_values(a, layer="fc1", dense_max=0)
+        assert len(calls) == len(solvers._ARPACK_TRIES) >= 2
+        assert info.value.layer == "fc1"
+        assert "ARPACK attempt 3" in info.value.reason and "fc1" in str(info.value)
 
 
 def test_dense_eigensolver_failure_falls_back_then_raises(monkeypatch):

@@ -1,0 +1,157 @@
+"""The non-negative solver paths (Lanczos on A^T A, Lanczos on a formed Gram, components) against
+numpy's dense SVD: rank-deficient, repeated singular values, one-column components, empty."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from oracles import dense_top_singular_values, naive_layer_spectrum
+from scipy.sparse.csgraph import connected_components
+
+from graphpai.spectral import lanczos, solvers, spectral
+from graphpai.spectral.solvers import singular_values_compact, top_singular_values
+
+METHODS = ["gram", "lanczos", "gram-lanczos"]
+
+
+def _close(got, ref, rel=1e-12):
+    scale = max(ref[0], 1e-300)
+    assert np.all(np.abs(np.asarray(got) - ref) <= rel * scale), (got, ref)
+
+
+@pytest.fixture
+def force(monkeypatch):
+    """force(method): every non-negative matrix goes to `method`, whatever it costs."""
+    def set_method(method):
+        monkeypatch.setattr(solvers, "_plan_nonnegative", lambda *args: method)
+    return set_method
+
+
+def _cases():
+    rng = np.random.default_rng(5)
+    block = (rng.random((30, 20)) < 0.3).astype(float)
+    u, v = rng.random(40) + 0.1, rng.random(25) + 0.1
+    j = np.ones((12, 12)) - np.eye(12)             # singular values 11, then 1 (11 times)
+    yield "random 0/1", (rng.random((80, 50)) < 0.1).astype(float)
+    yield "weighted", (rng.random((60, 90)) < 0.2) * rng.random((60, 90))
+    yield "rank 1", np.outer(u, v)                  # sigma_2 = 0
+    yield "rank 2", np.outer(u, v) + np.outer(rng.random(40), rng.random(25))
+    yield "two equal blocks", np.kron(np.eye(2), block)     # sigma_1 = sigma_2
+    yield "three equal blocks", np.kron(np.eye(3), block)   # sigma_1 = sigma_2 = sigma_3
+    cycle = np.eye(150) + np.roll(np.eye(150), 1, axis=1)  # an even cycle: 2, then a hair less
+    yield "two equal cycles", np.kron(np.eye(2), cycle)     # Krylov alone gives 2, 1.9996
+    yield "J - I", j                                 # sigma_2 repeated inside one component
+    yield "blocks and stars", sp.block_diag([block, np.ones((1, 5)), np.ones((4, 1)),
+                                             np.ones((1, 5))]).toarray()
+    yield "complete", np.ones((7, 9))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name,a", list(_cases()), ids=[c[0] for c in _cases()])
+def test_each_path_matches_dense_svd(force, method, name, a):
+    force(method)
+    ref = dense_top_singular_values(a, 3)
+    for matrix in (a, sp.csr_array(a), sp.csc_array(a)):
+        _close(top_singular_values(matrix, 3, dense_max=4096), ref)
+        _close(top_singular_values(matrix, 2, dense_max=0), ref[:2])  # Lanczos above dense_max
+
+
+def test_empty_and_tiny(force):
+    force("lanczos")
+    assert top_singular_values(np.zeros((5, 4))).tolist() == [0.0, 0.0]
+    assert top_singular_values(sp.csr_array((3, 3))).tolist() == [0.0, 0.0]
+    _close(top_singular_values(np.ones((1, 6))), [np.sqrt(6), 0.0])
+    _close(top_singular_values(np.eye(4) * 2.0), [2.0, 2.0])   # four one-column components
+
+
+@given(st.integers(2, 60), st.integers(2, 60), st.floats(0.02, 0.6), st.booleans(),
+       st.integers(1, 3), st.sampled_from(METHODS), st.integers(0, 2 ** 16))
+def test_random_nonnegative_matrices(m, n, density, weighted, copies, method, seed):
+    rng = np.random.default_rng(seed)
+    a = (rng.random((m, n)) < density).astype(float)
+    if weighted:
+        a *= rng.random((m, n))
+    a = np.kron(np.eye(copies), a)                     # repeated values when copies > 1
+    ref = dense_top_singular_values(a, 2)
+    saved = solvers._plan_nonnegative
+    solvers._plan_nonnegative = lambda *args: method
+    try:
+        got = top_singular_values(sp.csr_array(a), dense_max=4096)
+    finally:
+        solvers._plan_nonnegative = saved
+    _close(got, ref)
+
+
+def test_components_against_the_full_bipartite_adjacency():
+    rng = np.random.default_rng(2)
+    for density in (0.02, 0.05, 0.2):
+        a = (rng.random((40, 30)) < density).astype(float)
+        a = a[:, a.any(axis=0)]
+        m, s = a.shape
+        full = np.zeros((m + s, m + s))
+        full[:m, m:] = a
+        full[m:, :m] = a.T
+        _, ref = connected_components(sp.csr_array(full), directed=False)
+        ref = ref[m:]
+        for matrix in (a, sp.csr_array(a), sp.csc_array(a)):
+            _, labels = lanczos.components(matrix)
+            # the same partition of the columns (labels may be numbered differently)
+            pairs = set(zip(labels.tolist(), ref.tolist()))
+            assert len(pairs) == len(set(labels.tolist())) == len(set(ref.tolist()))
+
+
+def test_lanczos_on_a_known_spectrum_and_its_step_budget():
+    eigenvalues = np.concatenate(([50.0, 20.0], np.linspace(0.0, 19.0, 300)))
+    theta, vectors = lanczos.lanczos_ritz(lambda x: eigenvalues * x, 302, 2, tol=1e-13)
+    np.testing.assert_allclose(theta, [50.0, 20.0], rtol=1e-13)
+    np.testing.assert_allclose(np.abs(vectors[:2]), np.eye(2), atol=1e-6)
+    with pytest.raises(lanczos.NotConverged):
+        lanczos.lanczos_ritz(lambda x: eigenvalues * x, 302, 2, tol=1e-13, max_steps=5)
+
+
+def test_lanczos_falls_back_when_it_does_not_converge(monkeypatch):
+    def gives_up(*args, **kwargs):
+        raise lanczos.NotConverged("budget")
+
+    monkeypatch.setattr(solvers, "lanczos_ritz", gives_up)
+    monkeypatch.setattr(solvers, "_plan_nonnegative", lambda *args: "lanczos")
+    a = (np.random.default_rng(0).random((90, 70)) < 0.2).astype(float)
+    ref = dense_top_singular_values(a, 2)
+    _close(singular_values_compact(a, 2, binary=True), ref)           # -> dense Gram
+    _close(singular_values_compact(sp.csr_array(a), 2, binary=True, dense_max=0), ref)  # ARPACK
+
+
+def test_plan_chooses_by_cost():
+    assert solvers.plan((40, 30), 1200, nonnegative=True) == "gram"
+    # a big sparse layer: sparse Lanczos, far cheaper than a 4096^3 eigensolver
+    assert solvers.plan((25088, 4096), 8_000_000, nonnegative=True) == "lanczos"
+    # half-dense 0/1: forming the Gram (sgemm) then Lanczos on it beats both
+    assert solvers.plan((11008, 4096), 22_000_000, binary=True,
+                        nonnegative=True) == "gram-lanczos"
+    assert solvers.plan((50000, 5000), 2_000_000, nonnegative=True) == "lanczos"  # > dense_max
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_report_rows_match_the_oracle_on_every_path(force, method):
+    from graphpai import Group, Layer, MaskSet, NetGraph
+
+    force(method)
+    g = NetGraph([Group("x", 120), Group("h", 90), Group("y", 30)],
+                 [Layer("fc1", "linear", (90, 120), "x", "h"),
+                  Layer("fc2", "linear", (30, 90), "h", "y")], [], ["x"], ["y"])
+    rng = np.random.default_rng(3)
+    masks = MaskSet({n: rng.random(l.weight_shape) < 0.15 for n, l in g.layers.items()})
+    weights = {n: rng.standard_normal(l.weight_shape) for n, l in g.layers.items()}
+    report = spectral(g, masks, weights)
+    for row in report.layers:
+        b = g.biadjacency(row.layer, masks)
+        x = g.biadjacency(row.layer, masks, weights[row.layer])
+        ref = naive_layer_spectrum(b, x.toarray())
+        for key in ("sigma_1", "sigma_2", "weighted_sigma_1", "weighted_sigma_2", "imdb",
+                    "imdb_r", "imdb_lambda", "delta_r", "coordinate_norm"):
+            want = ref[key]
+            if want is None:
+                assert getattr(row, key) is None, key
+            else:
+                assert getattr(row, key) == pytest.approx(want, rel=1e-12, abs=1e-12), key
