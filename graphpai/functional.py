@@ -69,6 +69,7 @@ __all__ = [
     "reach",
     "coreach",
     "prepare",
+    "prepare_masks",
     "inputs_used",
     "outputs_fed",
 ]
@@ -81,19 +82,36 @@ BLOCK_BYTES = 64 << 20
 
 # ---------------------------------------------------------------------------------- inputs
 def prepare(net, masks=None, input_shape=None):
-    """(NetGraph, validated MaskSet) from a graph or torch model and masks (None = dense): the
-    one validation gate of the analyses.
+    """(NetGraph, validated MaskSet) from a graph or torch model and masks: the one validation
+    gate of the analyses. With no masks, a torch model's own masks are read
+    (``torch.nn.utils.prune`` buffers, ``torch.ao.pruning`` parametrizations; see
+    :func:`prepare_masks`), and a graph or an unpruned model is dense.
 
     Raises
     ------
     MaskError
         If a mask is missing, not 0/1, has the wrong shape or names an unknown layer.
     """
+    graph, masks, _ = prepare_masks(net, masks, input_shape)
+    return graph, masks
+
+
+def prepare_masks(net, masks=None, input_shape=None):
+    """(NetGraph, validated MaskSet, where the masks came from): ``"given"``, ``"dense"``, or
+    ``"model: ..."`` naming what was read from a pruned torch model
+    (:func:`graphpai.torch.masks.model_masks`), so that a 99.9%-pruned model is never audited
+    as dense without a word."""
     graph = as_graph(net, input_shape)
     if masks is None:
-        return graph, MaskSet.dense(graph)
+        if not isinstance(net, NetGraph):  # a torch model: it may carry its own masks
+            from .torch.masks import model_masks
+
+            found, source = model_masks(net, graph)
+            if found is not None:
+                return graph, found.validate(graph), f"model: {source}"
+        return graph, MaskSet.dense(graph), "dense"
     masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
-    return graph, masks.validate(graph)
+    return graph, masks.validate(graph), "given"
 
 
 def _check_semantics(semantics: str) -> None:
@@ -413,7 +431,9 @@ class AuditResult:
     ``functional_masks`` is the MaskSet of functional weights: save it, apply it, or use it as a
     budget. ``corrected_compression`` is N / functional, ``inf`` when nothing is functional
     (``disconnected``). ``nodes`` counts hidden channels (output channels of layers that do not
-    produce the logits), ``functional_nodes`` those that are functional.
+    produce the logits), ``functional_nodes`` those that are functional. ``masks_source`` says
+    where the masks came from: ``"given"``, ``"dense"`` (none given), or ``"model: ..."`` (read
+    from a pruned torch model's ``torch.nn.utils.prune`` buffers or ``torch.ao`` masks).
     """
 
     semantics: str
@@ -428,6 +448,7 @@ class AuditResult:
     functional_node_ratio: float | None
     disconnected: bool
     functional_masks: MaskSet
+    masks_source: str = "given"
 
     @property
     def total(self) -> dict:
@@ -459,6 +480,7 @@ class AuditResult:
         """JSON-ready: ``{"semantics", "layers": [...], "total": {...}}`` (inf as "inf")."""
         return {
             "semantics": self.semantics,
+            "masks": self.masks_source,
             "layers": [jsonable(asdict(row)) for row in self.layers],
             "total": jsonable(self.total),
         }
@@ -488,7 +510,7 @@ class AuditResult:
         lines = [
             format_table(rows),
             "",
-            f"semantics: {self.semantics}",
+            f"semantics: {self.semantics}; masks: {self.masks_source}",
             f"weights N = {self.N}, kept = {self.kept}, functional = {self.functional}",
             f"direct compression = {_fmt_compression(self.direct_compression, self.kept == 0)}",
             f"corrected compression = "
@@ -534,7 +556,10 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     ----------
     net : NetGraph or torch.nn.Module
     masks : MaskSet or mapping, optional
-        Layer name -> keep-mask (0/1 or bool). None audits the dense network.
+        Layer name -> keep-mask (0/1 or bool). None: a torch model's own masks
+        (``torch.nn.utils.prune``'s ``weight_mask`` buffers or ``torch.ao.pruning``
+        parametrizations) if it carries any, else the dense network; ``masks_source`` and the
+        table say which.
     semantics : {"channel", "spatial", "mica"}
         ``"channel"``: reachability on the channel graph (fast). ``"spatial"``: exact per-pixel
         activity at initialization ([VK]'s gradient test; needs torch). ``"mica"``: the MiCA
@@ -579,7 +604,7 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     """
     _check_semantics(semantics)
     pattern = None if nm is None else parse_nm(nm)
-    graph, masks = prepare(net, masks, input_shape)
+    graph, masks, source = prepare_masks(net, masks, input_shape)
     act = _activity(graph, masks, semantics, device, active)
     outgoing = _has_outgoing(graph, act.outgoing)
     rows = []
@@ -613,4 +638,5 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
         functional_node_ratio=functional_nodes / nodes if nodes else None,
         disconnected=functional == 0,
         functional_masks=MaskSet(act.functional),
+        masks_source=source,
     )

@@ -90,9 +90,9 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
         if isinstance(net_or_model, NetGraph):
             raise ModelError(f"{generator.name} scores the weights of a torch model; pass the "
                              "nn.Module itself, not its NetGraph")
-        from .torch.extract import prunable_modules  # ranking needs torch anyway
+        from .torch.masks import layer_modules  # ranking needs torch anyway
 
-        modules = prunable_modules(net_or_model).values()
+        modules = layer_modules(net_or_model, input_shape=input_shape, warn=False).values()
         n = sum(getattr(m, "weight_orig", m.weight).numel() for m in modules)
         compression = check_compression(compression, n)  # before any scoring work
         if generator.needs_data and data is None:

@@ -230,7 +230,8 @@ def test_to_dict_keys_and_table():
     graph = _two_layer()
     result = audit(graph, None)
     data = result.to_dict()
-    assert set(data) == {"semantics", "layers", "total"}
+    assert set(data) == {"semantics", "masks", "layers", "total"}
+    assert data["masks"] == "dense" and audit(graph, MaskSet.dense(graph)).masks_source == "given"
     assert {"N", "kept", "functional", "direct_compression", "corrected_compression",
             "functional_nodes", "nodes", "functional_node_ratio", "disconnected"} <= set(data["total"])
     assert [row["layer"] for row in data["layers"]] == ["a", "b"]

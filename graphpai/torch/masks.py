@@ -4,35 +4,111 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn as nn
-from torch.nn.utils import prune
+from torch.nn.utils import parametrize, prune
 
-from ..errors import MaskError
+from ..errors import GraphpaiError, MaskError
 from ..masks import MaskSet
 from .extract import prunable_modules
 
-__all__ = ["apply_masks", "masks_from_model", "dense_masks", "remove_masks", "masked_copy"]
+__all__ = ["apply_masks", "masks_from_model", "model_masks", "dense_masks", "remove_masks",
+           "masked_copy", "layer_modules", "UncalledModuleWarning"]
 
 
-def dense_masks(model: nn.Module) -> MaskSet:
-    """All-ones masks for every Conv1d/Conv2d/Linear weight of `model`."""
+class UncalledModuleWarning(UserWarning):
+    """Conv/linear modules that `forward` never calls: not layers, left out of masks and N."""
+
+
+def layer_modules(model: nn.Module, graph=None, *, input_shape=None,
+                  warn: bool = True) -> dict[str, nn.Module]:
+    """The prunable modules that are layers of `model`'s graph: the ones its forward calls.
+
+    The one rule of every torch entry point (``dense_masks``, ``masks_from_model``,
+    ``model_masks``, ``apply_masks``, the ranking methods; docs/definitions.md#graph): a
+    Conv1d/Conv2d/Linear module that forward never calls is no layer of the NetGraph, so it gets
+    no mask and does not count in N; a :class:`UncalledModuleWarning` names it.
+
+    Parameters
+    ----------
+    graph : NetGraph, optional
+        `model`'s graph if it was already traced; else it is traced here (with `input_shape`, or
+        ``model.input_shape``), and, where no input shape is known, the calls are read from a
+        shape-free ``torch.fx`` trace. A model neither can trace keeps every prunable module.
+    warn : bool
+        Issue the warning (the callers that warn once pass False on their second call).
+    """
+    modules = prunable_modules(model)
+    called = _called(model, graph, input_shape)
+    if called is None:
+        return modules
+    unused = [name for name in modules if name not in called]
+    if unused and warn:
+        warnings.warn(UncalledModuleWarning(
+            f"module(s) {', '.join(map(repr, unused))} of {type(model).__name__} are never called "
+            "by forward: they are not layers of the graph and are left out of the masks and of N "
+            "(docs/definitions.md#graph)"), stacklevel=3)
+    return {name: m for name, m in modules.items() if name in called}
+
+
+def _called(model, graph, input_shape):
+    """Names of the prunable modules forward calls, or None if the model cannot be traced."""
+    if graph is not None:
+        return set(graph.layers)
+    if input_shape is not None or getattr(model, "input_shape", None) is not None:
+        from .extract import to_graph
+
+        try:
+            return set(to_graph(model, input_shape).layers)
+        except GraphpaiError:
+            pass
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - any fx failure means: no call list
+        return None
+    return {node.target for node in gm.graph.nodes if node.op == "call_module"}
+
+
+def dense_masks(model: nn.Module, *, graph=None, input_shape=None) -> MaskSet:
+    """All-ones masks for every Conv1d/Conv2d/Linear layer that `model`'s forward calls
+    (:func:`layer_modules`)."""
     return MaskSet({name: torch.ones_like(_weight(m), dtype=torch.bool)
-                    for name, m in prunable_modules(model).items()})
+                    for name, m in layer_modules(model, graph, input_shape=input_shape).items()})
 
 
-def masks_from_model(model: nn.Module, *, missing: str = "dense") -> MaskSet:
-    """Read the ``weight_mask`` buffers that ``torch.nn.utils.prune`` left on `model`.
+def _module_mask(module: nn.Module):
+    """(mask tensor, where it came from) of one layer, or (None, None)."""
+    mask = getattr(module, "weight_mask", None)
+    if isinstance(mask, torch.Tensor):
+        return mask, "torch.nn.utils.prune weight_mask buffers"
+    if parametrize.is_parametrized(module, "weight"):
+        shape = module.parametrizations.weight.original.shape
+        for p in module.parametrizations.weight:
+            mask = getattr(p, "mask", None)
+            if isinstance(mask, torch.Tensor) and mask.shape == shape:
+                return mask, "torch.ao.pruning parametrizations (FakeSparsity masks)"
+    return None, None
+
+
+def masks_from_model(model: nn.Module, *, missing: str = "dense", graph=None,
+                     input_shape=None) -> MaskSet:
+    """Read the masks that ``torch.nn.utils.prune`` (``weight_mask`` buffers) or
+    ``torch.ao.pruning`` (parametrizations with a ``mask``) left on `model`.
+
+    Only the layers forward calls are read (:func:`layer_modules`).
 
     Parameters
     ----------
     missing : {"dense", "error"}
         What a prunable layer without a mask means: all kept (default), or an error.
+    graph, input_shape
+        As in :func:`layer_modules`.
     """
     out = {}
-    for name, module in prunable_modules(model).items():
-        mask = getattr(module, "weight_mask", None)
+    for name, module in layer_modules(model, graph, input_shape=input_shape).items():
+        mask, _ = _module_mask(module)
         if mask is None:
             if missing == "error":
                 raise MaskError(f"layer {name!r} has no weight_mask buffer; prune it first or use "
@@ -42,19 +118,50 @@ def masks_from_model(model: nn.Module, *, missing: str = "dense") -> MaskSet:
     return MaskSet(out)
 
 
-def apply_masks(model: nn.Module, masks) -> nn.Module:
+def model_masks(model: nn.Module, graph=None, *, input_shape=None):
+    """(MaskSet, description) of the masks `model` carries, or (None, None) if it carries none.
+
+    What ``graphpai.audit(model)``, ``graphpai.paths(model)`` and the CLI's ``--model-file`` use
+    when no masks are given: a model pruned with ``torch.nn.utils.prune`` or ``torch.ao.pruning``
+    is audited with its masks, not as dense. Layers without a mask are dense. The description
+    says where the masks came from, for the output ("torch.nn.utils.prune weight_mask buffers
+    on 22 of 22 layers").
+    """
+    modules = layer_modules(model, graph, input_shape=input_shape)
+    found = {name: _module_mask(m) for name, m in modules.items()}
+    sources = sorted({src for _, src in found.values() if src})
+    if not sources:
+        return None, None
+    masks = MaskSet({name: (mask if mask is not None else torch.ones_like(_weight(modules[name])))
+                     for name, (mask, _) in found.items()})
+    carried = sum(1 for mask, _ in found.values() if mask is not None)
+    return masks, f"{' and '.join(sources)} on {carried} of {len(found)} layers"
+
+
+def apply_masks(model: nn.Module, masks, *, graph=None) -> nn.Module:
     """Attach `masks` to `model` with ``prune.custom_from_mask`` and return the model.
 
     Every mask is validated against its layer before the model is touched, so a bad mask set
     leaves the model unchanged. A layer that already carries a mask gets the new one in its place
-    (not the product of both).
+    (not the product of both). A mask for a module that forward never calls is skipped with an
+    :class:`UncalledModuleWarning` (:func:`layer_modules`).
     """
     masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
-    modules = prunable_modules(model)
-    unknown = [k for k in masks if k not in modules]
+    every = prunable_modules(model)
+    unknown = [k for k in masks if k not in every]
     if unknown:
         raise MaskError(f"masks for unknown layer(s) {unknown}; this model's prunable layers are "
-                        f"{list(modules)}")
+                        f"{list(every)}")
+    modules = layer_modules(model, graph, warn=False)
+    skipped = [k for k in masks if k not in modules]
+    if skipped:
+        warnings.warn(UncalledModuleWarning(
+            f"mask(s) for {', '.join(map(repr, skipped))} skipped: forward never calls those "
+            "modules, so they are not layers (docs/definitions.md#graph)"), stacklevel=2)
+        masks = MaskSet({k: v for k, v in masks.items() if k not in skipped}) \
+            if len(skipped) < len(masks) else None
+    if masks is None:
+        return model
     for name, mask in masks.items():
         shape = tuple(_weight(modules[name]).shape)
         if mask.shape != shape:
@@ -82,7 +189,8 @@ def remove_masks(model: nn.Module) -> nn.Module:
 
 def masked_copy(model: nn.Module) -> nn.Module:
     """A deep copy of `model` with every torch prune mask made permanent (hooks and buffers gone,
-    pruned weights 0); `model` itself is untouched."""
+    pruned weights 0; ``torch.ao``/``parametrize`` parametrizations of weights folded into plain
+    parameters); `model` itself is untouched."""
     memo = {}  # a pruned weight is a non-leaf tensor, which deepcopy refuses: give it a copy
     for module in model.modules():
         for hook in module._forward_pre_hooks.values():
@@ -95,9 +203,17 @@ def masked_copy(model: nn.Module) -> nn.Module:
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(module, hook._tensor_name)
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                with torch.no_grad():
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return clone
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
     orig = getattr(module, "weight_orig", None)
-    return module.weight if orig is None else orig
+    if orig is not None:
+        return orig
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight

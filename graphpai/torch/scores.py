@@ -38,24 +38,27 @@ from ..errors import DataError, ModelError
 from ..masks import MaskSet
 from ..threshold import global_threshold
 from .extract import prunable_modules
-from .masks import masked_copy
+from .masks import layer_modules, masked_copy
 
 __all__ = ["magnitude_scores", "snip_scores", "grasp_scores", "synflow_scores", "synflow_masks"]
 
 
 # ------------------------------------------------------------------------------ helpers
-def _scoring_copy(model, dtype=None):
-    """(copy of `model` in eval mode, {layer name: weight Parameter requiring grad})."""
+def _scoring_copy(model, dtype=None, input_shape=None):
+    """(copy of `model` in eval mode, {layer name: weight Parameter requiring grad}) for the
+    layers forward calls (:func:`graphpai.torch.masks.layer_modules`: a module forward never
+    calls is named in a warning, gets no score and is not in N)."""
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"scoring needs a torch.nn.Module, got {type(model).__name__}; ranking "
                          "methods score the weights of a model, a NetGraph has none")
+    layers = layer_modules(model, input_shape=input_shape)
     clone = masked_copy(model)
     if dtype is not None:
         clone.to(dtype)
     clone.eval()
     for p in clone.parameters():
         p.requires_grad_(False)
-    weights = {name: m.weight for name, m in prunable_modules(clone).items()}
+    weights = {name: m.weight for name, m in prunable_modules(clone).items() if name in layers}
     if not weights:
         raise ModelError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to prune")
     for w in weights.values():
@@ -269,10 +272,10 @@ def _identity_activations(clone: nn.Module) -> nn.Module:
     return torch.fx.GraphModule(clone, graph)
 
 
-def _linearised(model):
+def _linearised(model, input_shape=None):
     """A float64 copy with |.| of every parameter and buffer and saturating activations replaced
     by the identity, and its prunable weights (the copy's own Parameters)."""
-    clone, weights = _scoring_copy(model, dtype=torch.float64)
+    clone, weights = _scoring_copy(model, dtype=torch.float64, input_shape=input_shape)
     bad = [name for name, w in weights.items() if torch.isnan(w).any()]
     if bad:
         raise ModelError(f"SynFlow: the model has NaN weights in layer(s) {bad}; initialise or "
@@ -333,7 +336,7 @@ def synflow_scores(model, *, input_shape=None, seed=None) -> dict[str, np.ndarra
         every score is 0 (no kept path joins the input to the output): never silently.
     """
     shape = _input_shape(model, input_shape)
-    clone, weights = _linearised(model)
+    clone, weights = _linearised(model, shape)
     device, dtype = _device_dtype(clone)
     with _torch_seed(clone, seed):
         return _numpy(_synflow_round(clone, weights, torch.ones((1, *shape), dtype=dtype,
@@ -380,7 +383,7 @@ def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None
                          f"{iterations!r}")
     iterations = int(iterations)
     shape = _input_shape(model, input_shape)
-    clone, weights = _linearised(model)
+    clone, weights = _linearised(model, shape)
     c = check_compression(compression, sum(w.numel() for w in weights.values()))
     device, dtype = _device_dtype(clone)
     ones = torch.ones((1, *shape), dtype=dtype, device=device)

@@ -210,3 +210,119 @@ def test_masked_copy_makes_masks_permanent_and_leaves_the_model():
         assert torch.equal(module.weight, original[name].weight)  # orig * mask
         assert (module.weight[~torch.as_tensor(masks[name])] == 0).all()
     assert masks_from_model(model) == masks  # the original keeps its hooks
+
+
+# ------------------------------------------------------- issue 13 item 6: uncalled modules
+class WithSpare(torch.nn.Module):
+    """fc1 -> fc2; `spare` is registered but forward never calls it."""
+
+    def __init__(self, input_shape=True):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 6)
+        self.spare = torch.nn.Linear(50, 40)
+        self.fc2 = torch.nn.Linear(6, 3)
+        if input_shape:
+            self.input_shape = (4,)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("input_shape", [True, False])
+def test_uncalled_module_is_named_and_left_out_everywhere(input_shape):
+    from graphpai.torch.masks import UncalledModuleWarning, layer_modules
+
+    model = WithSpare(input_shape)
+    with pytest.warns(UncalledModuleWarning, match="'spare'"):
+        assert list(layer_modules(model)) == ["fc1", "fc2"]
+    with pytest.warns(UncalledModuleWarning, match="'spare'"):
+        dense = dense_masks(model)
+    assert set(dense) == {"fc1", "fc2"} and dense.numel() == 4 * 6 + 6 * 3  # N without spare
+    with pytest.warns(UncalledModuleWarning):
+        assert set(masks_from_model(model)) == {"fc1", "fc2"}
+    # the graph agrees: the MaskSets validate against it
+    if input_shape:
+        graph = to_graph(model)
+        assert set(graph.layers) == {"fc1", "fc2"}
+        dense.validate(graph)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "snip", "grasp", "synflow"])
+def test_ranking_methods_leave_out_an_uncalled_module(method):
+    """Before the rule, magnitude kept weights of `spare` and the compression counted them."""
+    import graphpai
+    from graphpai.torch.data import synthetic_batches
+    from graphpai.torch.masks import UncalledModuleWarning
+
+    model = WithSpare()
+    data = synthetic_batches((4,), 3, batch_size=6, seed=0) \
+        if method in ("snip", "grasp") else None
+    with pytest.warns(UncalledModuleWarning, match="'spare'"):
+        masks = graphpai.prune(model, method, compression=2, data=data, seed=0)
+    assert set(masks) == {"fc1", "fc2"}
+    n = 4 * 6 + 6 * 3
+    assert masks.numel() == n and masks.kept() <= n - int(n / 2)
+    graphpai.audit(model, masks)  # accepted by the audit
+
+
+def test_apply_masks_skips_an_uncalled_module_with_a_warning():
+    from graphpai.torch.masks import UncalledModuleWarning
+
+    model = WithSpare()
+    masks = {"fc1": np.ones((6, 4), bool), "spare": np.zeros((40, 50), bool)}
+    with pytest.warns(UncalledModuleWarning, match="'spare'"):
+        apply_masks(model, masks)
+    assert hasattr(model.fc1, "weight_mask") and not hasattr(model.spare, "weight_mask")
+
+
+# ------------------------------------------- issue 13 item 7: a pruned model's own masks
+def _pruned_resnet20(amount=0.999):
+    model = models.build("resnet20", seed=0)
+    for module in prunable_modules(model).values():
+        prune.l1_unstructured(module, "weight", amount=amount)
+    return model
+
+
+def test_audit_and_paths_of_a_torch_pruned_model_read_its_masks():
+    """A 99.9%-pruned ResNet-20 reported compression 1 before: it was audited as dense."""
+    import graphpai
+
+    model = _pruned_resnet20()
+    result = graphpai.audit(model)
+    expected = sum(int(m.weight_mask.sum()) for m in prunable_modules(model).values())
+    assert result.kept == expected and result.N == 270_896
+    assert result.direct_compression == pytest.approx(270_896 / expected)
+    assert result.masks_source.startswith("model: torch.nn.utils.prune weight_mask buffers")
+    assert "22 of 22 layers" in result.masks_source
+    assert "masks: model: torch.nn.utils.prune" in result.table()
+    assert result.to_dict()["masks"] == result.masks_source
+    paths = graphpai.paths(model)
+    assert paths.log10_paths == graphpai.paths(model, masks_from_model(model)).log10_paths
+    dense = graphpai.audit(models.build("resnet20", seed=0))
+    assert dense.masks_source == "dense" and dense.direct_compression == 1
+
+
+def test_torch_ao_parametrized_masks_are_read():
+    """torch.ao.pruning's sparsifier keeps masks in parametrizations (FakeSparsity.mask)."""
+    import graphpai
+    from torch.ao.pruning import WeightNormSparsifier
+
+    from graphpai.torch.masks import masked_copy, model_masks
+
+    model = models.build("lenet300_100", seed=0)
+    sparsifier = WeightNormSparsifier(sparsity_level=0.75, sparse_block_shape=(1, 4),
+                                      zeros_per_block=4)
+    sparsifier.prepare(model, [{"tensor_fqn": f"{n}.weight"} for n in prunable_modules(model)])
+    sparsifier.step()
+    expected = {n: m.parametrizations.weight[0].mask.detach().numpy().astype(bool)
+                for n, m in prunable_modules(model).items()}
+    masks, source = model_masks(model)
+    assert_same_bits(masks, expected)
+    assert "torch.ao.pruning" in source
+    assert 0 < masks.kept() < masks.numel()
+    result = graphpai.audit(model)
+    assert result.kept == masks.kept() and result.masks_source.startswith("model: torch.ao")
+    clone = masked_copy(model)  # parametrizations folded: plain weights with the zeros in them
+    for name, module in prunable_modules(clone).items():
+        assert isinstance(module.weight, torch.nn.Parameter)
+        assert not module.weight.detach().numpy()[~expected[name]].any()
