@@ -52,7 +52,10 @@ def model_arguments(parser: argparse.ArgumentParser, *, masks: bool = True) -> N
     parser.add_argument("--num-classes", type=int, default=10,
                         help="classes of a zoo model (default: 10)")
     parser.add_argument("--input-shape", type=_shape, metavar="C,H,W",
-                        help="one input without batch, e.g. 3,32,32 (zoo models know theirs)")
+                        help="one input without batch, e.g. 3,32,32, or 16 (token ids, with "
+                             "--input-dtype long); zoo models know theirs")
+    parser.add_argument("--input-dtype", choices=("float", "long"),
+                        help="long: the input is token ids (for models with nn.Embedding)")
     if masks:
         parser.add_argument("--masks", metavar="FILE",
                             help="masks (.pt, .npz or .safetensors); without it the dense model "
@@ -124,6 +127,10 @@ def load_model(args):
         model = _model_from_file(args.model_file)
     if args.input_shape:
         model.input_shape = args.input_shape
+    if getattr(args, "input_dtype", None):
+        import torch
+
+        model.input_dtype = torch.long if args.input_dtype == "long" else torch.float32
     return model
 
 

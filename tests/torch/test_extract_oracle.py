@@ -339,3 +339,39 @@ def test_export_tracer_gives_the_fx_graph():
     for semantics in ("channel", "spatial"):
         fa, fb = functional_edges(a, masks, semantics=semantics), functional_edges(b, masks, semantics=semantics)
         assert all((fa[n] == fb[n]).all() for n in a.layers)
+
+
+TOKENS_FILE = """import torch.nn as nn
+
+
+class Tok(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids)).mean(1)
+
+
+def make():
+    return Tok()
+"""
+
+
+def test_cli_reads_token_inputs(tmp_path, capsys):
+    import json
+
+    from graphpai.cli import main
+
+    path = tmp_path / "tok.py"
+    path.write_text(TOKENS_FILE)
+    code = main(["graph", "--model-file", f"{path}:make", "--input-shape", "5",
+                 "--input-dtype", "long", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    fc = next(layer for layer in out["layers"] if layer["name"] == "fc")
+    assert fc["in_size"] == [5] and fc["weight_shape"] == [3, 8]
+    # without --input-dtype the ids would be floats: one line, exit 2
+    assert main(["graph", "--model-file", f"{path}:make", "--input-shape", "5"]) == 2
+    assert "\n" not in capsys.readouterr().err.strip()
