@@ -547,6 +547,9 @@ def _train_arguments(parser):
     parser.add_argument("--masks-every", type=int, metavar="K",
                         help="with --track-every: save the masks under masks/ every K steps "
                              "(default: 10 x --track-every)")
+    parser.add_argument("--track-no-spectral", action="store_true",
+                        help="with --track-every: skip the spectral means (most of a record's "
+                             "time on big layers)")
 
 
 def _dst_arguments(parser):
@@ -651,11 +654,12 @@ def _dst_callbacks(args, masks):
             raise GraphpaiError("--track-every and --masks-every must be whole numbers >= 1")
         callbacks.append(TopologyTracker(
             args.out, every=every, masks_every=args.masks_every or 10 * every,
-            input_shape=args.input_shape,
+            input_shape=args.input_shape, spectral=not args.track_no_spectral,
             meta={"model": args.model or args.model_file, "masks": args.masks,
                   "dst": dst.config() if dst else None}))
-    elif args.masks_every is not None:
-        raise GraphpaiError("--masks-every saves masks of the tracked run: add --track-every K")
+    elif args.masks_every is not None or args.track_no_spectral:
+        raise GraphpaiError("--masks-every and --track-no-spectral belong to a tracked run: add "
+                            "--track-every K")
     return callbacks, dst
 
 

@@ -62,6 +62,7 @@ def test_bad_dst_input_is_one_line(tmp_path, capsys):
     bad(base + ["--masks", masks, "--compression", "10"], capsys, "not both")
     bad(base + ["--masks", masks, "--method", "mica"], capsys, "with --compression C")
     bad(base + ["--masks", masks, "--masks-every", "3"], capsys, "add --track-every")
+    bad(base + ["--masks", masks, "--track-no-spectral"], capsys, "add --track-every")
     bad(base + ["--masks", masks, "--dst", "set", "--drop-fraction", "1.5"], capsys,
         "drop_fraction must be in (0, 1)")
     bad(base + ["--masks", masks, "--track-every", "0"], capsys, ">= 1")
