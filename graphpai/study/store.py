@@ -1,7 +1,9 @@
 """Where a study's rows live: one SQLite database per output directory (docs/study.md).
 
 ``DIR/results.sqlite`` holds one row per finished point, keyed by :attr:`Point.key`, each written
-in its own transaction by the parent process, so a crash loses at most the points in flight.
+in its own transaction by the parent process, so a crash loses at most the points in flight
+(while a store is open the database keeps a write-ahead log beside it, ``-wal`` and ``-shm``
+files, folded back into the one file when it closes).
 After every point the whole table is exported atomically to ``DIR/results.csv`` and
 ``DIR/results.json`` (in a very large study, whenever the export takes less than a 20th of the
 time since the last one, and always when the store closes). The database also records the study's definition (model, options, measures,
@@ -19,6 +21,7 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import closing
 from typing import Iterable, Mapping
 
 from .._results import atomic_path, jsonable
@@ -117,6 +120,11 @@ class Store:
             self._check_definition()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
+            # while the sweep runs: a write-ahead log, synced at checkpoints. A killed sweep
+            # loses nothing it committed (only a power cut can drop the last points, never
+            # corrupt the file), and a commit costs ~0.1 ms instead of an fsync (~20 ms here)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise OutputError(f"cannot open {self.path!r}: {exc}") from None
         if not existing:
@@ -141,7 +149,7 @@ class Store:
 
     def _check_definition(self) -> None:
         try:
-            with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
                 (text,) = db.execute("SELECT value FROM study WHERE name = 'definition'").fetchone()
         except (sqlite3.Error, TypeError):
             raise StudyError(f"{self.path!r} is not a graphpai study store; choose another "
@@ -238,6 +246,10 @@ class Store:
             if self.export_files and self._pending:
                 self.export()
         finally:
+            try:  # back to one plain file: readers need no -wal/-shm beside it
+                self._db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:  # another connection still reads it: SQLite keeps the log
+                pass
             self._db.close()
 
     def __enter__(self):
@@ -335,7 +347,7 @@ def read_table(path_or_dir) -> list[dict]:
             return _complete([{k: _from_csv(v, k) for k, v in r.items()}
                               for r in csv.DictReader(fh)])
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             texts = db.execute("SELECT row FROM points").fetchall()
     except sqlite3.Error as exc:
         raise StudyError(f"cannot read the study database {path!r}: {exc}") from None
@@ -359,7 +371,7 @@ def read_study(path_or_dir) -> dict:
         raise StudyError(f"{path!r} holds rows only; read the definition from {DATABASE} or "
                          f"{JSON}")
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             (text,) = db.execute("SELECT value FROM study WHERE name = 'definition'").fetchone()
     except (sqlite3.Error, TypeError):
         raise StudyError(f"{path!r} is not a graphpai study store") from None
