@@ -609,14 +609,20 @@ def _train(args) -> int:
               if masks else 1.0, **({"dst": dst.config()} if dst else {})}
     metrics = os.path.join(args.out, "metrics.json")
 
+    def record(result):  # metrics.json: the run, its epochs and the DST updates so far
+        from dataclasses import asdict
+
+        updates = {"dst_updates": [asdict(u) for u in dst.history]} if dst else {}
+        return {**header, **result.to_dict(), **updates}
+
     class Metrics(Callback):
         def on_epoch_end(self, epoch, model, masks, optimizer, result):
-            write_json({**header, **result.to_dict()}, metrics)
+            write_json(record(result), metrics)
 
     result = train(model, masks, data, recipe=recipe, device=device, seed=args.seed,
                    checkpoint_dir=args.out, progress=progress(args),
                    callbacks=[Metrics(), *callbacks])
-    write_json({**header, **result.to_dict()}, metrics)
+    write_json(record(result), metrics)
     if args.track_every:
         from .report.training import write_training_report
 

@@ -28,6 +28,9 @@ def test_train_dst_tracks_reports_and_resumes(tmp_path, capsys):
     assert main(args + ["--epochs", "1"]) == 0
     metrics = json.load(open(f"{out}/metrics.json"))
     assert metrics["dst"]["method"] == "rigl" and metrics["dst"]["update_every"] == 2
+    updates = metrics["dst_updates"]
+    assert [u["step"] for u in updates] == [2, 4]  # 8 steps, stop at 0.75 x 8 = 6
+    assert all(u["kept"] == updates[0]["kept"] and u["dropped"] == u["regrown"] for u in updates)
     track = json.load(open(f"{out}/topology.json"))
     steps = [r["step"] for r in track["rows"]]
     assert steps == [0, 2, 4, 6, 8] and track["meta"]["dst"]["method"] == "rigl"
