@@ -21,7 +21,8 @@ Rules (the same everywhere, so users see one behaviour):
   ``update``/``set_postfix``/``write``/``close`` when there is no iterable).
 
 ``should_show(progress)`` answers the rule alone; ``write(msg, progress)`` prints a line
-on stderr that does not break a running bar.
+on stderr that does not break a running bar; ``option(func, progress)`` is ``{"progress":
+progress}`` when `func` has a ``progress`` parameter (a pluggable engine may not), else ``{}``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["bar", "should_show", "write"]
+__all__ = ["bar", "should_show", "write", "option"]
 
 
 def should_show(progress: bool, stream=None) -> bool:
@@ -101,3 +102,15 @@ def write(msg: str, progress: bool = False) -> None:
     else:
         print(msg, file=sys.stderr)
 
+
+
+def option(func, progress: bool) -> dict:
+    """``{"progress": progress}`` if `func` names a ``progress`` parameter, else ``{}`` (so a
+    caller can pass the flag on to code, such as a spatial engine, that may not take it)."""
+    import inspect
+
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"progress": progress} if "progress" in params else {}

@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ._progress import bar, option
 from ._results import jsonable
 from .engine import check_active, spatial_engine
 from .errors import UnknownMethodError
@@ -329,7 +330,7 @@ def _pixels_to_channels(maps):
     return {name: m.reshape(m.shape[0], -1).any(axis=1) for name, m in maps.items()}
 
 
-def _activity(graph, masks, semantics, device, active=None):
+def _activity(graph, masks, semantics, device, active=None, progress: bool = False):
     """Reach, co-reach and functional weights under `semantics`, with each layer's functional
     in- and out-channels (work done once per layer and shared by the audit's columns)."""
     active = check_active(graph, active)
@@ -344,12 +345,15 @@ def _activity(graph, masks, semantics, device, active=None):
         outgoing = {name: back[name] & reached[layer.source] for name, layer in layers.items()}
         return _Activity(reached, coreached, functional, incoming, outgoing)
     if semantics == "spatial":
-        act = spatial_engine().activity(graph, masks, active=active, device=device)
+        engine = spatial_engine()
+        act = engine.activity(graph, masks, active=active, device=device,
+                              **option(engine.activity, progress))
         reached, coreached = _pixels_to_channels(act.forward), _pixels_to_channels(act.backward)
         functional = act.functional
     else:  # "mica": tap-level forward, channel-level backward over the surviving weights
         engine = spatial_engine()
-        maps = engine.forward_maps(graph, masks, active=active, device=device)
+        maps = engine.forward_maps(graph, masks, active=active, device=device,
+                                   **option(engine.forward_maps, progress))
         surviving = {name: _surviving(layer, masks[name],
                                       engine.active_fan_in(layer, maps[layer.source]))
                      for name, layer in layers.items()}
@@ -365,7 +369,7 @@ def _activity(graph, masks, semantics, device, active=None):
 
 
 def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape=None,
-                     device="cpu", active=None) -> MaskSet:
+                     device="cpu", active=None, progress: bool = False) -> MaskSet:
     """The functional weights F ⊆ M as a MaskSet (docs/definitions.md#functional).
 
     Parameters
@@ -393,7 +397,7 @@ def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape
     """
     _check_semantics(semantics)
     graph, masks = prepare(net, masks, input_shape)
-    return MaskSet(_activity(graph, masks, semantics, device, active).functional)
+    return MaskSet(_activity(graph, masks, semantics, device, active, progress).functional)
 
 
 # ---------------------------------------------------------------------------------- audit
@@ -542,7 +546,7 @@ def _has_outgoing(graph: NetGraph, outgoing) -> dict[str, np.ndarray]:
 
 
 def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
-          device="cpu", active=None, nm=None) -> AuditResult:
+          device="cpu", active=None, nm=None, progress: bool = False) -> AuditResult:
     """Audit a mask: which weights and channels are functional, and the real compression.
 
     Per layer: kept, functional and their ratio; reached, co-reached and functional output
@@ -573,6 +577,9 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
         shift; see the module docstring).
     nm : str or (int, int), optional
         An N:M pattern (``"2:4"``) to check on every layer's kept mask: ``nm_compliant``.
+    progress : bool
+        Bars on stderr (:mod:`graphpai._progress`): the spatial engine's pass where it takes
+        the flag, and the per-layer rows.
 
     Returns
     -------
@@ -605,11 +612,12 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     _check_semantics(semantics)
     pattern = None if nm is None else parse_nm(nm)
     graph, masks, source = prepare_masks(net, masks, input_shape)
-    act = _activity(graph, masks, semantics, device, active)
+    act = _activity(graph, masks, semantics, device, active, progress)
     outgoing = _has_outgoing(graph, act.outgoing)
     rows = []
     nodes = functional_nodes = 0
-    for name, layer in graph.layers.items():
+    for name, layer in bar(graph.layers.items(), progress, total=len(graph.layers),
+                           desc="audit", unit="layer"):
         mask, func = masks[name], act.functional[name]
         kept, n_func = int(np.count_nonzero(mask)), int(np.count_nonzero(func))
         channels = int(np.count_nonzero(act.incoming[name] & outgoing[layer.target]))

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._callable import callable_module
+from ._progress import option
 from ._results import jsonable
 from .engine import common_scale, renormalise, spatial_engine
 from .errors import UnknownMethodError
@@ -72,7 +73,7 @@ def _check_profile(profile: str) -> None:
 
 
 def effective_paths(net, masks=None, *, profile: str = "default", input_shape=None,
-                    device="cpu") -> float:
+                    device="cpu", progress: bool = False) -> float:
     """log10 of the number of effective input-output paths (docs/definitions.md#paths; needs torch).
 
     Parameters
@@ -86,6 +87,8 @@ def effective_paths(net, masks=None, *, profile: str = "default", input_shape=No
         For a torch model without ``input_shape``.
     device : str
         Where the convolutions run.
+    progress : bool
+        A bar on stderr where the spatial engine takes the flag (:mod:`graphpai._progress`).
 
     Returns
     -------
@@ -104,8 +107,9 @@ def effective_paths(net, masks=None, *, profile: str = "default", input_shape=No
     _check_profile(profile)
     graph, masks = prepare(net, masks, input_shape)
     npb = profile == "npb"
-    return spatial_engine().log10_paths(graph, masks, bias_ones=npb, reference_pools=npb,
-                                        device=device)
+    engine = spatial_engine()
+    return engine.log10_paths(graph, masks, bias_ones=npb, reference_pools=npb, device=device,
+                              **option(engine.log10_paths, progress))
 
 
 def channel_paths(net, masks=None, *, input_shape=None) -> float:
@@ -264,17 +268,18 @@ def effective_nodes(net, masks=None, *, semantics: str = "spatial", input_shape=
     return sum(row.effective for row in _node_rows(graph, functional))
 
 
-def _effective_weights(graph, masks, profile, semantics, device):
+def _effective_weights(graph, masks, profile, semantics, device, progress=False):
     """The functional weights under `profile`'s convention ("npb": biases active everywhere)."""
     active = None
     if profile == "npb":
         active = {layer.target: np.ones(layer.out_channels, dtype=bool)
                   for layer in graph.layers.values() if layer.bias}
-    return functional_edges(graph, masks, semantics=semantics, device=device, active=active)
+    return functional_edges(graph, masks, semantics=semantics, device=device, active=active,
+                            progress=progress)
 
 
 def paths(net, masks=None, *, profile: str = "default", semantics: str = "spatial",
-          input_shape=None, device="cpu") -> PathsResult:
+          input_shape=None, device="cpu", progress: bool = False) -> PathsResult:
     """Effective paths, channel-level paths and effective nodes of a mask
     (docs/definitions.md#paths, [NPB]).
 
@@ -292,6 +297,9 @@ def paths(net, masks=None, *, profile: str = "default", semantics: str = "spatia
         For a torch model without ``input_shape``.
     device : str
         Where the convolutions run.
+    progress : bool
+        Bars on stderr for the spatial passes where the engine takes the flag
+        (:mod:`graphpai._progress`).
 
     Returns
     -------
@@ -310,11 +318,12 @@ def paths(net, masks=None, *, profile: str = "default", semantics: str = "spatia
     """
     _check_profile(profile)
     graph, masks = prepare(net, masks, input_shape)
-    functional = _effective_weights(graph, masks, profile, semantics, device)
+    functional = _effective_weights(graph, masks, profile, semantics, device, progress)
     rows = _node_rows(graph, functional)
     return PathsResult(
         profile=profile, semantics=semantics,
-        log10_paths=effective_paths(graph, masks, profile=profile, device=device),
+        log10_paths=effective_paths(graph, masks, profile=profile, device=device,
+                                    progress=progress),
         log10_channel_paths=channel_paths(graph, masks),
         effective_nodes=sum(r.effective for r in rows), nodes=sum(r.channels for r in rows),
         tensors=tuple(rows),

@@ -81,8 +81,10 @@ from typing import Mapping
 
 import numpy as np
 
+from .._progress import bar
 from .._results import jsonable
 from ..budgets import Budget
+from ..engine import spatial_engine
 from ..errors import BudgetError, UnknownMethodError
 from ..graph import Layer, Link, NetGraph, as_graph
 from ..masks import MaskSet
@@ -512,7 +514,7 @@ def _sample(m: int, r: int, rng) -> np.ndarray:
 
 
 def place_edges(graph, counts, nodes: NodeCounts, *, seed=None, repair: bool = True,
-                device="cpu") -> Placement:
+                device="cpu", progress: bool = False) -> Placement:
     """Pass 2 of MiCA: place exactly |E_l| edges per layer, input to output
     (docs/definitions.md#mica).
 
@@ -534,38 +536,43 @@ def place_edges(graph, counts, nodes: NodeCounts, *, seed=None, repair: bool = T
         skipped when a layer has a zero budget, since then nothing can be functional.
     device : str or torch.device
         Where the activity engine runs its convolutions.
+    progress : bool
+        A bar on stderr over the layers placed, then over the layers repaired
+        (:mod:`graphpai._progress`).
 
     Returns
     -------
     Placement
     """
-    from ..torch.spatial import active_fan_in, forward_maps
-
+    engine = spatial_engine()
     graph = as_graph(graph)
     counts = _counts_of(graph, counts)
     rng = np.random.default_rng(seed)
     classifiers = _classifiers(graph)
     placed = {}
+    shown = bar(None, progress, total=len(graph.layers), desc="mica", unit="layer")
 
     def place(layer: Layer, input_map: np.ndarray) -> np.ndarray:
         k, units = _units(graph, layer)
-        active = active_fan_in(layer, input_map).reshape(units, k)
+        active = engine.active_fan_in(layer, input_map).reshape(units, k)
         budget = counts[layer.name]
         n_out = max(1, min(layer.out_channels, budget, nodes[layer.name].v_out))
         mask = place_layer(active, budget, n_out, out_channels=layer.out_channels,
                            groups=layer.groups, random_outputs=layer.name in classifiers, seed=rng)
         placed[layer.name] = mask.reshape(layer.weight_shape)
+        shown.update(1)
         return placed[layer.name]
 
-    forward_maps(graph, place=place, device=device)
+    with shown:
+        engine.forward_maps(graph, None, place=place, device=device)
     masks = {name: placed[name] for name in graph.layers}
     moved = {name: 0 for name in graph.layers}
     if repair and min(counts.values(), default=0) > 0:
-        moved = _repair(graph, masks, rng, device)
+        moved = _repair(graph, masks, rng, device, progress)
     return Placement(MaskSet(masks), moved)
 
 
-def _repair(graph: NetGraph, masks: dict, rng, device) -> dict[str, int]:
+def _repair(graph: NetGraph, masks: dict, rng, device, progress: bool = False) -> dict[str, int]:
     """Move every dead kept weight to a position that carries signal; edits `masks` in place.
 
     Layers are repaired from the output back. A dead weight lies on no input-output path, so
@@ -575,15 +582,14 @@ def _repair(graph: NetGraph, masks: dict, rng, device) -> dict[str, int]:
     the functional weights of the masks with that layer made dense (its own mask changes neither
     the forward map of its input nor the backward map of its output).
     """
-    from ..torch.spatial import activity
-
-    live = activity(graph, masks, device=device).functional
+    engine = spatial_engine()
+    live = engine.activity(graph, masks, device=device).functional
     todo = [name for name in graph.layers if (masks[name] & ~live[name]).any()]
     moved = {name: 0 for name in graph.layers}
-    for name in reversed(todo):
+    for name in bar(list(reversed(todo)), progress, desc="mica repair", unit="layer"):
         mask = masks[name]
-        capable = activity(graph, {**masks, name: np.ones_like(mask)},
-                           device=device).functional[name]
+        capable = engine.activity(graph, {**masks, name: np.ones_like(mask)},
+                                  device=device).functional[name]
         dead = mask & ~capable
         if not dead.any():
             continue
@@ -619,7 +625,7 @@ def _refill(candidates: np.ndarray, lost: np.ndarray, rng) -> np.ndarray:
 # ------------------------------------------------------------------------------ entry points
 @register("mica")
 def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes: int | None = None,
-         repair: bool = True, device="cpu") -> MaskSet:
+         repair: bool = True, device="cpu", progress: bool = False) -> MaskSet:
     """MiCA: random masks that keep a top-to-bottom connection ([MiCA];
     docs/definitions.md#mica).
 
@@ -643,6 +649,8 @@ def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes:
         [MiCA] (module docstring); False gives the two passes alone.
     device : str or torch.device
         Where the activity engine runs.
+    progress : bool
+        Bars on stderr over the layers placed and repaired (:mod:`graphpai._progress`).
 
     Returns
     -------
@@ -676,7 +684,8 @@ def mica(graph, counts, *, seed=None, node_selection: str = "rand", num_classes:
     rng = np.random.default_rng(seed)
     nodes = node_counts(graph, counts, seed=rng, node_selection=node_selection,
                         num_classes=num_classes)
-    return place_edges(graph, counts, nodes, seed=rng, repair=repair, device=device).masks
+    return place_edges(graph, counts, nodes, seed=rng, repair=repair, device=device,
+                       progress=progress).masks
 
 
 def shuffle(masks, seed=None) -> MaskSet:

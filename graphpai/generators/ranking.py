@@ -27,7 +27,8 @@ def magnitude(model, compression, *, seed=None, data=None, input_shape=None) -> 
 
 
 @register("snip", kind="ranking", needs_data=True)
-def snip(model, compression, *, seed=None, data=None, input_shape=None) -> MaskSet:
+def snip(model, compression, *, seed=None, data=None, input_shape=None,
+         progress: bool = False) -> MaskSet:
     """SNIP: keep the largest |w * dL/dw| over the batches in `data`
     (docs/definitions.md#ranking).
 
@@ -35,20 +36,20 @@ def snip(model, compression, *, seed=None, data=None, input_shape=None) -> MaskS
     """
     from ..torch.scores import snip_scores
 
-    return global_threshold(snip_scores(model, data, seed=seed), compression)
+    return global_threshold(snip_scores(model, data, seed=seed, progress=progress), compression)
 
 
 @register("grasp", kind="ranking", needs_data=True)
 def grasp(model, compression, *, seed=None, data=None, input_shape=None,
-          temperature: float = 200.0) -> MaskSet:
+          temperature: float = 200.0, progress: bool = False) -> MaskSet:
     """GraSP: keep the largest w ⊙ Hg at temperature 200 (docs/definitions.md#ranking).
 
     See :func:`graphpai.torch.scores.grasp_scores` for the sign convention.
     """
     from ..torch.scores import grasp_scores
 
-    return global_threshold(grasp_scores(model, data, temperature=temperature, seed=seed),
-                            compression)
+    return global_threshold(grasp_scores(model, data, temperature=temperature, seed=seed,
+                                         progress=progress), compression)
 
 
 @register("synflow", kind="ranking")

@@ -31,8 +31,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .._progress import bar
 from ..budgets import check_compression
 from ..errors import DataError, ModelError
 from ..masks import MaskSet
@@ -132,7 +132,7 @@ def magnitude_scores(model) -> dict[str, np.ndarray]:
     return _numpy({name: w.abs() for name, w in weights.items()})
 
 
-def snip_scores(model, data, *, seed=None) -> dict[str, np.ndarray]:
+def snip_scores(model, data, *, seed=None, progress: bool = False) -> dict[str, np.ndarray]:
     r"""SNIP connection sensitivity :math:`|w \odot \sum_b \partial L_b / \partial w|` ([SNIP]).
 
     L_b is the mean cross-entropy of batch b; the gradients of all batches are summed before the
@@ -147,6 +147,8 @@ def snip_scores(model, data, *, seed=None) -> dict[str, np.ndarray]:
         :func:`graphpai.torch.data.synthetic_batches`.
     seed : int or numpy.random.Generator, optional
         Seeds torch's RNG during scoring (eval mode draws nothing; the RNG is restored after).
+    progress : bool
+        A bar over the batches on stderr (:mod:`graphpai._progress`).
 
     Raises
     ------
@@ -157,13 +159,14 @@ def snip_scores(model, data, *, seed=None) -> dict[str, np.ndarray]:
     batches = _batches(data, "snip", *_device_dtype(clone))
     total = [torch.zeros_like(w) for w in weights.values()]
     with _torch_seed(clone, seed):
-        for x, y in batches:
+        for x, y in bar(batches, progress, desc="snip", unit="batch"):
             for t, g in zip(total, _grads(F.cross_entropy(clone(x), y), weights)):
                 t += g
     return _numpy({name: (w * g).abs() for (name, w), g in zip(weights.items(), total)})
 
 
-def grasp_scores(model, data, *, temperature: float = 200.0, seed=None) -> dict[str, np.ndarray]:
+def grasp_scores(model, data, *, temperature: float = 200.0, seed=None,
+                 progress: bool = False) -> dict[str, np.ndarray]:
     r"""GraSP score :math:`w \odot Hg` at temperature T, larger is kept ([GraSP], [SF]).
 
     With :math:`L_b` the mean cross-entropy of the logits divided by T on batch b,
@@ -183,6 +186,8 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None) -> dict[
         T, 200 in [GraSP] and [SF].
     seed : int or numpy.random.Generator, optional
         Seeds torch's RNG during scoring (restored after).
+    progress : bool
+        A bar over both passes' batches on stderr (:mod:`graphpai._progress`).
 
     Raises
     ------
@@ -196,17 +201,20 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None) -> dict[
                          "and [SF] use 200)")
     clone, weights = _scoring_copy(model)
     batches = _batches(data, "grasp", *_device_dtype(clone))
-    with _torch_seed(clone, seed):
+    with _torch_seed(clone, seed), bar(None, progress, total=2 * len(batches), desc="grasp",
+                                       unit="batch") as shown:
         stopped = [torch.zeros_like(w) for w in weights.values()]
         for x, y in batches:
             for s, g in zip(stopped, _grads(F.cross_entropy(clone(x) / temperature, y), weights)):
                 s += g
+            shown.update(1)
         hg = [torch.zeros_like(w) for w in weights.values()]
         for x, y in batches:
             grads = _grads(F.cross_entropy(clone(x) / temperature, y), weights, create_graph=True)
             inner = sum((s * g).sum() for s, g in zip(stopped, grads))
             for h, d in zip(hg, _grads(inner, weights)):
                 h += d
+            shown.update(1)
     return _numpy({name: w.detach() * h for (name, w), h in zip(weights.items(), hg)})
 
 
@@ -365,7 +373,7 @@ def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None
     seed : int or numpy.random.Generator, optional
         Seeds torch's RNG during scoring (restored after).
     progress : bool
-        Show a tqdm progress bar over the iterations (each is a float64 forward and backward
+        A bar on stderr over the iterations (:mod:`graphpai._progress`) (each is a float64 forward and backward
         pass and a global threshold: VGG-16 takes ~30 s in all on one CPU core).
 
     Returns
@@ -389,8 +397,7 @@ def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None
     ones = torch.ones((1, *shape), dtype=dtype, device=device)
     masks = None
     with _torch_seed(clone, seed):
-        for k in tqdm(range(1, iterations + 1), desc="synflow", disable=not progress,
-                      leave=False):
+        for k in bar(range(1, iterations + 1), progress, desc="synflow", unit="round"):
             scores = _synflow_round(clone, weights, ones, k)
             masks = global_threshold(_numpy(scores), c ** (k / iterations))
             with torch.no_grad():
