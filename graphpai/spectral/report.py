@@ -15,12 +15,14 @@ References
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
+from .._progress import bar
 from .._results import jsonable
 from ..errors import GraphpaiError, MaskError
 from ..graph import NetGraph, as_graph
@@ -114,17 +116,64 @@ class SpectralReport:
         for quantity, rule in self.gates.items():
             rules.setdefault(rule, []).append(quantity)
         lines = [f"spectral report, profile {self.profile}, weights {self.weights or 'none'}",
-                 "", format_table(rows, columns), "", "network means over scored layers:",
+                 self.scored_sentence(), "", format_table(rows, columns), "",
+                 "network means over scored layers:",
                  format_table(means),
                  "", f"share of scored layers with Delta_r > 0: "
                      f"{'-' if share.mean is None else format(share.mean, '.4g')} "
                      f"({share.scored}/{share.layers} scored)", "", "gates:"]
         lines += [f"  {', '.join(qs)}: {rule}" for rule, qs in rules.items()]
-        notes = sorted({f"{r.layer}: {k}: {v}" for r in self.layers for k, v in r.reasons.items()
-                        if not v.startswith("gate")})
-        if notes:
-            lines += ["", "not scored:"] + [f"  {n}" for n in notes]
+        causes = self.reasons_by_cause()
+        if causes:
+            lines += ["", "not scored, by cause:"]
+            for cause, (fields, layers) in causes.items():
+                shown = ", ".join(layers[:6]) + (f", ... ({len(layers)} layers)"
+                                                 if len(layers) > 6 else "")
+                lines.append(f"  {cause}: {', '.join(fields)} in {shown}")
         return "\n".join(lines)
+
+    def scored_sentence(self) -> str:
+        """One sentence on how many layers have a scored Delta_r, and why the others have none
+        when one gate explains it, e.g. ``"0 of 22 layers scored: no layer passes the iclr23
+        gate d_L >= 3 and d_R >= 3 at this density."`` ([RAM]'s gate, docs/spectral.md)."""
+        n = len(self.layers)
+        scored = sum(r.delta_r is not None for r in self.layers)
+        head = f"{scored} of {n} layer{'s' if n != 1 else ''} scored"
+        if scored == n:
+            return head + "."
+        unscored = [r.reasons.get("delta_r", "") for r in self.layers if r.delta_r is None]
+        gate = GATES[self.profile]
+        if all(reason.startswith(f"gate {gate.name}:") for reason in unscored):
+            if scored == 0:
+                return (f"{head}: no layer passes the {gate.name} gate {gate.rule} at this "
+                        "density.")
+            return f"{head}: the other {n - scored} fail the {gate.name} gate {gate.rule}."
+        return head + " (reasons below)."
+
+    def reasons_by_cause(self) -> dict:
+        """Why quantities are not scored, grouped: ``{cause: (fields, layers)}``.
+
+        A cause is a reason with its numbers taken out (``"gate iclr23: d_L = 2.5 < 3"`` and
+        ``"... d_L = 1.2 < 3"`` are one cause, ``"gate iclr23: d_L < 3"``); fields and layers are
+        in report order. Causes are ordered by how many layers they touch, most first.
+        """
+        groups: dict[str, tuple[dict, dict]] = {}
+        for row in self.layers:
+            for f, reason in row.reasons.items():
+                cause = _cause(reason)
+                fields, layers = groups.setdefault(cause, ({}, {}))
+                fields[f] = None
+                layers[row.layer] = None
+        ordered = sorted(groups.items(), key=lambda kv: -len(kv[1][1]))
+        return {cause: (list(fields), list(layers)) for cause, (fields, layers) in ordered}
+
+
+_NUMBER = re.compile(r"(\b[A-Za-z_]\w*) = [-+0-9.eE]+(?:\w*)? (<=|<|>=|>)")
+
+
+def _cause(reason: str) -> str:
+    """`reason` without the layer's own numbers: ``"d_L = 2.308 < 3"`` -> ``"d_L < 3"``."""
+    return _NUMBER.sub(r"\1 \2", reason)
 
 
 def gate_table(profile: str) -> dict:
@@ -223,7 +272,7 @@ def _default_workers() -> int:
 
 
 def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, input_shape=None,
-             dense_max=DENSE_MAX, workers=None) -> SpectralReport:
+             dense_max=DENSE_MAX, workers=None, progress=False) -> SpectralReport:
     r"""Every spectral quantity of SPEC §5 for every layer of a (masked) network.
 
     Per layer, on the fan-in view (SPEC §2): sizes and mean degrees; ``sigma_1, sigma_2``;
@@ -270,6 +319,8 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
         Threads that compute layers concurrently (default: the CPUs available, at most 4); the
         result does not depend on it. BLAS runs on one thread meanwhile
         (:func:`~graphpai.spectral.solvers.one_blas_thread`).
+    progress : bool
+        A progress bar over the layers on stderr (shown only when stderr is a terminal).
 
     Returns
     -------
@@ -328,12 +379,18 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
                                     "pass finite weights (or prune those entries)")
         jobs.append((name, mask, w2d))
     workers = _default_workers() if workers is None else int(workers)
-    with one_blas_thread():  # parallel over layers instead: LAPACK and BLAS release the GIL
+    with one_blas_thread(), bar(None, progress, total=len(jobs), desc="spectral",
+                                unit="layer") as shown:
+        def row(job):  # parallel over layers: LAPACK, BLAS and sparse products release the GIL
+            out = layer_row(*job, gate, dense_max)
+            shown.update(1)
+            return out
+
         if workers > 1 and len(jobs) > 1:
             with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-                layers = list(pool.map(lambda job: layer_row(*job, gate, dense_max), jobs))
+                layers = list(pool.map(row, jobs))
         else:
-            layers = [layer_row(*job, gate, dense_max) for job in jobs]
+            layers = [row(job) for job in jobs]
     means = {f: _mean([getattr(r, f) for r in layers]) for f in MEAN_FIELDS}
     scored = [r.delta_r for r in layers if r.delta_r is not None]
     share = Aggregate(float(np.mean([v > 0 for v in scored])) if scored else None, len(scored),

@@ -356,3 +356,93 @@ def test_torch_tensor_weights_and_masks():
     masks, weights = _state(g, 0.3, seed=10)
     tensors = {k: torch.from_numpy(v) for k, v in weights.items()}
     assert spectral(g, masks, tensors).rows() == spectral(g, masks, weights).rows()
+
+
+def _two_fc(mask1, mask2):
+    g = NetGraph([Group("x", mask1.shape[1]), Group("h", mask1.shape[0]),
+                  Group("y", mask2.shape[0])],
+                 [Layer("fc1", "linear", mask1.shape, "x", "h"),
+                  Layer("fc2", "linear", mask2.shape, "h", "y")], [], ["x"], ["y"])
+    return g, MaskSet({"fc1": mask1, "fc2": mask2})
+
+
+def test_issue_13_9_header_says_when_no_layer_passes_the_gate():
+    # every fan-in position has degree 1, so d_L = 1 < 3 in both layers: nothing is scored
+    g, masks = _two_fc(np.eye(6, dtype=bool), np.eye(6, dtype=bool)[:4])
+    report = spectral(g, masks)
+    assert all(r.delta_r is None for r in report.layers)
+    sentence = ("0 of 2 layers scored: no layer passes the iclr23 gate d_L >= 3 and d_R >= 3 "
+                "at this density.")
+    assert report.scored_sentence() == sentence
+    lines = report.to_text().splitlines()
+    assert lines[1] == sentence                      # the table's header, not a footnote
+    causes = report.reasons_by_cause()
+    # d_L = 1 in both layers: one cause, its numbers taken out, every whole-layer field
+    fields, layers = causes["gate iclr23: d_L < 3"]
+    assert layers == ["fc1", "fc2"]
+    assert fields == ["delta_r", "delta_r_norm", "delta_s", "delta_s_norm", "narc"]
+    assert causes["no weights"] == (["weighted_gap", "weighted_sigma_1", "weighted_sigma_2",
+                                     "imdb_lambda"], ["fc1", "fc2"])
+    # one line per cause, not one per layer and field
+    start = lines.index("not scored, by cause:")
+    assert len(lines) - start - 1 == len(causes)
+    n_reasons = sum(len(r.reasons) for r in report.layers)
+    assert len(causes) < n_reasons
+
+
+def test_issue_13_9_header_counts_scored_layers():
+    dense = np.ones((5, 4), dtype=bool)   # K_{4,5}: d_L = 5, d_R = 4, scored
+    sparse = np.eye(5, dtype=bool)[:3]    # d_L = 1: not scored
+    g, masks = _two_fc(dense, sparse)
+    report = spectral(g, masks)
+    assert report.scored_sentence() == ("1 of 2 layers scored: the other 1 fail the iclr23 gate "
+                                        "d_L >= 3 and d_R >= 3.")
+    g, masks = _two_fc(dense, np.ones((3, 5), dtype=bool))
+    assert spectral(g, masks).scored_sentence() == "2 of 2 layers scored."
+    # a reason that is not the gate: the sentence points to the grouped reasons
+    g, masks = _two_fc(dense, np.zeros((3, 5), dtype=bool))
+    report = spectral(g, masks)
+    assert report.scored_sentence() == "1 of 2 layers scored (reasons below)."
+    assert report.reasons_by_cause()["empty layer"][1] == ["fc2"]
+
+
+def test_issue_13_9_causes_drop_each_layers_numbers():
+    from graphpai.spectral.report import _cause
+
+    assert _cause("gate iclr23: d_L = 2.308 < 3") == "gate iclr23: d_L < 3"
+    assert _cause("gate neurips23: d_L = 1 <= 1") == "gate neurips23: d_L <= 1"
+    assert _cause("gate iclr23: d_R = 2.9999999999 < 3") == "gate iclr23: d_R < 3"
+    assert (_cause("sigma_1 = 0.5 < 1: 2 sqrt(sigma_1 - 1) is not real")
+            == "sigma_1 < 1: 2 sqrt(sigma_1 - 1) is not real")
+    assert _cause("empty layer") == "empty layer"
+
+
+def test_progress_bar_counts_layers(monkeypatch):
+    from graphpai import _progress
+
+    counted = []
+
+    class Bar:
+        def __init__(self, *args, total=None, **kwargs):
+            self.total, self.n = total, 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            counted.append((self.total, self.n))
+            return False
+
+        def update(self, n=1):
+            self.n += n
+
+    monkeypatch.setattr(_progress, "should_show", lambda progress: progress)
+    import tqdm.auto
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=2)
+    spectral(g, masks, weights, progress=True)
+    assert counted == [(5, 5)]
+    counted.clear()
+    spectral(g, masks, weights)              # off by default
+    assert counted == []
