@@ -40,10 +40,12 @@ import torch.nn.functional as F
 from ..errors import ModelError, UnsupportedOpError
 from ..graph import ChannelMap, Group, Layer, Link, NetGraph
 
-__all__ = ["to_graph", "layer_weights", "prunable_modules", "TRACERS"]
+__all__ = ["to_graph", "layer_weights", "layer_parameters", "prunable_modules", "canonical_weight",
+           "model_weight", "TRACERS"]
 
 TRACERS = ("auto", "fx", "export")
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _RMSNORM = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 _POOL_MODULES = {
     nn.MaxPool1d: "max", nn.MaxPool2d: "max", nn.AvgPool1d: "avg", nn.AvgPool2d: "avg",
@@ -131,14 +133,68 @@ def prunable_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
 
 
-def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """Layer name -> float64 copy of its weight (``weight_orig`` when torch prune is applied)."""
+def layer_parameters(model: nn.Module) -> dict[str, tuple[nn.Module, str, bool]]:
+    """Layer name -> (module, parameter name, transposed) for every weight the graph may make a
+    layer: Conv/Linear weights, the ``in_proj_weight`` of ``nn.MultiheadAttention`` (layer
+    ``path.in_proj_weight``), Hugging Face ``Conv1D`` weights (``transposed``: the module holds
+    ``(in, out)``, the layer and its masks ``(out, in)``).
+
+    Use it instead of :func:`prunable_modules` to reach the weight of any layer of
+    ``to_graph(model)``: ``module, attr, t = layer_parameters(model)[name]``, then
+    ``getattr(module, attr)`` (``.T`` when ``t``).
+    """
     out = {}
-    for name, module in prunable_modules(model).items():
-        weight = getattr(module, "weight_orig", None)
+    for path, module in model.named_modules():
+        if isinstance(module, PRUNABLE):
+            out[path] = (module, "weight", False)
+        elif isinstance(module, _CONV_TRANSPOSE):
+            out[path] = (module, "weight", True)
+        elif type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None \
+                and getattr(module.weight, "dim", lambda: 0)() == 2:
+            out[path] = (module, "weight", True)
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            out[f"{path}.in_proj_weight" if path else "in_proj_weight"] = (
+                module, "in_proj_weight", False)
+    return out
+
+
+def canonical_weight(weight, transposed: bool, groups: int = 1):
+    """A model's weight in its layer's ``(out, in/groups, ...)`` order: the transpose of a 2-D
+    ``(in, out)`` weight; for a transposed conv ``(C_in, C_out/g, k...)`` -> ``(C_out, C_in/g,
+    k...)`` group by group. The same map turns a model-shaped mask into a layer mask; the inverse
+    is :func:`model_weight`."""
+    if not transposed:
+        return weight
+    if weight.dim() == 2:
+        return weight.T
+    c_in, per_out = weight.shape[:2]
+    rest = tuple(weight.shape[2:])
+    w = weight.reshape((groups, c_in // groups, per_out) + rest).transpose(1, 2)
+    return w.reshape((groups * per_out, c_in // groups) + rest)
+
+
+def model_weight(weight, transposed: bool, groups: int = 1):
+    """The inverse of :func:`canonical_weight`: a layer-shaped array in the model's order."""
+    if not transposed:
+        return weight
+    if weight.dim() == 2:
+        return weight.T
+    c_out, per_in = weight.shape[:2]
+    rest = tuple(weight.shape[2:])
+    w = weight.reshape((groups, c_out // groups, per_in) + rest).transpose(1, 2)
+    return w.reshape((groups * per_in, c_out // groups) + rest)
+
+
+def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """Layer name -> float64 copy of its weight in the layer's ``(out, in, ...)`` order
+    (``weight_orig`` when torch prune is applied), for every layer of :func:`layer_parameters`."""
+    out = {}
+    for name, (module, attr, transposed) in layer_parameters(model).items():
+        weight = getattr(module, f"{attr}_orig", None)
         if weight is None:
-            weight = module.weight
-        out[name] = weight.detach().to("cpu", torch.float64).numpy().copy()
+            weight = getattr(module, attr)
+        weight = weight.detach().to("cpu", torch.float64)
+        out[name] = canonical_weight(weight, transposed, getattr(module, "groups", 1)).numpy().copy()
     return out
 
 
@@ -639,9 +695,9 @@ class _Builder:
         self.params = {name for name, _ in gm.named_parameters(remove_duplicate=False)}
         self.buffers = {name for name, _ in gm.named_buffers()}
         self.reserved = {n.target for n in gm.graph.nodes if n.op == "call_module"
-                         and isinstance(gm.get_submodule(n.target), PRUNABLE)}
+                         and isinstance(gm.get_submodule(n.target), PRUNABLE + _CONV_TRANSPOSE)}
         layer_ops = {"linear", "addmm", "matmul", "conv1d", "conv2d", "conv3d", "convolution",
-                     "embedding"}
+                     "embedding", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
         for n in gm.graph.nodes:
             if n.op == "call_function" and _canonical(n, gm) in layer_ops:
                 for a in n.args:
@@ -971,6 +1027,14 @@ class _Builder:
             return self._conv(node, v, self._strip(node.target), tuple(weight.shape),
                               module.stride, module.padding, module.dilation, module.groups,
                               module.bias is not None)
+        if isinstance(module, _CONV_TRANSPOSE):
+            if module.padding_mode != "zeros":
+                raise UnsupportedOpError(
+                    f"{type(module).__name__} at module path {node.target!r} uses padding_mode="
+                    f"{module.padding_mode!r}; graphpai models zero padding only")
+            return self._conv(node, v, self._strip(node.target), tuple(module.weight.shape),
+                              module.stride, module.padding, module.dilation, module.groups,
+                              module.bias is not None, transposed=True)
         if isinstance(module, tuple(_POOL_MODULES)):
             mode = _POOL_MODULES.get(type(module)) or (
                 "max" if "Max" in type(module).__name__ else "avg")
@@ -1009,7 +1073,8 @@ class _Builder:
             return self._matmul(node, args)
         if name in ("linear", "addmm"):
             return self._linear_function(node, name, args)
-        if name in ("conv1d", "conv2d", "conv3d", "convolution"):
+        if name in ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
+                    "conv_transpose2d", "conv_transpose3d"):
             return self._conv_function(node, args)
         if name == "sdpa":
             return self._sdpa(node, args)
@@ -1130,7 +1195,8 @@ class _Builder:
         full = self.prefix + name if self.prefix and not name.startswith(self.prefix) else name
         return tuple(self.gm.get_parameter(full).shape)
 
-    def _conv(self, node, v, name, weight_shape, stride, padding, dilation, groups, bias):
+    def _conv(self, node, v, name, weight_shape, stride, padding, dilation, groups, bias,
+              transposed=False):
         if name in self.used_layers:
             raise UnsupportedOpError(
                 f"module {name!r} is called more than once; weight sharing between two calls "
@@ -1150,10 +1216,15 @@ class _Builder:
             padding = _pairs(padding, ndim)
         full = self._shape_of(node)
         tgt = self._new_act(name, full, PLAIN, (0,), layer=True)
+        if transposed:  # the module holds (C_in, C_out/groups, k): the layer is (C_out, C_in/g, k)
+            g = int(groups)
+            c_in, per_out = weight_shape[:2]
+            weight_shape = (per_out * g, c_in // g) + tuple(weight_shape[2:])
         self.layers.append(Layer(
             name, "conv", tuple(weight_shape), act.group, tgt.group,
             stride=_tuple(stride, ndim), padding=padding, dilation=dilation, groups=int(groups),
-            bias=bias, in_size=src.size, out_size=self.groups[tgt.group].size))
+            bias=bias, in_size=src.size, out_size=self.groups[tgt.group].size,
+            transposed=transposed))
         self.val[node.name] = tgt
 
     def _conv_function(self, node, args):
@@ -1164,6 +1235,12 @@ class _Builder:
         shape = self._param_shape(w.param.name)
         nd = len(shape) - 2
         get = lambda i, k, d: self._py(self._arg(node, i, k, d))  # noqa: E731
+        if _canonical(node, self.gm) in ("conv_transpose1d", "conv_transpose2d",
+                                          "conv_transpose3d"):
+            return self._conv(node, x, w.param.name.removesuffix(".weight"), shape,
+                              get(3, "stride", 1) or 1, get(4, "padding", 0), get(7, "dilation", 1),
+                              get(6, "groups", 1) or 1, get(2, "bias", None) is not None,
+                              transposed=True)
         if _canonical(node, self.gm) == "convolution" and get(6, "transposed", False):
             raise UnsupportedOpError(f"{self._describe(node)} is a transposed convolution; "
                                      f"supported ops: {_SUPPORTED}")
@@ -1278,6 +1355,13 @@ class _Builder:
         return dim % ndim == 1 and len({v.full[2:] for v in vals}) == 1
 
     def _move_function(self, node, name):
+        if name == "interpolate":
+            target = str(getattr(node.target, "__name__", node.target))
+            mode = self._py(self._arg(node, 3, "mode", "nearest")) if "upsample" not in target \
+                else ("nearest" if "nearest" in target else "bilinear")
+            if mode not in ("nearest", "nearest-exact") or "bilinear" in target:
+                raise UnsupportedOpError(f"{self._describe(node)} interpolates with mode {mode!r};"
+                                         " graphpai models nearest upsampling (mode='nearest')")
         if node.op == "call_method":
             fn = lambda *a, **k: getattr(a[0], node.target)(*a[1:], **k)  # noqa: E731
         else:

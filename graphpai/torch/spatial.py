@@ -104,8 +104,30 @@ def _check_size(y, size, what):
             f"graph says {tuple(size)}; the NetGraph does not match its layer parameters")
 
 
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def _model_layout(w, groups):
+    """A transposed conv's (C_out, C_in/g, k) weight in the module's (C_in, C_out/g, k) order."""
+    c_out, per_in = w.shape[:2]
+    rest = tuple(w.shape[2:])
+    return w.reshape((groups, c_out // groups, per_in) + rest).transpose(1, 2).reshape(
+        (groups * per_in, c_out // groups) + rest)
+
+
+def _conv_transpose(x, w, layer: Layer):
+    """A transposed conv (ConvTranspose, the gradient of a conv): output padding from the sizes."""
+    pads = [a for a, _ in layer.padding]
+    extra = [o - ((i - 1) * s - 2 * p + d * (k - 1) + 1) for o, i, s, p, d, k in zip(
+        layer.out_size, x.shape[2:], layer.stride, pads, layer.dilation, layer.kernel)]
+    return _CONV_T[len(layer.kernel)](x, _model_layout(w, layer.groups), None, layer.stride,
+                                      pads, extra, layer.groups, layer.dilation)
+
+
 def _conv(x, w, layer: Layer):
     """The conv of `layer` on a batch `x` with weight `w`, exact (asymmetric) zero padding."""
+    if layer.transposed:
+        return _conv_transpose(x, w, layer)
     conv = _CONV[len(layer.kernel)]
     if _symmetric(layer.padding):
         return conv(x, w, None, layer.stride, [a for a, _ in layer.padding], layer.dilation,
@@ -116,6 +138,12 @@ def _conv(x, w, layer: Layer):
 
 def _conv_backward(g, x, w, layer: Layer, need_input: bool, need_weight: bool):
     """(grad_input, grad_weight) of `layer`'s conv for output gradient `g` at input `x`."""
+    if layer.transposed:  # autograd through the transposed conv: exact for a linear op
+        with torch.enable_grad():
+            xs = x.detach().requires_grad_(True)
+            ws = w.detach().requires_grad_(True)
+            gi, gw = torch.autograd.grad(_conv_transpose(xs, ws, layer), (xs, ws), g)
+        return (gi if need_input else None), (gw if need_weight else None)
     nd = len(layer.kernel)
     if _symmetric(layer.padding):
         padding, xin = [a for a, _ in layer.padding], x

@@ -26,7 +26,7 @@ from graphpai.functional import audit, functional_edges
 from graphpai.masks import MaskSet
 from graphpai.paths import paths
 from graphpai.torch import models
-from graphpai.torch.extract import to_graph
+from graphpai.torch.extract import canonical_weight, model_weight, to_graph
 
 
 def layer_parameter(model, name):
@@ -55,8 +55,7 @@ def gradient_oracle(model, graph, masks, inputs, *, seed=0, trials=2):
         for name, layer in graph.layers.items():
             path, p = layer_parameter(net, name)
             keep = torch.from_numpy(np.asarray(masks[name]))
-            keep = keep.T if layer.transposed else keep
-            layer_params[path] = (name, keep)
+            layer_params[path] = (name, model_weight(keep, layer.transposed, layer.groups))
         # a tied weight appears under each name; layer weights are written last (the mask of a
         # tied layer applies where the weight is shared too)
         named = sorted(net.named_parameters(remove_duplicate=False),
@@ -65,15 +64,12 @@ def gradient_oracle(model, graph, masks, inputs, *, seed=0, trials=2):
             for path, p in named:
                 if path in layer_params:
                     name, keep = layer_params[path]
+                    layer = graph.layers[name]
                     w = (0.5 + 0.5 * torch.rand(p.shape, generator=gen, dtype=p.dtype)) * keep
-                    rows = w.reshape(w.shape[0], -1) if not graph.layers[name].transposed \
-                        else w.T.reshape(w.shape[1], -1)
-                    per_row = 4 * rows.sum(dim=1).clamp(min=0.25)
-                    if graph.layers[name].transposed:
-                        w = w / per_row[None, :]
-                    else:
-                        w = w / per_row.reshape((-1,) + (1,) * (w.dim() - 1))
-                    p.copy_(w)
+                    wc = canonical_weight(w, layer.transposed, layer.groups)
+                    per_row = 4 * wc.reshape(wc.shape[0], -1).sum(dim=1).clamp(min=0.25)
+                    wc = wc / per_row.reshape((-1,) + (1,) * (wc.dim() - 1))
+                    p.copy_(model_weight(wc, layer.transposed, layer.groups))
                 elif path.endswith("weight") and p.dim() == 1:
                     p.fill_(1.0)   # norm scales
                 elif path.endswith("weight") and p.dim() == 2:
@@ -97,7 +93,8 @@ def gradient_oracle(model, graph, masks, inputs, *, seed=0, trials=2):
             name, keep = layer_params[path]
             if g is None:
                 continue
-            g = g.T if graph.layers[name].transposed else g
+            layer = graph.layers[name]
+            g = canonical_weight(g, layer.transposed, layer.groups)
             found[name] |= (g != 0).numpy() & np.asarray(masks[name])
     return found
 
@@ -375,3 +372,35 @@ def test_cli_reads_token_inputs(tmp_path, capsys):
     # without --input-dtype the ids would be floats: one line, exit 2
     assert main(["graph", "--model-file", f"{path}:make", "--input-shape", "5"]) == 2
     assert "\n" not in capsys.readouterr().err.strip()
+
+
+class Decoder(nn.Module):
+    """ConvTranspose2d/1d (strided, grouped, with output padding), Conv3d and bilinear-free
+    upsampling: the U-Net decoder ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.line = nn.ConvTranspose1d(6, 4, 4, stride=2, padding=1)
+        self.vol = nn.Conv3d(1, 2, (1, 3, 3), padding=(0, 1, 1))
+
+    def forward(self, x):
+        y = F.relu(self.up(F.relu(self.down(x))))              # (6, 8, 8)
+        z = self.line(y.flatten(2))                            # (4, 128)
+        return self.vol(z.reshape(z.shape[0], 1, 4, 8, 16))    # (2, 4, 8, 16)
+
+
+def test_transposed_convs_and_conv3d_equal_the_oracle():
+    model = Decoder()
+    graph = to_graph(model, (3, 8, 8))
+    up = graph.layers["up"]
+    assert up.transposed and up.weight_shape == (6, 4, 3, 3) and up.out_size == (8, 8)
+    assert graph.layers["vol"].kernel == (1, 3, 3)
+    compare_with_oracle(model, graph, (torch.rand(1, 3, 8, 8),))
+    from graphpai.torch.extract import canonical_weight, layer_weights, model_weight
+    w = layer_weights(model)["up"]
+    assert w.shape == up.weight_shape
+    back = model_weight(torch.from_numpy(w), True, 2)
+    assert torch.equal(back, model.up.weight.detach().double())
+    assert torch.equal(canonical_weight(back, True, 2), torch.from_numpy(w))
