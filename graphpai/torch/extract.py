@@ -1048,6 +1048,8 @@ class _Builder:
         if isinstance(module, (nn.Flatten, nn.PixelShuffle, nn.PixelUnshuffle)) or (
                 isinstance(module, nn.Upsample) and module.mode == "nearest"):
             return self._move(node, [v], lambda idx: module(idx[0]))
+        if isinstance(module, nn.Upsample) and module.mode in ("linear", "bilinear", "trilinear"):
+            return self._interpolate(node, v, bool(module.align_corners))
         if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
             return self._softmax(node, v)
         if isinstance(module, _FOLDED_MODULES) or (
@@ -1359,14 +1361,48 @@ class _Builder:
             target = str(getattr(node.target, "__name__", node.target))
             mode = self._py(self._arg(node, 3, "mode", "nearest")) if "upsample" not in target \
                 else ("nearest" if "nearest" in target else "bilinear")
-            if mode not in ("nearest", "nearest-exact") or "bilinear" in target:
+            if mode in ("linear", "bilinear", "trilinear") or "bilinear" in target:
+                corners = self._py(self._arg(node, 4, "align_corners", False))
+                if "upsample" in target:
+                    corners = self._py(self._arg(node, 2, "align_corners", False))
+                v = self.val[node.args[0].name]
+                return self._interpolate(node, v, bool(corners))
+            if mode not in ("nearest", "nearest-exact"):
                 raise UnsupportedOpError(f"{self._describe(node)} interpolates with mode {mode!r};"
-                                         " graphpai models nearest upsampling (mode='nearest')")
+                                         " graphpai models nearest and (bi/tri)linear upsampling")
         if node.op == "call_method":
             fn = lambda *a, **k: getattr(a[0], node.target)(*a[1:], **k)  # noqa: E731
         else:
             fn = node.target
         return self._move(node, None, fn)
+
+    def _interpolate(self, node, v, align_corners):
+        """(Bi/tri)linear interpolation: output pixel t reads the input pixels with a non-zero
+        weight, per axis (the weights are a product of one 1-D weight per axis): a ``regroup``
+        link whose element map is many to one, like a reduction."""
+        import scipy.sparse as sp
+
+        act = self._act(v, node, (0,))
+        src = self.groups[act.group]
+        full = self._shape_of(node)
+        out_size = tuple(int(n) for n in full[2:])
+        combined = None
+        for length, target in zip(src.size, out_size):
+            eye = torch.eye(length, dtype=torch.float64).reshape(length, 1, length)
+            m = F.interpolate(eye, size=target, mode="linear", align_corners=align_corners)[:, 0]
+            m = sp.csr_array((m != 0).numpy())
+            combined = m if combined is None else sp.csr_array(sp.kron(combined, m))
+        s_idx, t_idx = combined.nonzero()
+        per_s, per_t = max(1, math.prod(src.size)), max(1, math.prod(out_size))
+        channel = np.repeat(np.arange(src.channels), len(s_idx))
+        rows = channel * per_t + np.tile(t_idx, src.channels)
+        cols = channel * per_s + np.tile(s_idx, src.channels)
+        target = self._new_act(node.name, full, PLAIN, (0,))
+        n = src.channels
+        self.links.append(Link(target.group, "regroup", (act.group,), target.group, {
+            "maps": (ChannelMap(np.arange(n), np.arange(n)),),
+            "elements": (ChannelMap(rows, cols),), "op": "interpolate"}))
+        self.val[node.name] = target
 
     def _move(self, node, vals, fn):
         """An op that only moves elements: run it on index tensors."""

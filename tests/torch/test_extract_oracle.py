@@ -404,3 +404,23 @@ def test_transposed_convs_and_conv3d_equal_the_oracle():
     back = model_weight(torch.from_numpy(w), True, 2)
     assert torch.equal(back, model.up.weight.detach().double())
     assert torch.equal(canonical_weight(back, True, 2), torch.from_numpy(w))
+
+
+class Bilinear(nn.Module):
+    def __init__(self, align_corners):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners)
+        self.out = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.up(F.relu(self.conv(x)))
+        return self.out(y + F.interpolate(y, size=(8, 8), mode="bilinear"))
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_bilinear_upsampling_equals_the_oracle(align_corners):
+    model = Bilinear(align_corners)
+    graph = to_graph(model, (3, 8, 8))
+    assert sum(link.params.get("op") == "interpolate" for link in graph.links) == 2
+    compare_with_oracle(model, graph, (torch.rand(1, 3, 8, 8),), densities=(0.2, 0.5))
