@@ -486,6 +486,9 @@ def _report_arguments(parser):
     source.add_argument("--model", help="a zoo model name (see `graphpai models`), with --masks")
     source.add_argument("--model-file", metavar="FILE.py:FACTORY",
                         help="a Python file and the function in it that returns an nn.Module")
+    source.add_argument("--run", metavar="DIR", dest="run_dir",
+                        help="re-draw the page of a tracked training run (graphpai train "
+                             "--track-every) from DIR/topology.json (docs/dst.md)")
     parser.add_argument("--num-classes", type=int, default=10,
                         help="classes of a zoo model (default: 10)")
     parser.add_argument("--input-shape", type=_shape, metavar="C,H,W",
@@ -505,6 +508,15 @@ def _report_arguments(parser):
 def _report(args) -> int:
     from .report.command import run_report
 
+    if args.run_dir:  # a training run's page (graphpai/report/training.py)
+        from .report.training import write_training_report
+
+        if args.masks or args.input_shape:
+            raise GraphpaiError("--run re-draws a training run's page; --masks and "
+                                "--input-shape belong to `graphpai report --model NAME`")
+        path = write_training_report(args.run_dir, args.out)
+        print(json.dumps({"report": str(path)}) if args.json else f"report: {path}")
+        return 0
     return run_report(args)
 
 

@@ -44,6 +44,12 @@ def test_train_dst_tracks_reports_and_resumes(tmp_path, capsys):
         assert (state[f"{layer}.weight"].numpy()[~final[layer]] == 0).all()
     assert final.counts() == MaskSet.load(f"{out}/masks/step_0000000.npz").counts()
 
+    page = tmp_path / "page"
+    assert main(["report", "--run", out, "--out", str(page)]) == 0
+    assert (page / "report.html").exists() and (page / "figures" / "tracked_metrics.png").exists()
+    capsys.readouterr()
+    bad(["report", "--run", str(tmp_path)], capsys, "track-every")
+
     assert main(args + ["--epochs", "2"]) == 0  # resumes and continues the tables
     track = json.load(open(f"{out}/topology.json"))
     assert [r["step"] for r in track["rows"]][:5] == steps and track["rows"][-1]["step"] == 16
