@@ -89,6 +89,9 @@ def _unpack(packed) -> dict:
 class TopologyTracker(Callback):
     """Record the topology of the training masks at chosen steps (see the module docstring).
 
+    Place it after a :class:`~graphpai.torch.dst.DynamicSparsity` callback in the list, so that a
+    record sees the masks after that step's update.
+
     Parameters
     ----------
     out_dir : path, optional
