@@ -30,6 +30,7 @@ from .fullspectrum import FsImdb, SpectralDistance, coordinate, distance, fs_imd
 from .ramanujan import (FS_SUBGRAPH_GATE, GATES, Gate, Imdb, Spectrum, canonical_gap, imdb, narc,
                         ramanujan_gap, spectrum)
 from .layer import LayerSpectrum, layer_spectrum
+from .pairs import LayerPair, channel_overlap, pair_scores
 from .report import Aggregate, SpectralReport, spectral
 from .solvers import top_singular_values
 
@@ -38,7 +39,7 @@ __all__ = [
     "SpectralDistance",
     "ramanujan_gap", "canonical_gap", "narc", "imdb", "Imdb", "spectrum", "Spectrum",
     "weighted_gap", "fs_imdb", "FsImdb", "coordinate", "top_singular_values", "GATES",
-    "FS_SUBGRAPH_GATE", "Gate",
+    "FS_SUBGRAPH_GATE", "Gate", "LayerPair", "pair_scores", "channel_overlap",
 ]
 
 callable_module(__name__, spectral)

@@ -35,9 +35,13 @@ _SPARSE_BELOW = 0.05  # layers sparser than this are handled as scipy.sparse, de
 
 @dataclass(frozen=True)
 class LayerSpectrum:
-    """Every SPEC §5 quantity of one layer. None means not scored; ``reasons`` says why.
+    """Every quantity of docs/spectral.md for one layer. None means not scored; ``reasons`` says
+    why.
 
-    Sizes and degrees are of the 0/1 fan-in biadjacency B after isolated nodes are dropped
+    ``ism``/``ism_norm`` are [RAM]'s canonical-gap IMDB (the mean of Delta_s, raw and over
+    ``2 sqrt(sigma_1 - 1)``, over the same scored K_d as ``imdb``), ``imax_ep``/``i_mean_ep``
+    the largest and mean expansion ratio ``n_r / n_l`` of those K_d ([RAM]'s code). Sizes and
+    degrees are of the 0/1 fan-in biadjacency B after isolated nodes are dropped
     (``n_in``, ``n_out`` are the unfiltered fan-in and output channels). ``weighted_*`` are of
     ``X = |W * M|``. ``coordinate`` is [FS]'s ``(Delta_r, lambda, IMDB_r, IMDB_lambda)`` with
     unscored entries as 0 and ``coordinate_norm`` its L2 norm S.
@@ -61,6 +65,10 @@ class LayerSpectrum:
     imdb: float | None
     imdb_raw: float | None
     imdb_subgraphs: int
+    ism: float | None
+    ism_norm: float | None
+    imax_ep: float | None
+    i_mean_ep: float | None
     weighted_sigma_1: float | None
     weighted_sigma_2: float | None
     weighted_gap: float | None
@@ -218,6 +226,7 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
 
     # ---- degree-group subgraphs K_d, shared by [RAM] IMDB and [FS] IMDB_r / IMDB_lambda
     ram_raw, ram_norm, fs_r, fs_lam = [], [], [], []
+    ram_s, ram_s_norm, ram_ep = [], [], []
     group_error = None
     touched = lay.touched()
     for (d, start, n_d), n_out_d in zip(lay.groups, touched.tolist()):
@@ -238,6 +247,10 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
             if ram:
                 ram_raw.append(delta_r(k, False))
                 ram_norm.append(delta_r(k, True))
+                ram_ep.append(n_out_d / n_d)
+                if delta_s_undefined(k, True) is None:  # always: sigma_1 >= sqrt(d) >= sqrt(3)
+                    ram_s.append(delta_s(k, False))
+                    ram_s_norm.append(delta_s(k, True))
             if fs:
                 c_d = max(n_d, n_out_d) / (n_d + n_out_d - 1)
                 fs_r.append(c_d * delta_r(k, False))
@@ -250,17 +263,22 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
         except SolverError as exc:
             group_error = f"solver failed: {exc.reason}"
             break
+    ram_fields = ("imdb", "imdb_raw", "ism", "ism_norm", "imax_ep", "i_mean_ep")
     if group_error:
-        for f in ("imdb", "imdb_raw", "imdb_r", "imdb_lambda"):
+        for f in ram_fields + ("imdb_r", "imdb_lambda"):
             reasons[f] = group_error
         ram_raw, ram_norm, fs_r, fs_lam = [], [], [], []
     else:
         no_group = "empty layer" if E == 0 else None
         if ram_raw:
-            out.update(imdb=float(np.mean(ram_norm)), imdb_raw=float(np.mean(ram_raw)))
+            out.update(imdb=float(np.mean(ram_norm)), imdb_raw=float(np.mean(ram_raw)),
+                       imax_ep=float(max(ram_ep)), i_mean_ep=float(np.mean(ram_ep)))
+            if ram_s:
+                out.update(ism=float(np.mean(ram_s)), ism_norm=float(np.mean(ram_s_norm)))
         else:
-            reasons["imdb"] = reasons["imdb_raw"] = no_group or (
-                f"gate {gate.name}: no degree group of >= 3 fan-in positions passes")
+            for f in ram_fields:
+                reasons[f] = no_group or (
+                    f"gate {gate.name}: no degree group of >= 3 fan-in positions passes")
         if fs_r:
             out["imdb_r"] = float(np.mean(fs_r))
         else:

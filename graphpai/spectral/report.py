@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -29,13 +29,15 @@ from ..graph import NetGraph, as_graph
 from ..masks import MaskSet
 from .formulas import FS_SUBGRAPH_GATE, GATES, get_gate
 from .layer import LayerSpectrum, layer_row, layer_spectrum
+from .pairs import LayerPair, channel_overlap, pair_scores
 from .solvers import DENSE_MAX, one_blas_thread
 
 __all__ = ["LayerSpectrum", "Aggregate", "SpectralReport", "spectral", "layer_spectrum",
            "MEAN_FIELDS"]
 
 MEAN_FIELDS = ("delta_r", "delta_r_norm", "delta_s", "delta_s_norm", "narc", "imdb", "imdb_raw",
-               "weighted_gap", "imdb_r", "imdb_lambda", "coordinate_norm")
+               "ism", "ism_norm", "imax_ep", "i_mean_ep", "weighted_gap", "imdb_r", "imdb_lambda",
+               "coordinate_norm")
 """Per-layer fields averaged over scored layers in `SpectralReport.means`."""
 
 
@@ -60,7 +62,8 @@ class Aggregate:
 class SpectralReport:
     """Result of :func:`spectral`: the per-layer table, network means and which gates applied.
 
-    ``gates`` maps each quantity to the rule that decided whether it was scored. ``means`` maps
+    ``pairs`` holds [RAM]'s layer-pair scores (:mod:`.pairs`) and ``channel_overlap`` each
+    layer's channel overlap coefficient. ``gates`` maps each quantity to the rule that decided whether it was scored. ``means`` maps
     each name of `MEAN_FIELDS` to an `Aggregate`; ``means["coordinate_norm"]`` is [FS]'s network
     score. ``positive_gap_share`` is the share of layers with a scored Delta_r that have
     Delta_r > 0 (None if none is scored). ``weights`` says where the weights came from
@@ -73,6 +76,8 @@ class SpectralReport:
     layers: tuple[LayerSpectrum, ...]
     means: dict
     positive_gap_share: Aggregate
+    pairs: tuple[LayerPair, ...] = ()
+    channel_overlap: dict = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerSpectrum:
         for row in self.layers:
@@ -91,6 +96,8 @@ class SpectralReport:
             "layers": self.rows(),
             "means": {k: v.to_dict() for k, v in self.means.items()},
             "positive_gap_share": self.positive_gap_share.to_dict(),
+            "pairs": [p.to_dict() for p in self.pairs],
+            "channel_overlap": dict(self.channel_overlap),
         })
 
     def __repr__(self) -> str:
@@ -123,6 +130,10 @@ class SpectralReport:
                      f"{'-' if share.mean is None else format(share.mean, '.4g')} "
                      f"({share.scored}/{share.layers} scored)", "", "gates:"]
         lines += [f"  {', '.join(qs)}: {rule}" for rule, qs in rules.items()]
+        if self.pairs:
+            lines += ["", "layer pairs ([RAM] code's scores; docs/spectral.md#layer-pairs):",
+                      format_table([p.to_dict() for p in self.pairs],
+                                   ["producer", "consumer", "copeland", "compatibility"])]
         causes = self.reasons_by_cause()
         if causes:
             lines += ["", "not scored, by cause:"]
@@ -187,7 +198,8 @@ def gate_table(profile: str) -> dict:
         "delta_s_norm": layer_rule, "narc": layer_rule,
         "imdb": f"{rule.name}: {rule.rule} on each K_d (groups of >= 3 fan-in positions of degree "
                 "d > 0); mean over scored K_d",
-        "imdb_raw": "as imdb",
+        "imdb_raw": "as imdb", "ism": "as imdb", "ism_norm": "as imdb", "imax_ep": "as imdb",
+        "i_mean_ep": "as imdb",
         "weighted_gap": f"{rule.name}: {rule.rule} on the nonzero pattern of |W * M|",
         "imdb_r": fs_rule, "imdb_lambda": fs_rule,
         "coordinate_norm": "every layer with weights; entries not scored by their own gate "
@@ -395,4 +407,5 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     scored = [r.delta_r for r in layers if r.delta_r is not None]
     share = Aggregate(float(np.mean([v > 0 for v in scored])) if scored else None, len(scored),
                       len(layers))
-    return SpectralReport(profile, source, gate_table(profile), tuple(layers), means, share)
+    return SpectralReport(profile, source, gate_table(profile), tuple(layers), means, share,
+                          pair_scores(graph, masks), channel_overlap(graph, masks))

@@ -1,0 +1,167 @@
+r"""Layer-pair scores of [RAM]'s code, defined on the NetGraph so that they work on any DAG.
+
+[RAM]'s code scores two consecutive layers by how well the first one's output channels feed the
+second one's inputs; "consecutive" there is a list of layer names. Here a *pair* is a layer P
+and each layer C that reads P's output group, directly or through links (pool, add, concat,
+flatten, norm, ...): the links' channel maps (:meth:`graphpai.NetGraph.link_matrix`) compose into
+a 0/1 map ``Q`` from C's input channels to P's output channels. With
+
+- ``in_deg[o]``: the number of kept weights into output channel ``o`` of P, and ``n_l(P)`` the
+  number of P's fan-in positions with a kept weight;
+- ``out_deg[c, k]``: the number of kept weights out of C's fan-in position (input channel ``c``,
+  kernel tap ``k``), and ``n_r(C)`` the number of C's output channels with a kept weight;
+
+the pair scores are (docs/spectral.md#layer-pairs):
+
+- **Copeland (throughput) score**: the mean of
+  ``(out_deg[c, k] / n_r(C)) / (in_deg[o] / n_l(P))`` over every ``(o, c, k)`` with
+  ``Q[c, o] = 1`` and ``in_deg[o] > 0``; about 1 is balanced, above 1 compression, below 1 a
+  bottleneck ([RAM]'s reading);
+- **compatibility ratio**: among P's output channels with ``in_deg > 0``, the share whose
+  input side in C (some ``(c, k)`` with ``Q[c, o] = 1``) keeps a weight.
+
+For consecutive layers (``Q`` the identity, or a flatten's channel-major map) these are exactly
+the reference code's ``copeland_score`` and ``compatibility_ratio``. One layer's **channel
+overlap coefficient** is the mean over its input channels ``c`` of
+``|T_c0 ∩ T_c1 ∩ ...| / min_k |T_ck|``, ``T_ck`` the output channels that tap ``k`` of ``c``
+reaches (channels with an empty tap are skipped), the reference's ``channel_overlap_coefs``.
+Where the reference returns 0 for an undefined score (an empty layer), these return None.
+
+References
+----------
+.. [RAM] D. Hoang, S. Liu, R. Marculescu, Z. Wang, "Revisiting Pruning at Initialization through
+   the Lens of Ramanujan Graph", ICLR 2023. Code: VITA-Group/ramanujan-on-pai.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._results import jsonable
+from ..graph import Layer, NetGraph
+
+__all__ = ["LayerPair", "layer_pairs", "pair_scores", "channel_overlap"]
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """[RAM]'s pair scores of a layer and one layer that consumes its output (module docstring)."""
+
+    producer: str
+    consumer: str
+    copeland: float | None
+    compatibility: float | None
+
+    def to_dict(self) -> dict:
+        return jsonable(asdict(self))
+
+
+def layer_pairs(graph: NetGraph) -> list[tuple[str, str, sp.csr_array]]:
+    """Every (producer, consumer, Q) of `graph`: Q (consumer input channels x producer output
+    channels) is the 0/1 channel map through the links between them; in graph order."""
+    out = []
+    for name, layer in graph.layers.items():
+        n = graph.groups[layer.target].channels
+        found: dict[str, sp.csr_array] = {}
+        stack = [(layer.target, sp.identity(n, format="csr"))]
+        while stack:
+            group, q = stack.pop()
+            for op in graph.consumers(group):
+                if isinstance(op, Layer):
+                    found[op.name] = q if op.name not in found else found[op.name] + q
+                    continue
+                for position, source in enumerate(op.sources):
+                    if source == group:
+                        stack.append((op.target, (graph.link_matrix(op, position) @ q).tocsr()))
+        order = {c: i for i, c in enumerate(graph.layers)}
+        for consumer in sorted(found, key=order.get):
+            q = found[consumer]
+            q = sp.csr_array((np.ones(q.nnz), q.indices, q.indptr), shape=q.shape)  # 0/1
+            out.append((name, consumer, q))
+    return out
+
+
+def _tap_degrees(layer: Layer, mask: np.ndarray) -> np.ndarray:
+    """out_deg[c, k]: kept weights out of input channel c, tap k (groups respected)."""
+    c_out, c_in_g = layer.weight_shape[:2]
+    taps = mask.reshape(layer.groups, c_out // layer.groups, c_in_g, -1)
+    return taps.sum(axis=1, dtype=np.int64).reshape(layer.in_channels, -1)
+
+
+def pair_scores(graph: NetGraph, masks=None) -> tuple[LayerPair, ...]:
+    """[RAM]'s Copeland score and compatibility ratio of every layer pair of `graph`.
+
+    Parameters
+    ----------
+    graph : NetGraph
+    masks : MaskSet or mapping of layer name -> bool array, optional
+        None: dense.
+
+    Examples
+    --------
+    >>> from graphpai import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 4), Group("h", 3), Group("y", 2)],
+    ...              [Layer("fc1", "linear", (3, 4), "x", "h"),
+    ...               Layer("fc2", "linear", (2, 3), "h", "y")], [], ["x"], ["y"])
+    >>> m1 = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], bool)
+    >>> m2 = np.array([[1, 0, 1], [1, 0, 0]], bool)
+    >>> p = pair_scores(g, {"fc1": m1, "fc2": m2})[0]
+    >>> p.producer, p.consumer, p.copeland, p.compatibility   # (1.5 + 0) / 2; 1 of 2 channels
+    ('fc1', 'fc2', 0.75, 0.5)
+    """
+    def mask_of(layer):
+        return graph._mask_of(layer, masks).reshape(layer.out_channels, -1)
+
+    out = []
+    for producer, consumer, q in layer_pairs(graph):
+        p_layer, c_layer = graph.layers[producer], graph.layers[consumer]
+        p_mask, c_mask = mask_of(p_layer), mask_of(c_layer)
+        in_deg = p_mask.sum(axis=1)
+        n_l = int(np.count_nonzero(p_mask.any(axis=0)))
+        n_r = int(np.count_nonzero(c_mask.any(axis=1)))
+        if n_l == 0 or n_r == 0:
+            out.append(LayerPair(producer, consumer, None, None))
+            continue
+        out_deg = _tap_degrees(c_layer, graph._mask_of(c_layer, masks))  # (C's in_channels, K)
+        coo = q.tocoo()
+        c, o = coo.row, coo.col
+        live = in_deg[o] > 0
+        ratio = ((out_deg[c[live]] / n_r) / (in_deg[o[live]] / n_l)[:, None])
+        copeland = float(ratio.mean()) if ratio.size else None
+        fed = np.zeros(p_layer.out_channels, dtype=bool)
+        fed[o[out_deg[c].any(axis=1)]] = True
+        receiving = in_deg > 0
+        compatibility = (float(np.count_nonzero(receiving & fed) / np.count_nonzero(receiving))
+                         if receiving.any() else None)
+        out.append(LayerPair(producer, consumer, copeland, compatibility))
+    return tuple(out)
+
+
+def channel_overlap(graph: NetGraph, masks=None) -> dict:
+    """[RAM]'s channel overlap coefficient of each layer (module docstring): layer -> value or
+    None (no input channel whose every tap keeps a weight).
+
+    Examples
+    --------
+    >>> from graphpai import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 2, (1, 2)), Group("y", 3, (1, 1))],
+    ...              [Layer("conv", "conv", (3, 2, 1, 2), "x", "y")], [], ["x"], ["y"])
+    >>> m = np.zeros((3, 2, 1, 2), bool)
+    >>> m[[0, 1], 0, 0, 0] = m[[1, 2], 0, 0, 1] = True   # channel 0: taps reach {0,1}, {1,2}
+    >>> m[0, 1, 0, 0] = True                              # channel 1: tap 1 reaches nothing
+    >>> channel_overlap(g, {"conv": m})                   # |{1}| / min(2, 2), channel 1 skipped
+    {'conv': 0.5}
+    """
+    out = {}
+    for name, layer in graph.layers.items():
+        m = graph._mask_of(layer, masks)
+        c_out, c_in_g = layer.weight_shape[:2]
+        taps = m.reshape(layer.groups, c_out // layer.groups, c_in_g, -1)
+        common = taps.all(axis=3).sum(axis=1).reshape(-1)             # |intersection| per c
+        smallest = taps.sum(axis=1).min(axis=2).reshape(-1)           # min_k |T_ck| per c
+        ok = smallest > 0
+        out[name] = float(np.mean(common[ok] / smallest[ok])) if ok.any() else None
+    return out
