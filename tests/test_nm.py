@@ -244,3 +244,17 @@ def test_zoo_transformers_and_mobilenet_get_nm_masks_the_audit_confirms(name):
             else:
                 assert mask.sum() * 2 == mask.size
         assert result.functional <= result.kept
+
+
+def test_nm_rows_are_regular_so_paths_have_a_closed_form():
+    pytest.importorskip("torch")  # the path count runs in the spatial engine
+    from graphpai.graph import Link
+    from graphpai.paths import channel_paths, effective_paths
+
+    groups = [Group("x", 8), Group("h", 8), Group("r", 8), Group("y", 4)]
+    layers = [Layer("a", "linear", (8, 8), "x", "h"), Layer("b", "linear", (4, 8), "r", "y")]
+    g = NetGraph(groups, layers, [Link("res", "add", ("x", "h"), "r")], ["x"], ["y"])
+    masks = nm_masks(g, "2:4", scores="random", seed=7)
+    # every row keeps 4 of 8: h = 4 per feature, r = 1 + 4, y = 4 * 5 per logit, R = 4 * 20
+    assert effective_paths(g, masks) == pytest.approx(math.log10(80), abs=1e-12)
+    assert channel_paths(g, masks) == pytest.approx(math.log10(80), abs=1e-12)
