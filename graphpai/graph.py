@@ -1,4 +1,4 @@
-"""NetGraph: the layered graph of a (masked) network (SPEC §2).
+"""NetGraph: the layered graph of a (masked) network (docs/definitions.md#graph).
 
 A network is a DAG of **activation groups** (one per tensor: the input, each conv/linear output,
 each pooling output, residual sum, concatenation and flatten) joined by **layers** (conv and linear,
@@ -57,9 +57,15 @@ class ChannelMap:
     __slots__ = ("rows", "cols")
 
     def __init__(self, rows, cols):
-        pairs = np.unique(np.stack([np.asarray(rows, np.int64).reshape(-1),
-                                    np.asarray(cols, np.int64).reshape(-1)]), axis=1)
-        self.rows, self.cols = pairs[0], pairs[1]
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        cols = np.asarray(cols, np.int64).reshape(-1)
+        width = int(cols.max(initial=0)) + 1
+        if len(rows) and int(rows.max()) < np.iinfo(np.int64).max // width:
+            keys = np.unique(rows * width + cols)  # one sorted key per pair: (row, col) order
+            self.rows, self.cols = keys // width, keys % width
+        else:
+            pairs = np.unique(np.stack([rows, cols]), axis=1)
+            self.rows, self.cols = pairs[0], pairs[1]
         self.rows.flags.writeable = self.cols.flags.writeable = False
 
     def matrix(self, n_target: int, n_source: int) -> sp.csr_array:
@@ -171,7 +177,7 @@ Op = Union[Layer, Link]
 
 
 class NetGraph:
-    """The graph of a network: groups, layers and links in topological order (SPEC §2).
+    """The graph of a network: groups, layers and links in topological order (docs/definitions.md#graph).
 
     Parameters
     ----------
@@ -180,6 +186,9 @@ class NetGraph:
     links : iterable of Link
     inputs, outputs : sequence of str
         Names of the input groups (the image) and output groups (the logits).
+    notes : sequence of str
+        Where the graph is not exact for the model it came from (a mask the extractor could not
+        read, a tied weight), one line each; empty for an exact graph.
 
     Raises
     ------
@@ -188,7 +197,7 @@ class NetGraph:
         the ops contain a cycle.
     """
 
-    def __init__(self, groups, layers, links, inputs, outputs):
+    def __init__(self, groups, layers, links, inputs, outputs, notes=()):
         self.groups: dict[str, Group] = {}
         for group in groups:
             if group.name in self.groups:
@@ -201,6 +210,8 @@ class NetGraph:
             raise GraphpaiError(f"op names {dup} are used twice; every layer/link needs a unique name")
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
+        # where the graph is not exact (docs/graph.md#beyond-convnets): one line each
+        self.notes: tuple[str, ...] = tuple(notes)
         producer: dict[str, Op] = {}
         for op in ops:
             for name in self._sources(op) + (op.target,):
@@ -257,7 +268,7 @@ class NetGraph:
 
     @property
     def num_weights(self) -> int:
-        """N: the number of prunable weights (SPEC §1)."""
+        """N: the number of prunable weights (docs/definitions.md#masks)."""
         return sum(layer.numel for layer in self.layers.values())
 
     def layer(self, name: str) -> Layer:
@@ -283,7 +294,7 @@ class NetGraph:
         return mask
 
     def multiplicity(self, layer, mask=None) -> sp.csr_array:
-        """Channel view: sparse (C_out, C_in) count of kept taps per kernel (SPEC §2).
+        """Channel view: sparse (C_out, C_in) count of kept taps per kernel (docs/definitions.md#graph).
 
         `mask` is a bool array of the weight's shape or a MaskSet/mapping (None: dense).
         """
@@ -304,7 +315,7 @@ class NetGraph:
         return sp.csr_array((data, cols.astype(indptr.dtype), indptr), shape=(c_out, layer.in_channels))
 
     def biadjacency(self, layer, mask=None, weights=None) -> sp.csr_array:
-        """Fan-in view: sparse (fan_in, C_out) matrix, ``B[j, o] = mask[o].flat[j]`` (SPEC §2).
+        """Fan-in view: sparse (fan_in, C_out) matrix, ``B[j, o] = mask[o].flat[j]`` (docs/definitions.md#graph).
 
         With `weights` (an array of the weight's shape) the entries are ``|w|`` on kept weights,
         so a kept weight that is exactly 0 is not an edge; otherwise 0/1 (float64).
@@ -465,7 +476,8 @@ class NetGraph:
                   for l in self.layers.values()]
         links = [replace(k, name=r(k.name), sources=tuple(r(s) for s in k.sources), target=r(k.target))
                  for k in self.links]
-        return NetGraph(groups, layers, links, [r(i) for i in self.inputs], [r(o) for o in self.outputs])
+        return NetGraph(groups, layers, links, [r(i) for i in self.inputs],
+                        [r(o) for o in self.outputs], self.notes)
 
     # ------------------------------------------------------------------ exports
     def _channel_edges(self, mask=None, weights=None):
@@ -496,7 +508,7 @@ class NetGraph:
                         "multiplicity": np.ones(mat.nnz, dtype=np.int64), "link": op.name}
 
     def to_networkx(self, mask=None, weights=None):
-        """The channel graph as a networkx DiGraph (SPEC §2).
+        """The channel graph as a networkx DiGraph (docs/definitions.md#graph).
 
         Nodes are ``(group, channel)`` with attributes ``group`` and ``channel``. Layer edges carry
         ``multiplicity`` (kept taps), ``layer`` and, with `weights` (layer name -> array), ``weight``
@@ -565,6 +577,7 @@ class NetGraph:
                       for k in self.links],
             "layers": layers,
             "num_weights": self.num_weights,
+            "notes": list(self.notes),
         }
 
     def __repr__(self):

@@ -686,6 +686,7 @@ class _Builder:
         self.prefix = prefix
         self.val: dict[str, object] = {}
         self.cache: dict = {}  # (id of a _Moved, channel axes) -> its _Act
+        self.notes: list[str] = []
         self.groups: dict[str, Group] = {}
         self.layers: list[Layer] = []
         self.links: list[Link] = []
@@ -774,7 +775,7 @@ class _Builder:
         if not self.inputs:
             raise ModelError("no input reaches the outputs")
         return NetGraph(self.groups.values(), self.layers, self.links, self.inputs,
-                        list(dict.fromkeys(outputs)))
+                        list(dict.fromkeys(outputs)), tuple(dict.fromkeys(self.notes)))
 
     def _placeholder(self, node, count):
         r = self.rec.get(node.name)
@@ -1273,6 +1274,9 @@ class _Builder:
         path = self._path(node) or wv.param.name.removesuffix(".weight")
         return self._embedding(node, path, self._param_shape(wv.param.name))
 
+    def _note(self, node, text):
+        self.notes.append(f"{self._describe(node)}: {text}")
+
     def _embedding(self, node, path, weight_shape):
         vals = self._kinds(node)
         if not any(isinstance(v, _Tok) for v in vals):
@@ -1280,6 +1284,9 @@ class _Builder:
             return
         full = self._shape_of(node)
         if not self.prune_embeddings:
+            if path in self.reserved or any(_tied_layer(self, node)):
+                self._note(node, "the embedding shares its weight with a layer; the graph takes "
+                                 "every embedding entry as kept")
             name = "input" if "input" not in self.names else path
             act = self._new_act(name, full, PLAIN, (len(full) - 2,))
             self.inputs.append(act.group)
@@ -1509,6 +1516,10 @@ class _Builder:
                 raise UnsupportedOpError(f"{self._describe(node)} divides a constant by an "
                                          "activation")
             zeros = _zero_pattern(other)
+            if isinstance(other, _Const) and other.param is None and isinstance(
+                    other.value, torch.Tensor) and other.value.is_meta:
+                self._note(node, "a constant factor whose values are unknown (meta device) is "
+                                 "taken as non-zero everywhere")
             if zeros is not None and name == "mul":
                 moved = self._broadcast(v, full)
                 index = moved.index.clone()
@@ -1554,6 +1565,9 @@ class _Builder:
         mask = self.val.get(mask_node.name) if isinstance(mask_node, fx.Node) else None
         value = self._py(value)
         blocked = score.blocked
+        if isinstance(mask, _Const) and not _known(mask.value):
+            self._note(node, "an attention mask whose values are unknown (meta device): every "
+                             "query-key pair is taken as allowed")
         if isinstance(mask, _Const) and _known(mask.value) and (
                 isinstance(value, (int, float)) and value <= _BLOCKED):
             m = mask.value.to(torch.bool)
@@ -1578,6 +1592,9 @@ class _Builder:
         causal = self._py(self._arg(node, 5, "is_causal", False))
         blocked = None
         mv = self.val.get(mask.name) if isinstance(mask, fx.Node) else None
+        if isinstance(mv, _Const) and not _known(mv.value):
+            self._note(node, "an attention mask whose values are unknown (meta device): every "
+                             "query-key pair is taken as allowed")
         if isinstance(mv, _Const) and _known(mv.value):
             m = mv.value
             m = ~m if m.dtype == torch.bool else m <= _BLOCKED
@@ -1677,6 +1694,19 @@ def _full(v):
     if isinstance(v, _Score):
         return None
     raise UnsupportedOpError("internal: not an activation")
+
+
+def _tied_layer(builder, node):
+    """Whether an embedding's weight is also a layer weight (a tied LM head)."""
+    for a in node.args:
+        v = builder.val.get(a.name) if isinstance(a, fx.Node) else None
+        if isinstance(v, _Const) and v.param is not None:
+            yield v.param.name.removesuffix(".weight") in builder.reserved
+    if node.op == "call_module":
+        module = builder.gm.get_submodule(node.target)
+        for other, m in builder.gm.named_modules():
+            if m is not module and isinstance(m, PRUNABLE) and m.weight is module.weight:
+                yield True
 
 
 def _batch_layout(batch, defined):

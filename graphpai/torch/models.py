@@ -1,10 +1,10 @@
-"""The model zoo: graphpai's own VGG, ResNet, LeNet and MLP implementations (SPEC §1).
+"""The model zoo: graphpai's own VGG, ResNet, LeNet and MLP implementations (docs/definitions.md#masks).
 
 No torchvision: every architecture is written here, with forward code that
 `torch.fx.symbolic_trace` can trace (no data-dependent Python control flow), so that
 `graphpai.torch.extract` sees every layer.
 
-- ``vgg11/13/16/19``: the CIFAR "lottery" VGG of [SF]/[MiCA] (SPEC §1): 3x3 convs without bias,
+- ``vgg11/13/16/19``: the CIFAR "lottery" VGG of [SF]/[MiCA] (docs/definitions.md#masks): 3x3 convs without bias,
   BN + ReLU after each, 2x2 max-pool at 'M', a 2x2 average pool over the final map, one
   fc 512 -> classes. VGG-16 at 10 classes has 14,715,584 prunable weights.
 - ``resnet20/32/56``: the open_lth CIFAR ResNet (width 16, three stages of (depth - 2)/6 basic
@@ -18,7 +18,7 @@ No torchvision: every architecture is written here, with forward code that
   SwiGLU), ``vit`` (a small ViT on 3x32x32 with scaled_dot_product_attention) and
   ``mobilenetv2`` ([MV2], CIFAR stem): random initialisation, no download (docs/graph.md).
 
-Every model is initialised as in SPEC §8: Kaiming-normal (fan-in, ReLU) conv and linear
+Every model is initialised as in docs/definitions.md#training: Kaiming-normal (fan-in, ReLU) conv and linear
 weights, zero biases, BatchNorm weight 1 and bias 0. ReLUs are not in-place, so backward hooks
 and masks by `torch.nn.utils.prune` work on every model.
 
@@ -88,7 +88,7 @@ MNIST_SHAPE = (1, 28, 28)
 
 
 def init_weights(model: nn.Module) -> nn.Module:
-    """Initialise a model in place as SPEC §8 prescribes, and return it.
+    """Initialise a model in place as docs/definitions.md#training prescribes, and return it.
 
     Conv and linear weights: Kaiming normal with fan-in and the ReLU gain, so the standard
     deviation is sqrt(2 / fan_in); their biases 0. BatchNorm: weight 1, bias 0. Other modules
@@ -130,7 +130,7 @@ _VGG_PLANS = {
 
 
 class VGG(nn.Module):
-    """CIFAR "lottery" VGG with batch norm ([SF], [MiCA]; SPEC §1).
+    """CIFAR "lottery" VGG with batch norm ([SF], [MiCA]; docs/definitions.md#masks).
 
     ``features`` holds, for each int in the plan, Conv2d(3x3, padding 1, no bias), BatchNorm2d
     and ReLU, and MaxPool2d(2) for each 'M'; then ``avgpool`` (AvgPool2d(2) over the final
@@ -182,7 +182,7 @@ def vgg13(num_classes: int = 10) -> VGG:
 
 
 def vgg16(num_classes: int = 10) -> VGG:
-    """CIFAR VGG-16-bn of SPEC §1 (14,715,584 prunable weights at 10 classes).
+    """CIFAR VGG-16-bn of docs/definitions.md#masks (14,715,584 prunable weights at 10 classes).
 
     Examples
     --------
@@ -235,12 +235,12 @@ class CifarBasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """open_lth CIFAR ResNet of depth 6n + 2 ([RN] §4.2; SPEC §1).
+    """open_lth CIFAR ResNet of depth 6n + 2 ([RN] §4.2; docs/definitions.md#masks).
 
     Stem ``conv`` (3x3, 3 -> width) and ``bn``; stages ``layer1``, ``layer2``, ``layer3`` of n
     `CifarBasicBlock` with widths width, 2 width, 4 width, the first block of stages 2 and 3
     with stride 2; a global average pool called as a function, as open_lth does (so
-    ``profile="npb"`` path counts divide by its window, SPEC §4), flatten, ``fc`` (4 width ->
+    ``profile="npb"`` path counts divide by its window, docs/definitions.md#paths), flatten, ``fc`` (4 width ->
     classes).
 
     Parameters
@@ -285,7 +285,7 @@ class CifarResNet(nn.Module):
 
 
 def resnet20(num_classes: int = 10, *, width: int = 16) -> CifarResNet:
-    """CIFAR ResNet-20 of SPEC §1 (270,896 prunable weights at 10 classes and width 16).
+    """CIFAR ResNet-20 of docs/definitions.md#masks (270,896 prunable weights at 10 classes and width 16).
 
     Examples
     --------
@@ -816,9 +816,9 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "vgg11": ModelSpec(vgg11, CIFAR_SHAPE, "CIFAR VGG-11 with BN (lottery variant)"),
     "vgg13": ModelSpec(vgg13, CIFAR_SHAPE, "CIFAR VGG-13 with BN (lottery variant)"),
-    "vgg16": ModelSpec(vgg16, CIFAR_SHAPE, "CIFAR VGG-16 with BN (lottery variant, SPEC §1)"),
+    "vgg16": ModelSpec(vgg16, CIFAR_SHAPE, "CIFAR VGG-16 with BN (lottery variant)"),
     "vgg19": ModelSpec(vgg19, CIFAR_SHAPE, "CIFAR VGG-19 with BN (lottery variant)"),
-    "resnet20": ModelSpec(resnet20, CIFAR_SHAPE, "CIFAR ResNet-20, width 16 (open_lth, SPEC §1)"),
+    "resnet20": ModelSpec(resnet20, CIFAR_SHAPE, "CIFAR ResNet-20, width 16 (open_lth)"),
     "resnet32": ModelSpec(resnet32, CIFAR_SHAPE, "CIFAR ResNet-32, width 16 (open_lth)"),
     "resnet56": ModelSpec(resnet56, CIFAR_SHAPE, "CIFAR ResNet-56, width 16 (open_lth)"),
     "resnet18": ModelSpec(resnet18, IMAGENET_SHAPE,
@@ -847,7 +847,7 @@ def _spec(name: str) -> ModelSpec:
 
 
 def build(name: str, num_classes: int = 10, *, seed: int | None = None, **options) -> nn.Module:
-    """Build a model of the zoo, initialised as in SPEC §8.
+    """Build a model of the zoo, initialised as in docs/definitions.md#training.
 
     Parameters
     ----------

@@ -632,7 +632,7 @@ def _numpy(t) -> np.ndarray:
 # ---------------------------------------------------------------------------------- API
 def forward_maps(graph: NetGraph, masks=None, *, place: Callable | None = None, active=None,
                  device="cpu") -> dict[str, np.ndarray]:
-    """0/1 forward activity map of every group, from an all-ones input (SPEC §3).
+    """0/1 forward activity map of every group, from an all-ones input (docs/definitions.md#functional).
 
     Parameters
     ----------
@@ -699,7 +699,7 @@ def _forward(graph, masks, *, place=None, active=None, device="cpu", dtype=torch
 
 
 def active_fan_in(layer: Layer, input_map) -> np.ndarray:
-    """Which fan-in positions of `layer` can see an active input pixel (SPEC §2, §3).
+    """Which fan-in positions of `layer` can see an active input pixel (docs/definitions.md#graph, #functional).
 
     Position ``c*kh*kw + a*kw + b`` (the order of ``weight.reshape(C_out, -1)[o]``) is active iff
     some output pixel ``p`` reads an active input pixel at that tap, inside the image:
@@ -748,7 +748,7 @@ def active_fan_in(layer: Layer, input_map) -> np.ndarray:
 
 
 def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activity:
-    """Forward maps, backward maps and the functional weights in one pass (SPEC §3).
+    """Forward maps, backward maps and the functional weights in one pass (docs/definitions.md#functional).
 
     The functional mask of a conv is ``mask & (grad_weight(f_in, g_out) > 0)``; of a linear
     layer ``mask & g_out[:, None] & f_in[None, :]``. See the module docstring for the algorithm;
@@ -804,7 +804,7 @@ def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activ
 
 
 def backward_maps(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, np.ndarray]:
-    """0/1 backward map of every group, from all-ones at the logits (SPEC §3): True where some
+    """0/1 backward map of every group, from all-ones at the logits (docs/definitions.md#functional): True where some
     path of kept weights leads from that pixel to a logit.
 
     Examples
@@ -820,13 +820,13 @@ def backward_maps(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, np.
 
 
 def functional_masks(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, np.ndarray]:
-    """Layer name -> bool mask of the spatially functional weights (SPEC §3)."""
+    """Layer name -> bool mask of the spatially functional weights (docs/definitions.md#functional)."""
     return activity(graph, masks, device=device).functional
 
 
 def log10_paths(graph: NetGraph, masks=None, *, bias_ones: bool = False,
                 reference_pools: bool = False, device="cpu") -> float:
-    """log10 of the number of input-output paths of the unrolled all-ones network (SPEC §4).
+    """log10 of the number of input-output paths of the unrolled all-ones network (docs/definitions.md#paths).
 
     Every kept weight is 1, biases 0, BN removed, ReLU ignored, pools sum over their window.
     ``bias_ones``: biases 1 on layers that have one; ``reference_pools``: max pools take the max,

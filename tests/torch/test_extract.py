@@ -1,4 +1,4 @@
-"""nn.Module -> NetGraph (graphpai/torch/extract.py; SPEC §2).
+"""nn.Module -> NetGraph (graphpai/torch/extract.py; docs/definitions.md#graph).
 
 The expected structure of every zoo model is derived here from its architecture plan (widths,
 strides, block layout), and the geometry of every conv is checked against torch itself (a conv

@@ -293,6 +293,8 @@ def test_tied_embedding_is_the_input_and_the_head_a_layer():
     assert gpt.lm_head.weight is gpt.embed.weight
     g = to_graph(gpt)
     assert "lm_head" in g.layers and "embed" not in g.layers
+    assert len(g.notes) == 1 and "shares its weight" in g.notes[0]   # said in the result
+    assert models.build("gpt", seed=0) and to_graph(models.build("gpt", seed=0)).notes == ()
     # the input is every token's embedding: exact when the tied head is dense (a pruned head
     # also prunes embedding rows, which the graph does not see: docs/graph.md#beyond-convnets)
     masks = random_masks(g, 0.3, 0)
