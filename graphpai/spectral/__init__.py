@@ -1,12 +1,12 @@
 """Spectral quantities of sparse layers: Ramanujan gaps, NaRC, IMDB and the full-spectrum
-coordinate ([RAM], [FS]; SPEC §5).
+coordinate ([RAM], [FS]; docs/definitions.md#spectral).
 
-Conventions, stated once: every layer is read in its fan-in view (SPEC §2), ``B`` with rows =
+Conventions, stated once: every layer is read in its fan-in view (docs/definitions.md#fan-in-view), ``B`` with rows =
 fan-in positions (left nodes) and columns = output channels (right nodes); isolated nodes are
 dropped before sizes and mean degrees ``d_L = E / n_l``, ``d_R = E / n_r`` are taken;
 ``sigma_1 >= sigma_2`` are the two largest singular values (exact, deterministic: see
 :mod:`graphpai.spectral.solvers`); an entry that a gate does not score is None, never 0, except in
-[FS]'s coordinate, where SPEC §5 counts it as 0.
+[FS]'s coordinate, where docs/definitions.md#full-spectrum counts it as 0.
 
 The package is callable: ``graphpai.spectral(net, masks)`` is :func:`spectral`, and
 ``graphpai.spectral.distance(a, b)`` compares two reports.

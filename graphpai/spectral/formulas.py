@@ -65,7 +65,7 @@ GATES: dict[str, Gate] = {
     # [FS] orients left = output channels: mean output-channel degree >= 3, mean fan-in degree > 1.
     "neurips23": Gate("neurips23", "d_R >= 3 and d_L > 1", 1, 3, strict_L=True),
 }
-"""The profiles' whole-layer gates (SPEC §5). The profile's gate applies to every whole-layer
+"""The profiles' whole-layer gates (docs/definitions.md#spectral). The profile's gate applies to every whole-layer
 quantity and to the [RAM] IMDB subgraphs."""
 
 FS_SUBGRAPH_GATE = Gate("fs-subgraph", "d >= 3 and d_R(K_d) > 1", 3, 1, strict_R=True)
@@ -83,7 +83,7 @@ def get_gate(profile: str) -> Gate:
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Sizes, mean degrees and top-2 singular values of a bipartite graph (SPEC §5).
+    """Sizes, mean degrees and top-2 singular values of a bipartite graph (docs/definitions.md#spectral).
 
     ``d_L``/``d_R`` are None for a graph with no edge (then ``sigma_1 = sigma_2 = 0``).
     For a weighted matrix ``E`` counts the nonzero entries.
@@ -102,7 +102,7 @@ class Spectrum:
 
 
 def ramanujan_bound(d_L: float, d_R: float) -> float:
-    """``sqrt(d_L - 1) + sqrt(d_R - 1)``, the Ramanujan bound on ``mu_hat`` (SPEC §5)."""
+    """``sqrt(d_L - 1) + sqrt(d_R - 1)``, the Ramanujan bound on ``mu_hat`` (docs/definitions.md#spectral)."""
     return math.sqrt(d_L - 1) + math.sqrt(d_R - 1)
 
 

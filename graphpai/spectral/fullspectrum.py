@@ -1,9 +1,9 @@
 r"""Full-spectrum quantities of [FS]: weighted gap, IMDB_r, IMDB_lambda, coordinate, distance.
 
 Layer functions take the fan-in biadjacency ``B`` (0/1; rows are fan-in positions, columns output
-channels, SPEC §2) and the weighted ``X = |W * M|`` of the same shape (a kept weight that is
+channels, docs/definitions.md#fan-in-view) and the weighted ``X = |W * M|`` of the same shape (a kept weight that is
 exactly 0 is not an edge), as :meth:`graphpai.graph.NetGraph.biadjacency` gives them with and
-without ``weights``. The conventions of :mod:`graphpai.spectral.ramanujan` hold (SPEC §5).
+without ``weights``. The conventions of :mod:`graphpai.spectral.ramanujan` hold (docs/definitions.md#spectral).
 
 References
 ----------
@@ -31,7 +31,7 @@ __all__ = ["FsImdb", "SpectralDistance", "weighted_gap", "fs_imdb", "coordinate"
 class FsImdb:
     """[FS]'s IMDB variants of one layer; None when no K_d is scored.
 
-    SPEC §5 writes "0 if no group is scored": that 0 is what the coordinate uses; here the
+    docs/definitions.md#full-spectrum writes "0 if no group is scored": that 0 is what the coordinate uses; here the
     unscored value stays None so that it is never mistaken for a measured 0.
     """
 
@@ -62,7 +62,7 @@ class SpectralDistance:
 
 
 def weighted_gap(weighted, *, profile="neurips23"):
-    r"""Weighted spectral gap ([FS]; SPEC §5): :math:`\lambda = \sigma_1(X) - \sigma_2(X)`.
+    r"""Weighted spectral gap ([FS]; docs/definitions.md#spectral): :math:`\lambda = \sigma_1(X) - \sigma_2(X)`.
 
     Parameters
     ----------
@@ -90,7 +90,7 @@ def weighted_gap(weighted, *, profile="neurips23"):
 
 
 def fs_imdb(biadjacency, weighted=None) -> FsImdb:
-    r"""IMDB_r and IMDB_lambda of one layer ([FS]; SPEC §5).
+    r"""IMDB_r and IMDB_lambda of one layer ([FS]; docs/definitions.md#spectral).
 
     Fan-in positions are grouped by degree d in B (d = 0 and groups of fewer than 2 skipped);
     K_d is a group plus the outputs it touches (``n_d`` and ``n_out_d`` nodes), scored if
@@ -126,7 +126,7 @@ def fs_imdb(biadjacency, weighted=None) -> FsImdb:
 
 
 def coordinate(biadjacency, weighted, *, profile="neurips23"):
-    r"""[FS]'s full-spectrum coordinate of one layer (SPEC §5).
+    r"""[FS]'s full-spectrum coordinate of one layer (docs/definitions.md#spectral).
 
     :math:`v = (\Delta_r, \lambda, \mathrm{IMDB}_r, \mathrm{IMDB}_\lambda)` of the whole layer
     with unscored entries as 0; its L2 norm is [FS]'s "distance from the origin".
@@ -158,7 +158,7 @@ def coordinate(biadjacency, weighted, *, profile="neurips23"):
 
 
 def distance(a, b) -> SpectralDistance:
-    """L2 distance between the [FS] coordinates of two states of one network (SPEC §5).
+    """L2 distance between the [FS] coordinates of two states of one network (docs/definitions.md#spectral).
 
     For example init vs trained weights, or two masks: ``distance(spectral(net, m, "init"),
     spectral(net, m))``.

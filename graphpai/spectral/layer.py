@@ -292,7 +292,7 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
             reasons["imdb_lambda"] = reasons["imdb_r"]
     out.update(imdb_subgraphs=len(ram_raw), fs_subgraphs=len(fs_r))
 
-    # ---- [FS] coordinate: unscored entries count as 0 (SPEC §5)
+    # ---- [FS] coordinate: unscored entries count as 0 (docs/definitions.md#spectral)
     entries = ("delta_r", "weighted_gap", "imdb_r", "imdb_lambda")
     blocked = [f"{f}: {reasons[f]}" for f in entries
                if f in reasons and not reasons[f].startswith("gate")
@@ -310,7 +310,7 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
 
 def layer_spectrum(biadjacency, weighted=None, *, profile="iclr23", layer="layer",
                    dense_max=DENSE_MAX) -> LayerSpectrum:
-    """Every SPEC §5 quantity of one layer given by its matrices: the row :func:`spectral` makes.
+    """Every quantity of docs/definitions.md#spectral for one layer given by its matrices: the row :func:`spectral` makes.
 
     Parameters
     ----------

@@ -1,8 +1,8 @@
 r"""Ramanujan quantities of one layer's bipartite graph: Delta_r, Delta_s, NaRC, IMDB ([RAM]).
 
-Every function takes the fan-in biadjacency ``B`` of a layer (SPEC §2): rows are the fan-in
+Every function takes the fan-in biadjacency ``B`` of a layer (docs/definitions.md#fan-in-view): rows are the fan-in
 positions (the left nodes), columns the output channels (the right nodes), 0/1 entries; use
-:meth:`graphpai.graph.NetGraph.biadjacency`. Conventions, stated once (SPEC §5):
+:meth:`graphpai.graph.NetGraph.biadjacency`. Conventions, stated once (docs/definitions.md#spectral):
 
 - Isolated nodes are dropped first; ``n_l, n_r`` count the rest, ``E`` the edges, and the mean
   degrees are ``d_L = E / n_l`` and ``d_R = E / n_r``.
@@ -102,7 +102,7 @@ def _spectrum_compact(compact, *, binary, layer=None, dense_max=DENSE_MAX) -> Sp
 
 # ----------------------------------------------------------------------------- public metrics
 def ramanujan_gap(biadjacency, *, normalized=False, profile="iclr23"):
-    r"""Ramanujan gap of one layer's bipartite graph ([RAM]; SPEC §5).
+    r"""Ramanujan gap of one layer's bipartite graph ([RAM]; docs/definitions.md#spectral).
 
     :math:`\Delta_r = \sqrt{d_L - 1} + \sqrt{d_R - 1} - \hat\mu` with :math:`\hat\mu = \sigma_2(B)`
     and mean degrees d_L = E/n_l, d_R = E/n_r after isolated nodes are dropped.
@@ -131,7 +131,7 @@ def ramanujan_gap(biadjacency, *, normalized=False, profile="iclr23"):
 
 
 def canonical_gap(biadjacency, *, normalized=False, profile="iclr23"):
-    r"""Canonical spectral gap ([RAM]; SPEC §5): :math:`\Delta_s = 2\sqrt{\sigma_1 - 1} - \hat\mu`.
+    r"""Canonical spectral gap ([RAM]; docs/definitions.md#spectral): :math:`\Delta_s = 2\sqrt{\sigma_1 - 1} - \hat\mu`.
 
     Parameters
     ----------
@@ -161,7 +161,7 @@ def canonical_gap(biadjacency, *, normalized=False, profile="iclr23"):
 
 
 def narc(biadjacency, *, profile="iclr23"):
-    r"""NaRC, the normalised Ramanujan criterion of [RAM] (SPEC §5).
+    r"""NaRC, the normalised Ramanujan criterion of [RAM] (docs/definitions.md#spectral).
 
     .. math:: \mathrm{NaRC} = \frac{(\hat\mu^2/4 + 1)\sqrt{n_l n_r}
               - |2E - (d_L / n_{out})\, n_l n_r|}{n_{in} n_{out}}
@@ -194,7 +194,7 @@ def narc(biadjacency, *, profile="iclr23"):
 
 
 def imdb(biadjacency, *, profile="iclr23") -> Imdb:
-    r"""Iterative mean difference of bound, IMDB ([RAM]; SPEC §5).
+    r"""Iterative mean difference of bound, IMDB ([RAM]; docs/definitions.md#spectral).
 
     Left nodes are grouped by their degree d in the full layer; d = 0 and groups of fewer than 3
     nodes are skipped ([RAM]'s reference compares its threshold 3 with the group's size, not with

@@ -1,4 +1,4 @@
-"""The network-level spectral report: every SPEC §5 quantity for every layer, and their means.
+"""The network-level spectral report: every quantity of docs/definitions.md#spectral for every layer, and their means.
 
 :func:`spectral` computes each layer once: degrees, ``sigma_1, sigma_2`` of the 0/1 fan-in
 biadjacency B and of the weighted ``X = |W * M|``, and the degree-group subgraphs K_d that the
@@ -285,9 +285,9 @@ def _default_workers() -> int:
 
 def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, input_shape=None,
              dense_max=DENSE_MAX, workers=None, progress=False) -> SpectralReport:
-    r"""Every spectral quantity of SPEC §5 for every layer of a (masked) network.
+    r"""Every spectral quantity (docs/definitions.md#spectral) for every layer of a (masked) network.
 
-    Per layer, on the fan-in view (SPEC §2): sizes and mean degrees; ``sigma_1, sigma_2``;
+    Per layer, on the fan-in view (docs/definitions.md#fan-in-view): sizes and mean degrees; ``sigma_1, sigma_2``;
     the Ramanujan gap Delta_r and canonical gap Delta_s, raw and normalised, and NaRC ([RAM]);
     IMDB (normalised, raw, number of subgraphs; [RAM]); the weighted gap
     ``lambda = sigma_1 - sigma_2`` of ``|W * M|``, IMDB_r and IMDB_lambda, and the full-spectrum
@@ -303,7 +303,7 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
       [FS]'s coordinate.
     - IMDB_r and IMDB_lambda always use [FS]'s subgraph rule (groups of >= 2, d >= 3 and mean
       output degree in K_d > 1), whatever the profile.
-    - The coordinate takes its entries as gated above, with unscored entries as 0 (SPEC §5);
+    - The coordinate takes its entries as gated above, with unscored entries as 0 (docs/definitions.md#spectral);
       it is None only when weights are missing or a solver failed.
 
     Parameters
@@ -316,7 +316,7 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     weights : None, "init" or mapping of layer name -> array
         None: a model's current weights (``weight_orig`` under torch prune), and no weighted
         quantities for a NetGraph (reason "no weights"). ``"init"``: fresh weights on a deep
-        copy of the model: the zoo's ``init_weights`` (Kaiming normal, SPEC §8) for zoo models,
+        copy of the model: the zoo's ``init_weights`` (Kaiming normal, docs/definitions.md#training) for zoo models,
         each conv/linear module's ``reset_parameters`` otherwise. A mapping gives the weights.
     profile : {"iclr23", "neurips23"}
         Which gate applies (see above).

@@ -1,4 +1,4 @@
-"""Exact, deterministic top-k singular values of sparse or dense matrices (SPEC §5).
+"""Exact, deterministic top-k singular values of sparse or dense matrices (docs/definitions.md#spectral).
 
 Once the empty rows and columns are dropped (they carry no singular value), each matrix goes to
 the cheaper of two exact methods, by a cost model of the work each needs (:func:`plan`), not by a
@@ -33,7 +33,7 @@ fixed size:
   1e-13 residual rule (:mod:`.lanczos`). ARPACK (then the Gram method) is its fallback.
 
 None builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses LOBPCG or
-``eigsh(which="LM")`` on that adjacency (SPEC §5 explains why).
+``eigsh(which="LM")`` on that adjacency (docs/definitions.md#spectral explains why).
 
 :func:`one_blas_thread` limits BLAS to one thread while many small
 problems run in a thread pool (as :func:`graphpai.spectral.spectral` does); the functions here
@@ -163,7 +163,7 @@ def drop_isolated(matrix):
 
 
 def top_singular_values(matrix, k=2, *, layer=None, dense_max=DENSE_MAX, seed=0):
-    r"""The `k` largest singular values of a matrix, exactly and deterministically (SPEC §5).
+    r"""The `k` largest singular values of a matrix, exactly and deterministically (docs/definitions.md#spectral).
 
     For a 0/1 fan-in biadjacency B these are the k largest eigenvalue magnitudes of the bipartite
     adjacency ``[[0, B], [B^T, 0]]``; ``sigma_1 >= sigma_2`` feed the Ramanujan quantities of

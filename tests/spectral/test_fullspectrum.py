@@ -1,4 +1,4 @@
-"""[FS] quantities (SPEC §5): weighted gap, IMDB_r/IMDB_lambda with the Cheeger factor,
+"""[FS] quantities (docs/definitions.md#spectral): weighted gap, IMDB_r/IMDB_lambda with the Cheeger factor,
 coordinate, distance."""
 
 import math

@@ -1,4 +1,4 @@
-"""[RAM] quantities of one layer (SPEC §5): closed forms, gates, IMDB group rules, oracles."""
+"""[RAM] quantities of one layer (docs/definitions.md#spectral): closed forms, gates, IMDB group rules, oracles."""
 
 import math
 

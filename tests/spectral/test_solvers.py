@@ -1,4 +1,4 @@
-"""Top-k singular values (SPEC §5): accuracy against numpy's dense SVD, closed forms, failures."""
+"""Top-k singular values (docs/definitions.md#spectral): accuracy against numpy's dense SVD, closed forms, failures."""
 
 import numpy as np
 import pytest
