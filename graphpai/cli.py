@@ -58,8 +58,9 @@ def model_arguments(parser: argparse.ArgumentParser, *, masks: bool = True) -> N
                         help="long: the input is token ids (for models with nn.Embedding)")
     if masks:
         parser.add_argument("--masks", metavar="FILE",
-                            help="masks (.pt, .npz or .safetensors); without it the dense model "
-                                 "is used")
+                            help="masks (.pt, .npz or .safetensors); without it, the masks the "
+                                 "model carries (torch.nn.utils.prune / torch.ao.pruning), "
+                                 "else the dense model")
 
 
 def output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +83,8 @@ def check_paths(parser: argparse.ArgumentParser, *dests: str) -> None:
 def run_arguments(parser: argparse.ArgumentParser, *, device: bool = False) -> None:
     """--threads N and --quiet (no progress bars) [, --device] for commands that compute."""
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="torch threads (default: one per free core, see docs/pruning.md)")
+                        help="torch threads (default: at most one per free core, see "
+                             "docs/pruning.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
     if device:
         parser.add_argument("--device", default="cpu",
@@ -186,6 +188,12 @@ def load_graph_and_masks(args):
     masks = None
     if getattr(args, "masks", None):
         masks = MaskSet.load(args.masks).validate(graph)
+    elif hasattr(args, "masks"):  # no --masks: a pruned model's own masks, said on stderr
+        from .torch.masks import model_masks
+
+        masks, source = model_masks(model, graph)
+        if masks is not None:
+            print(f"graphpai: no --masks given: using the model's {source}", file=sys.stderr)
     return model, graph, masks
 
 
@@ -406,9 +414,10 @@ def _audit_arguments(parser):
     model_arguments(parser)
     parser.add_argument("--semantics", choices=["channel", "spatial"], default="channel",
                         help="channel: reachability on the channel graph (fast); spatial: exact "
-                             "per-pixel activity at initialization (SPEC §3)")
+                             "per-pixel activity at initialization (docs/definitions.md#functional)")
     parser.add_argument("--paths", action="store_true",
-                        help="also count effective paths and effective nodes (SPEC §4)")
+                        help="also count effective paths and effective nodes "
+                             "(docs/definitions.md#paths)")
     parser.add_argument("--functional-out", metavar="FILE",
                         help="write the functional masks (.pt or .npz)")
     parser.add_argument("--nm", metavar="N:M",
@@ -452,7 +461,7 @@ def _spectral_arguments(parser):
     model_arguments(parser)
     parser.add_argument("--profile", choices=sorted(GATES), default="iclr23",
                         help="whose gates apply: iclr23 ([RAM], default) or neurips23 ([FS]); "
-                             "see SPEC §5")
+                             "see docs/definitions.md#gates")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the model's initial weights (used by the weighted "
                              "quantities; default: 0)")
@@ -804,6 +813,11 @@ def main(argv=None) -> int:
         for dest in getattr(args, "_writable", ()):
             if getattr(args, dest, None):
                 check_writable(getattr(args, dest))
+        if hasattr(args, "threads"):  # a command that computes: the torch thread policy
+            from .torch.threads import torch_threads
+
+            with torch_threads(args.threads):
+                return int(args.run(args) or 0)
         return int(args.run(args) or 0)
     except GraphpaiError as exc:
         print(f"graphpai: error: {exc}", file=sys.stderr)

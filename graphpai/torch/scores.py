@@ -3,8 +3,9 @@ docs/definitions.md#ranking).
 
 Every function scores a private copy of the model: the model a user passes is left exactly as it
 was (weights, BatchNorm statistics, train/eval mode, ``requires_grad``, ``torch.nn.utils.prune``
-hooks, and the global torch random state). On the copy, masks attached by
-``torch.nn.utils.prune`` are made permanent first, so a weight is scored as the network uses it
+hooks, the global torch random state and torch's thread setting: scoring runs under
+:func:`graphpai.torch.threads.torch_threads`, never more threads than free cores). On the copy,
+masks attached by ``torch.nn.utils.prune`` are made permanent first, so a weight is scored as the network uses it
 (``weight_orig * weight_mask``), and the model is put in eval mode ([SF]'s default).
 
 Scores are returned as ``{layer name: float64 ndarray of the weight's shape}``; larger scores are
@@ -39,6 +40,7 @@ from ..masks import MaskSet
 from ..threshold import global_threshold
 from .extract import prunable_modules
 from .masks import layer_modules, masked_copy
+from .threads import torch_threads
 
 __all__ = ["magnitude_scores", "snip_scores", "grasp_scores", "synflow_scores", "synflow_masks"]
 
@@ -158,7 +160,7 @@ def snip_scores(model, data, *, seed=None, progress: bool = False) -> dict[str, 
     clone, weights = _scoring_copy(model)
     batches = _batches(data, "snip", *_device_dtype(clone))
     total = [torch.zeros_like(w) for w in weights.values()]
-    with _torch_seed(clone, seed):
+    with _torch_seed(clone, seed), torch_threads():
         for x, y in bar(batches, progress, desc="snip", unit="batch"):
             for t, g in zip(total, _grads(F.cross_entropy(clone(x), y), weights)):
                 t += g
@@ -201,8 +203,8 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None,
                          "and [SF] use 200)")
     clone, weights = _scoring_copy(model)
     batches = _batches(data, "grasp", *_device_dtype(clone))
-    with _torch_seed(clone, seed), bar(None, progress, total=2 * len(batches), desc="grasp",
-                                       unit="batch") as shown:
+    with _torch_seed(clone, seed), torch_threads(), \
+            bar(None, progress, total=2 * len(batches), desc="grasp", unit="batch") as shown:
         stopped = [torch.zeros_like(w) for w in weights.values()]
         for x, y in batches:
             for s, g in zip(stopped, _grads(F.cross_entropy(clone(x) / temperature, y), weights)):
@@ -346,7 +348,7 @@ def synflow_scores(model, *, input_shape=None, seed=None) -> dict[str, np.ndarra
     shape = _input_shape(model, input_shape)
     clone, weights = _linearised(model, shape)
     device, dtype = _device_dtype(clone)
-    with _torch_seed(clone, seed):
+    with _torch_seed(clone, seed), torch_threads():
         return _numpy(_synflow_round(clone, weights, torch.ones((1, *shape), dtype=dtype,
                                                                  device=device)))
 
@@ -396,7 +398,7 @@ def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None
     device, dtype = _device_dtype(clone)
     ones = torch.ones((1, *shape), dtype=dtype, device=device)
     masks = None
-    with _torch_seed(clone, seed):
+    with _torch_seed(clone, seed), torch_threads():
         for k in bar(range(1, iterations + 1), progress, desc="synflow", unit="round"):
             scores = _synflow_round(clone, weights, ones, k)
             masks = global_threshold(_numpy(scores), c ** (k / iterations))
