@@ -70,21 +70,25 @@ class Watch(Callback):
             changed_any = True
             weight = masks.weight(name)
             assert torch.all(weight[mask & ~old] == 0)  # regrown weights join at 0
-            buffer = optimizer.state[weight]["momentum_buffer"]
-            assert torch.all(buffer[mask ^ old] == 0)
-            assert torch.all(buffer[~mask] == 0)
+            buffers = [v for v in optimizer.state[weight].values()
+                       if isinstance(v, torch.Tensor) and v.shape == weight.shape]
+            assert buffers  # momentum, or Adam's two moments
+            for buffer in buffers:
+                assert torch.all(buffer[mask ^ old] == 0)
+                assert torch.all(buffer[~mask] == 0)
         self.updates += changed_any
         self.prev = {n: masks[n].clone() for n in masks}
 
 
-@pytest.mark.parametrize("method", ["set", "rigl"])
-def test_counts_constant_pruned_zero_every_forward_regrown_zero(method):
+@pytest.mark.parametrize("method,optimizer", [("set", "sgd"), ("rigl", "sgd"),
+                                              ("rigl", "adam")])
+def test_counts_constant_pruned_zero_every_forward_regrown_zero(method, optimizer):
     model = mlp()
     masks = masks_of(model)
     watch = Watch(model, masks)
     dst = DynamicSparsity(method, update_every=5, drop_fraction=0.4, stop_fraction=0.8)
     train(model, masks, DATA, epochs=3, momentum=0.9, weight_decay=1e-3, callbacks=[dst, watch],
-          **FAST)
+          optimizer=optimizer, **{**FAST, "lr": 0.05 if optimizer == "sgd" else 0.005})
     steps = 3 * 8  # 128 training images / 16
     expected = [s for s in range(5, steps + 1, 5) if s < 0.8 * steps]
     assert [u.step for u in dst.history] == expected
