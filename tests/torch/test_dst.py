@@ -300,3 +300,23 @@ def test_drop_and_regrow_keep_the_count_and_touch_only_allowed_positions(n, dens
     new = grown & ~dropped
     if k and bool((~grown).any()):  # every regrown |g| is at least every still-inactive |g|
         assert grad[new].abs().min() >= grad[~grown].abs().max()
+
+
+def test_fast_top_k_equals_torch_topk_on_big_layers():
+    from graphpai.torch.dst import _largest
+
+    g = torch.Generator().manual_seed(0)
+    n = 300_000
+    inactive = torch.rand(n, generator=g) < 0.9
+    cases = {"continuous": torch.randn(n, generator=g).abs(),
+             "sorted": torch.linspace(0, 1, n),  # structure the strided sample sees
+             "few values": torch.randint(0, 4, (n,), generator=g).float()}
+    for name, values in cases.items():
+        score = values.masked_fill(~inactive, -math.inf)
+        for k in (1, 500, 5000):
+            got = _largest(score, k)
+            assert len(set(got.tolist())) == k and bool(torch.all(inactive[got])), name
+            kth = torch.topk(score, k).values[-1]
+            assert bool(torch.all(score[got] >= kth)), (name, k)  # the k largest (ties aside)
+            if name != "few values":
+                assert set(got.tolist()) == set(torch.topk(score, k).indices.tolist())
