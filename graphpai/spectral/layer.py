@@ -31,6 +31,8 @@ from .solvers import DENSE_MAX, as_matrix, singular_values_compact
 __all__ = ["LayerSpectrum", "layer_spectrum", "layer_row"]
 
 _SPARSE_BELOW = 0.05  # layers sparser than this are handled as scipy.sparse, denser ones densely
+_BIG_SIDE = 2048  # ... and so are layers whose smaller side is above this
+_BIG_SPARSE_BELOW = 0.25  # when sparser than this
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,14 @@ class _Sorted:
         first = int(np.searchsorted(degrees, 1))
         keep, self.degrees = order[first:], degrees[first:]
         self.E = int(self.degrees.sum())
-        self.sparse = self.E < _SPARSE_BELOW * mask2d.size
+        density = self.E / max(mask2d.size, 1)
+        # big layers below a quarter density are sparse too: Lanczos on sparse products wins
+        self.sparse = density < _SPARSE_BELOW or (min(mask2d.shape) > _BIG_SIDE
+                                                  and density < _BIG_SPARSE_BELOW)
         mask_sorted = np.take(mask2d, keep, axis=1)
         self.x = None
         if self.sparse:
-            self.m = sp.csc_array(mask_sorted, dtype=np.float64)
+            self.m = _bool_csc(mask_sorted)
             if weights2d is not None:  # gather the kept weights only, not a sorted dense copy
                 self.x = _weighted_csc(self.m, weights2d, keep)
         else:
@@ -145,6 +150,18 @@ class _Sorted:
             cols = int(np.count_nonzero(nz.any(axis=0)))
             rows = int(np.count_nonzero(nz.any(axis=1)))
         return nnz, cols, rows
+
+
+def _bool_csc(mask):
+    """A 2-D bool array as a float64 0/1 CSC matrix, in one pass (scipy's dense constructor is
+    several times slower on big layers)."""
+    rows, cols = np.nonzero(mask)
+    indptr = np.zeros(mask.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=mask.shape[0]), out=indptr[1:])
+    index = np.int32 if len(cols) < 2 ** 31 and max(mask.shape) < 2 ** 31 else np.int64
+    csr = sp.csr_array((np.ones(len(cols)), cols.astype(index), indptr.astype(index)),
+                       shape=mask.shape)
+    return csr.tocsc()
 
 
 def _weighted_csc(m, w, keep):
