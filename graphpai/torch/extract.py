@@ -631,6 +631,7 @@ class _Moved:
     offsets: list
     total: int
     nonzero: bool = False
+    origin: str | None = None   # the op that moved them: the name of the group they become
 
 
 @dataclass
@@ -881,7 +882,7 @@ class _Builder:
             if ch is None or tuple(ch) == v.ch:
                 return v
             v = self._moved_of([v])
-            v = _Moved(v[0][0], [v[1][0]], [0], v[2], nonzero=v[1][0].nonzero)
+            v = _Moved(v[0][0], [v[1][0]], [0], v[2], nonzero=v[1][0].nonzero, origin=f"{node.name}.in")
         if isinstance(v, _Moved):
             return self._materialize(v, node, ch, name)
         raise UnsupportedOpError(f"{self._describe(node)} reads a value graphpai does not "
@@ -957,7 +958,8 @@ class _Builder:
                 act = _Act(s.group, full, layout, tuple(ch), mv.nonzero)
                 self.cache[key] = act
                 return act
-        act = self._new_act(name or node.name, full, layout, tuple(ch), nonzero=mv.nonzero)
+        act = self._new_act(name or mv.origin or node.name, full, layout, tuple(ch),
+                            nonzero=mv.nonzero)
         self.cache[key] = act
         tgt = self.groups[act.group]
         used = [k for k in range(len(mv.sources)) if (src_c == k).any()]
@@ -1149,7 +1151,7 @@ class _Builder:
         if isinstance(v, _Act):
             self.val[node.name] = _Act(v.group, v.full, v.batch, v.ch, nonzero)
         else:
-            self.val[node.name] = _Moved(v.index, v.sources, v.offsets, v.total, nonzero)
+            self.val[node.name] = _Moved(v.index, v.sources, v.offsets, v.total, nonzero, v.origin)
 
     def _softmax(self, node, v):
         if isinstance(v, _Score):
@@ -1462,11 +1464,13 @@ class _Builder:
             raise UnsupportedOpError(f"{self._describe(node)} could not be followed element by "
                                      f"element ({type(exc).__name__}: {_first_line(exc)})") from None
         nonzero = all(getattr(a, "nonzero", False) for a in operands)
+        origin = self._strip(node.target) if node.op == "call_module" else node.name
         if isinstance(out, (tuple, list)):
-            self.val[node.name] = _Tuple([_Moved(_as_index(o), sources, offsets, total, nonzero)
-                                          for o in out])
+            self.val[node.name] = _Tuple([
+                _Moved(_as_index(o), sources, offsets, total, nonzero, f"{origin}.{k}")
+                for k, o in enumerate(out)])
         else:
-            self.val[node.name] = _Moved(_as_index(out), sources, offsets, total, nonzero)
+            self.val[node.name] = _Moved(_as_index(out), sources, offsets, total, nonzero, origin)
 
     def _full_param(self, name):
         return self.prefix + name if self.prefix else name
@@ -1486,7 +1490,7 @@ class _Builder:
             if tuple(shape) != tuple(full):
                 moved = self._broadcast(v, full)
                 self.val[node.name] = _Moved(moved.index, moved.sources, moved.offsets,
-                                             moved.total, nonzero)
+                                             moved.total, nonzero, node.name)
                 return
             self._unary(node, v, "identity")
             cur = self.val[node.name]
@@ -1525,7 +1529,7 @@ class _Builder:
                 index = moved.index.clone()
                 index[torch.broadcast_to(zeros, tuple(full))] = -1
                 self.val[node.name] = _Moved(index, moved.sources, moved.offsets, moved.total,
-                                             False)
+                                             False, node.name)
                 return
             if _full(v) != tuple(full):
                 self.val[node.name] = self._broadcast(v, full)

@@ -58,6 +58,8 @@ def gradient_oracle(model, graph, masks, inputs, *, seed=0, trials=2):
             layer_params[path] = (name, model_weight(keep, layer.transposed, layer.groups))
         # a tied weight appears under each name; layer weights are written last (the mask of a
         # tied layer applies where the weight is shared too)
+        norm_scales = {f"{path}.weight" for path, module in net.named_modules()
+                       if "Norm" in type(module).__name__}
         named = sorted(net.named_parameters(remove_duplicate=False),
                        key=lambda item: item[0] in layer_params)
         with torch.no_grad():
@@ -70,7 +72,7 @@ def gradient_oracle(model, graph, masks, inputs, *, seed=0, trials=2):
                     per_row = 4 * wc.reshape(wc.shape[0], -1).sum(dim=1).clamp(min=0.25)
                     wc = wc / per_row.reshape((-1,) + (1,) * (wc.dim() - 1))
                     p.copy_(model_weight(wc, layer.transposed, layer.groups))
-                elif path.endswith("weight") and p.dim() == 1:
+                elif path.endswith("weight") and (p.dim() == 1 or path in norm_scales):
                     p.fill_(1.0)   # norm scales
                 elif path.endswith("weight") and p.dim() == 2:
                     p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=gen, dtype=p.dtype))
@@ -426,3 +428,36 @@ def test_bilinear_upsampling_equals_the_oracle(align_corners):
     graph = to_graph(model, (3, 8, 8))
     assert sum(link.params.get("op") == "interpolate" for link in graph.links) == 2
     compare_with_oracle(model, graph, (torch.rand(1, 3, 8, 8),), densities=(0.2, 0.5))
+
+
+class Norms(nn.Module):
+    """GroupNorm on a conv map (statistics over a group's channels and every pixel), LayerNorm
+    over (C, H, W), nn.RMSNorm on tokens, chunk into two halves, a residual stream."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 8)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+        self.ln = nn.LayerNorm([8, 4, 4])
+        self.rms = nn.RMSNorm(8)
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.gn(self.conv(x))
+        y = self.ln(self.conv2(F.gelu(y)))
+        t = y.flatten(2).transpose(1, 2)                      # (16 tokens, 8 features)
+        t = t + self.fc1(self.rms(t))
+        a, b = t.chunk(2, dim=-1)
+        return self.fc2(F.gelu(a) * b)
+
+
+def test_norms_and_chunks_equal_the_oracle():
+    model = Norms()
+    graph = to_graph(model, (3, 4, 4))
+    norms = {link.name: link.params for link in graph.links if link.kind == "norm"}
+    assert norms["gn"]["groups"] == 4 and norms["gn"]["positions"] == "all"
+    assert graph.groups["ln"].size == () and graph.groups["ln"].channels == 8 * 16  # LN over C,H,W
+    assert norms["rms"]["centred"] is False
+    compare_with_oracle(model, graph, (torch.rand(1, 3, 4, 4),))
