@@ -1,4 +1,4 @@
-"""Mask generators, registered by name (SPEC §7).
+"""Mask generators, registered by name (docs/definitions.md#generators).
 
 ``GENERATORS`` maps a method name to a :class:`Generator`; :func:`graphpai.prune.prune` looks
 methods up there, so a new method is one ``@register("name")`` decorator in a module the user
