@@ -461,3 +461,91 @@ def test_norms_and_chunks_equal_the_oracle():
     assert graph.groups["ln"].size == () and graph.groups["ln"].channels == 8 * 16  # LN over C,H,W
     assert norms["rms"]["centred"] is False
     compare_with_oracle(model, graph, (torch.rand(1, 3, 4, 4),))
+
+
+class Sorter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.sort(self.fc(x), dim=-1).values
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = Sorter()
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_an_op_neither_tracer_models_is_named_with_its_module_path():
+    from graphpai.errors import UnsupportedOpError
+
+    with pytest.raises(UnsupportedOpError) as info:
+        to_graph(Block(), (3, 4))
+    message = str(info.value)
+    assert "'sort'" in message and "'inner'" in message and "\n" not in message
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+MOVES = {
+    "transpose": lambda x: x.transpose(1, 2),
+    "flip-view": lambda x: x.reshape(x.shape[0], x.shape[2], x.shape[1]),
+    "roll": lambda x: torch.roll(x, 1, dims=1),
+    "slice": lambda x: torch.cat([x[:, 1:], x[:, :1]], dim=1),
+    "expand-sum": lambda x: x + x.mean(dim=1, keepdim=True),
+    "double": lambda x: torch.cat([x, x.flip(2)], dim=2)[:, :, : x.shape[2]],
+}
+
+
+class Moves(nn.Module):
+    """Linear layers over the last axis of (tokens, features) with element moves in between."""
+
+    def __init__(self, ops, width):
+        super().__init__()
+        self.ops = list(ops)
+        self.fcs = nn.ModuleList([nn.Linear(width, width) for _ in range(len(ops) + 1)])
+
+    def forward(self, x):
+        x = self.fcs[0](x)
+        for op, fc in zip(self.ops, self.fcs[1:]):
+            x = fc(F.gelu(MOVES[op](x)))
+        return x
+
+
+@settings(max_examples=12, deadline=None)
+@given(ops=st.lists(st.sampled_from(sorted(MOVES)), min_size=1, max_size=3),
+       density=st.sampled_from([0.15, 0.3, 0.6]), seed=st.integers(0, 10))
+def test_random_element_moves_equal_the_oracle(ops, density, seed):
+    torch.manual_seed(seed)
+    model = Moves(ops, 4)
+    graph = to_graph(model, (4, 4))
+    masks = random_masks(graph, density, seed)
+    truth = gradient_oracle(model, graph, masks, (torch.rand(1, 4, 4),), seed=seed)
+    spatial = functional_edges(graph, masks, semantics="spatial")
+    channel = functional_edges(graph, masks, semantics="channel")
+    for name in graph.layers:
+        assert (truth[name] == spatial[name]).all(), (ops, name)
+        assert not (truth[name] & ~channel[name]).any(), (ops, name)
+
+
+@pytest.mark.parametrize("name", ["gpt", "vit", "mobilenetv2"])
+def test_prune_methods_on_the_zoo_transformers_and_mobilenet(name):
+    import graphpai
+
+    options = {"width": 0.25} if name == "mobilenetv2" else {}
+    model = models.build(name, seed=0, **options)
+    graph = to_graph(model)
+    for method, compression in (("rpi", 10), ("mica", 10), ("magnitude", 10), ("nm", 2)):
+        masks = graphpai.prune(model, method, compression=compression, seed=0)
+        assert set(masks) == set(graph.layers)
+        spatial = audit(graph, masks, semantics="spatial")
+        channel = audit(graph, masks, semantics="channel")
+        assert spatial.functional <= channel.functional <= masks.kept(), method
+        # global magnitude at 10x cuts MobileNetV2 (its 1x1 convs have the smallest weights)
+        assert spatial.functional > 0 or (method, name) == ("magnitude", "mobilenetv2")
