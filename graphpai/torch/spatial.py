@@ -64,6 +64,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._memory import available_memory
 from ..engine import Activity, check_active, common_scale, renormalise
 from ..errors import GraphpaiError, MaskError
 from ..graph import Layer, Link, NetGraph
@@ -543,14 +544,7 @@ def _available(device: torch.device) -> int | None:
     """Bytes of memory free for new tensors on `device` (None if unknown)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return available_memory()
 
 
 @contextmanager
