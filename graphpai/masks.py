@@ -1,4 +1,4 @@
-"""MaskSet: one boolean keep-mask per prunable layer (SPEC §1).
+"""MaskSet: one boolean keep-mask per prunable layer (docs/definitions.md#masks).
 
 Keys are layer names (module paths such as ``features.3`` or ``layer1.0.conv1``), the names
 :class:`~graphpai.graph.NetGraph` uses. True keeps a weight.
@@ -52,7 +52,7 @@ def _torch_numpy(tensor) -> np.ndarray:
 
 
 class MaskSet(Mapping[str, np.ndarray]):
-    """Layer name -> bool keep-mask, with counts, density and compression (SPEC §1).
+    """Layer name -> bool keep-mask, with counts, density and compression (docs/definitions.md#masks).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""MaskSet (SPEC §1): counts, validation against a graph, .npz files, renaming, bad inputs.
+"""MaskSet (docs/definitions.md#masks): counts, validation against a graph, .npz files, renaming, bad inputs.
 
 Expected counts are computed here with numpy; .pt files and torch models are covered in
 tests/torch/test_torch_masks.py.
