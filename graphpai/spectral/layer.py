@@ -129,8 +129,13 @@ class _Sorted:
                 group_of_col = np.repeat(np.arange(len(starts)),
                                          [count for _, _, count in self.groups])
                 group_of_nz = np.repeat(group_of_col, np.diff(self.m.indptr))
-                pairs = np.unique(group_of_nz.astype(np.int64) * self.n_out + self.m.indices)
-                self._touched = np.bincount(pairs // self.n_out, minlength=len(starts))
+                if len(starts) * self.n_out <= 2 ** 26:  # a flag table: no sort of every edge
+                    hit = np.zeros((len(starts), self.n_out), dtype=bool)
+                    hit[group_of_nz, self.m.indices] = True
+                    self._touched = np.count_nonzero(hit, axis=1)
+                else:
+                    pairs = np.unique(group_of_nz.astype(np.int64) * self.n_out + self.m.indices)
+                    self._touched = np.bincount(pairs // self.n_out, minlength=len(starts))
             else:
                 per_group = np.add.reduceat(self.m, starts, axis=1)
                 self._touched = np.count_nonzero(per_group, axis=0)
