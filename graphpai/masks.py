@@ -52,7 +52,8 @@ def _torch_numpy(tensor) -> np.ndarray:
 
 
 class MaskSet(Mapping[str, np.ndarray]):
-    """Layer name -> bool keep-mask, with counts, density and compression (docs/definitions.md#masks).
+    """Layer name -> bool keep-mask, with counts, density and compression
+    (docs/definitions.md#masks).
 
     Parameters
     ----------

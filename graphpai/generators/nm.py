@@ -30,7 +30,8 @@ import numpy as np
 
 from .._memory import available_memory
 from ..errors import BudgetError, GraphpaiError, MaskError, ModelError, UnknownMethodError
-from ..masks import MaskSet, _nm_groups as _groups, nm_compliant, nm_eligible, nm_violations, parse_nm
+from ..masks import MaskSet, nm_compliant, nm_eligible, nm_violations, parse_nm
+from ..masks import _nm_groups as _groups
 from ._registry import register
 
 __all__ = ["parse_nm", "nm_masks", "nm_compliant", "nm_violations", "nm_eligible", "nm",

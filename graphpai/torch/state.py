@@ -177,7 +177,8 @@ def masks_from_state_dict(model: nn.Module, state: Mapping, *, missing: str = "e
         sample = sorted(entries)[:3]
         raise MaskError(f"{source} has no mask or weight for {len(absent)} layer(s) of the model, "
                         f"e.g. {absent[:3]} (its entries look like {sample}); check that it "
-                        "belongs to this model, or pass missing='dense' to keep those layers dense")
+                        "belongs to this model, or pass missing='dense' to keep those layers "
+                        "dense")
     for name in absent:
         out[name] = np.ones(layers[name], dtype=bool)
     stray = [name for name, kinds in entries.items()

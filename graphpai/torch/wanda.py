@@ -105,7 +105,8 @@ def activation_norms(model: nn.Module, data, *, layers=None) -> dict[str, np.nda
             if isinstance(module, nn.Linear):
                 part = x.reshape(-1, x.shape[-1]).double().pow(2).sum(dim=0)
             else:
-                part = _patch_sumsq(module, x if x.dim() == module.weight.dim() else x.unsqueeze(0))
+                batched = x if x.dim() == module.weight.dim() else x.unsqueeze(0)
+                part = _patch_sumsq(module, batched)
             sums[name] = part if name not in sums else sums[name] + part
         return hook
 
@@ -118,7 +119,8 @@ def activation_norms(model: nn.Module, data, *, layers=None) -> dict[str, np.nda
         with torch.no_grad():
             for batch in data:
                 args, kwargs = _inputs(batch)
-                model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
+                model(*(_to(a, device) for a in args),
+                      **{k: _to(v, device) for k, v in kwargs.items()})
                 batches += 1
     finally:
         for handle in handles:
@@ -173,7 +175,8 @@ def wanda_masks(model: nn.Module, compression, data, *, nm=None, layers=None,
     """
     modules = prunable_modules(model)
     c = check_compression(compression, sum(m.weight.numel() for m in modules.values()))
-    chosen = [n for n in (list(modules) if layers is None else list(layers)) if n not in set(exclude)]
+    skip = set(exclude)
+    chosen = [n for n in (list(modules) if layers is None else list(layers)) if n not in skip]
     norms = activation_norms(model, data, layers=chosen)
     out = {}
     for name, module in modules.items():  # one layer's float scores at a time (LLM-size models)
