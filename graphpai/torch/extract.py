@@ -161,28 +161,22 @@ def layer_parameters(model: nn.Module) -> dict[str, tuple[nn.Module, str, bool]]
 def canonical_weight(weight, transposed: bool, groups: int = 1):
     """A model's weight in its layer's ``(out, in/groups, ...)`` order: the transpose of a 2-D
     ``(in, out)`` weight; for a transposed conv ``(C_in, C_out/g, k...)`` -> ``(C_out, C_in/g,
-    k...)`` group by group. The same map turns a model-shaped mask into a layer mask; the inverse
-    is :func:`model_weight`."""
+    k...)`` group by group. The same map turns a model-shaped mask into a layer mask, and (it is
+    its own inverse) a layer-shaped array back into the model's order (:func:`model_weight`)."""
     if not transposed:
         return weight
     if weight.dim() == 2:
         return weight.T
-    c_in, per_out = weight.shape[:2]
+    first, second = weight.shape[:2]
     rest = tuple(weight.shape[2:])
-    w = weight.reshape((groups, c_in // groups, per_out) + rest).transpose(1, 2)
-    return w.reshape((groups * per_out, c_in // groups) + rest)
+    w = weight.reshape((groups, first // groups, second) + rest).transpose(1, 2)
+    return w.reshape((groups * second, first // groups) + rest)
 
 
 def model_weight(weight, transposed: bool, groups: int = 1):
-    """The inverse of :func:`canonical_weight`: a layer-shaped array in the model's order."""
-    if not transposed:
-        return weight
-    if weight.dim() == 2:
-        return weight.T
-    c_out, per_in = weight.shape[:2]
-    rest = tuple(weight.shape[2:])
-    w = weight.reshape((groups, c_out // groups, per_in) + rest).transpose(1, 2)
-    return w.reshape((groups * per_in, c_out // groups) + rest)
+    """A layer-shaped array in the model's order: the inverse of :func:`canonical_weight`,
+    which is the same swap of the two leading axes within each group."""
+    return canonical_weight(weight, transposed, groups)
 
 
 def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:

@@ -68,6 +68,7 @@ from .._memory import available_memory
 from ..engine import Activity, check_active, common_scale, renormalise
 from ..errors import GraphpaiError, MaskError
 from ..graph import Layer, Link, NetGraph
+from .extract import model_weight
 from ..masks import MaskSet
 
 __all__ = [
@@ -108,20 +109,13 @@ def _check_size(y, size, what):
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def _model_layout(w, groups):
-    """A transposed conv's (C_out, C_in/g, k) weight in the module's (C_in, C_out/g, k) order."""
-    c_out, per_in = w.shape[:2]
-    rest = tuple(w.shape[2:])
-    return w.reshape((groups, c_out // groups, per_in) + rest).transpose(1, 2).reshape(
-        (groups * per_in, c_out // groups) + rest)
-
-
 def _conv_transpose(x, w, layer: Layer):
     """A transposed conv (ConvTranspose, the gradient of a conv): output padding from the sizes."""
     pads = [a for a, _ in layer.padding]
     extra = [o - ((i - 1) * s - 2 * p + d * (k - 1) + 1) for o, i, s, p, d, k in zip(
         layer.out_size, x.shape[2:], layer.stride, pads, layer.dilation, layer.kernel)]
-    return _CONV_T[len(layer.kernel)](x, _model_layout(w, layer.groups), None, layer.stride,
+    w = model_weight(w, True, layer.groups)  # the module's (C_in, C_out/g, k) order
+    return _CONV_T[len(layer.kernel)](x, w, None, layer.stride,
                                       pads, extra, layer.groups, layer.dilation)
 
 

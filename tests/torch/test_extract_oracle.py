@@ -26,7 +26,7 @@ from graphpai.functional import audit, functional_edges
 from graphpai.masks import MaskSet
 from graphpai.paths import paths
 from graphpai.torch import models
-from graphpai.torch.extract import canonical_weight, model_weight, to_graph
+from graphpai.torch.extract import _tensors_of, canonical_weight, model_weight, to_graph
 
 
 def layer_parameter(model, name):
@@ -108,19 +108,8 @@ def _positive(value, gen):
 
 
 def _outputs(out):
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    if isinstance(out, dict):
-        out = list(out.values())
-    found = []
-    for item in out if isinstance(out, (tuple, list)) else []:
-        if isinstance(item, torch.Tensor) and item.is_floating_point():
-            found.append(item)
-        elif isinstance(item, (tuple, list, dict)) or hasattr(item, "to_tuple"):
-            found.extend(_outputs(item))
-    return found
+    """The floating-point tensors of a model's output (a tuple, dict or ModelOutput)."""
+    return [t for t in _tensors_of(out) if t.is_floating_point()]
 
 
 def compare_with_oracle(model, graph, inputs, densities=(0.1, 0.3, 0.6), seeds=(0, 1)):
