@@ -397,7 +397,7 @@ def _noisy(model, noise: float, seed: int):
 
 
 def _candidates(model, graph, method, compression, budget, rng, population, data, batch_k,
-                noise, classes, input_shape):
+                noise, classes, input_shape, options):
     """Yield `population` candidate masks of `method` (module docstring)."""
     import torch
 
@@ -405,7 +405,8 @@ def _candidates(model, graph, method, compression, budget, rng, population, data
 
     if method.kind == "placement":
         for _ in range(population):
-            yield prune(graph, method.name, budget=budget, seed=int(rng.integers(2 ** 63)))
+            yield prune(graph, method.name, budget=budget, seed=int(rng.integers(2 ** 63)),
+                        **options)
         return
     if method.needs_data:
         x, y = _batch_pool(data)
@@ -414,18 +415,19 @@ def _candidates(model, graph, method, compression, budget, rng, population, data
             pick = np.sort(rng.choice(len(x), size=size, replace=False))
             index = torch.as_tensor(pick)
             yield method.func(model, compression, seed=int(rng.integers(2 ** 63)),
-                              data=[(x[index], y[index])], input_shape=input_shape)
+                              data=[(x[index], y[index])], input_shape=input_shape, **options)
         return
     for _ in range(population):
         s = int(rng.integers(2 ** 63))
         net = _noisy(model, noise, s) if noise else model
-        yield method.func(net, compression, seed=s, data=None, input_shape=input_shape)
+        yield method.func(net, compression, seed=s, data=None, input_shape=input_shape,
+                          **options)
 
 
 def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, base: str = "rpi",
                budget="erk", population: int = 2000, rule: str = "imdb", batch_k: int = 1,
-               noise: float = 1e-3, workers: int | None = None, processes: int = 0,
-               progress: bool = False) -> PAGSResult:
+               noise: float = 1e-3, base_options=None, workers: int | None = None,
+               processes: int = 0, progress: bool = False) -> PAGSResult:
     """PAGS masks for a torch model, with provenance, drift and explored fraction ([FS]).
 
     Parameters
@@ -453,6 +455,9 @@ def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, ba
     noise : float
         SynFlow (and magnitude) candidates: multiplicative weight noise ``w (1 + noise e)``,
         ``e ~ N(0, 1)`` ([FS]'s code uses 1e-3).
+    base_options : mapping, optional
+        Options of the base method, for the base and every candidate (``iterations`` for
+        synflow, ``temperature`` for grasp, ``node_selection`` for mica, ...).
     workers : int, optional
         Threads over layers for the scores.
     processes : int
@@ -488,6 +493,7 @@ def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, ba
     if method.needs_data and data is None:
         raise DataError(f"pags with base {method.name!r} needs prune batches: pass data= (an "
                         "iterable of (inputs, labels)) or use a data-free base such as 'rpi'")
+    options = dict(base_options or {})  # checked by prune() on the base mask, before candidates
     start = time.perf_counter()
     graph = to_graph(model, input_shape)
     rng = np.random.default_rng(seed)
@@ -498,17 +504,17 @@ def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, ba
 
         chosen = resolve_budget(model, budget, compression, seed=base_seed, data=data,
                                 input_shape=input_shape, graph=graph)
-        base_masks = prune(graph, method.name, budget=chosen, seed=base_seed)
+        base_masks = prune(graph, method.name, budget=chosen, seed=base_seed, **options)
     else:
         chosen = None
         base_masks = prune(model, method.name, compression=compression, seed=base_seed,
-                           data=data, input_shape=input_shape)
+                           data=data, input_shape=input_shape, **options)
     first = time.perf_counter() - t0
     classes = sum(graph.groups[name].channels for name in graph.outputs)
     weights = layer_weights(model)
     found = select(graph, weights, base_masks,
                    _candidates(model, graph, method, compression, chosen, rng, int(population),
-                               data, batch_k, noise, classes, input_shape),
+                               data, batch_k, noise, classes, input_shape, options),
                    rule=rule, base=method.name, population=int(population), workers=workers,
                    processes=processes, progress=progress)
     return PAGSResult(found.masks, found.layers, found.base, found.rule, found.population,
@@ -519,10 +525,10 @@ def solve_pags(model, compression, *, seed=None, data=None, input_shape=None, ba
 @register("pags", kind="ranking")
 def pags(model, compression, *, seed=None, data=None, input_shape=None, base: str = "rpi",
          budget="erk", population: int = 2000, rule: str = "imdb", batch_k: int = 1,
-         noise: float = 1e-3, workers: int | None = None, processes: int = 0,
-         progress: bool = False) -> MaskSet:
+         noise: float = 1e-3, base_options=None, workers: int | None = None,
+         processes: int = 0, progress: bool = False) -> MaskSet:
     """PAGS masks ([FS]): :func:`solve_pags` without the report (docs/pags.md)."""
     return solve_pags(model, compression, seed=seed, data=data, input_shape=input_shape,
                       base=base, budget=budget, population=population, rule=rule,
-                      batch_k=batch_k, noise=noise, workers=workers, processes=processes,
-                      progress=progress).masks
+                      batch_k=batch_k, noise=noise, base_options=base_options,
+                      workers=workers, processes=processes, progress=progress).masks

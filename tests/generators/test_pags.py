@@ -99,9 +99,12 @@ def test_snip_base_reports_density_drift():
 
 def test_synflow_base_with_weight_noise_is_seeded():
     model, g, weights = model_and_graph()
-    a = solve_pags(model, 30, seed=1, population=2, base="synflow")
-    b = solve_pags(model, 30, seed=1, population=2, base="synflow")
-    assert a.masks == b.masks
+    fast = {"iterations": 5}
+    a = solve_pags(model, 30, seed=1, population=2, base="synflow", base_options=fast)
+    b = solve_pags(model, 30, seed=1, population=2, base="synflow", base_options=fast)
+    assert a.masks == b.masks and a.rows() == b.rows()
+    with pytest.raises(UnknownMethodError, match="takes no option"):
+        solve_pags(model, 30, population=1, base="synflow", base_options={"temperature": 1})
 
 
 def test_errors():
