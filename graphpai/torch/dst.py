@@ -48,8 +48,8 @@ def drop_fraction_at(step: int, *, drop_fraction: float, end_step: float) -> flo
     """RigL's cosine-decayed drop fraction at `step`: ``f_0 / 2 * (1 + cos(pi step / T_end))``,
     0 from `end_step` on.
 
-    >>> drop_fraction_at(0, drop_fraction=0.3, end_step=100), drop_fraction_at(50, drop_fraction=0.3, end_step=100)
-    (0.3, 0.15)
+    >>> [drop_fraction_at(t, drop_fraction=0.3, end_step=100) for t in (0, 50, 100)]
+    [0.3, 0.15, 0.0]
     """
     if end_step <= 0 or step >= end_step:
         return 0.0
@@ -251,7 +251,7 @@ class DynamicSparsity(Callback):
         for name in masks:
             old = masks[name]
             weight = masks.weight(name)
-            count = int(old.sum())
+            count = int(torch.count_nonzero(old))
             k = int(math.floor(fraction * count))
             after_drop = magnitude_drop(weight, old, k)
             if self.method == "set":
@@ -261,13 +261,13 @@ class DynamicSparsity(Callback):
                 if grad is None:
                     grad = torch.zeros_like(weight)
                 mask = gradient_regrow(after_drop, grad, k)
-            now = int(mask.sum())
+            now = int(torch.count_nonzero(mask))
             if now != count:
                 raise MaskError(f"DST update at step {step} changed the kept count of {name!r} "
                                 f"from {count} to {now}")
             new[name], kept[name] = mask, count
-            dropped[name] = int((old & ~mask).sum())
-            regrown[name] = int((mask & ~old).sum())
+            dropped[name] = int(torch.count_nonzero(old & ~mask))
+            regrown[name] = int(torch.count_nonzero(mask & ~old))
         olds = {name: masks[name] for name in new}
         masks.update(new)
         optimizer = getattr(masks, "optimizer", None)

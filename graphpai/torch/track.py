@@ -219,9 +219,11 @@ class TopologyTracker(Callback):
             p = paths(graph, current, semantics=self.semantics)
             row.update({"log10_paths": p.log10_paths, "log10_channel_paths": p.log10_channel_paths,
                         "effective_nodes": p.effective_nodes})
-        per_layer = {n: {"step": int(step), "layer": n, "kept": int(current[n].sum()),
-                         "dropped": int((previous[n] & ~current[n]).sum()),
-                         "regrown": int((current[n] & ~previous[n]).sum())} for n in current}
+        per_layer = {n: {"step": int(step), "layer": n,
+                         "kept": int(np.count_nonzero(current[n])),
+                         "dropped": int(np.count_nonzero(previous[n] & ~current[n])),
+                         "regrown": int(np.count_nonzero(current[n] & ~previous[n]))}
+                     for n in current}
         if self.spectral:
             from ..spectral import spectral
             from .extract import layer_weights
@@ -236,10 +238,10 @@ class TopologyTracker(Callback):
                     if layer.layer in per_layer:
                         for name in _LAYER_FIELDS:
                             per_layer[layer.layer][f"{profile}_{name}"] = getattr(layer, name)
-        both = sum(int((current[n] & previous[n]).sum()) for n in current)
-        union = sum(int((current[n] | previous[n]).sum()) for n in current)
-        both0 = sum(int((current[n] & self._initial[n]).sum()) for n in current)
-        union0 = sum(int((current[n] | self._initial[n]).sum()) for n in current)
+        both = sum(int(np.count_nonzero(current[n] & previous[n])) for n in current)
+        union = sum(int(np.count_nonzero(current[n] | previous[n])) for n in current)
+        both0 = sum(int(np.count_nonzero(current[n] & self._initial[n])) for n in current)
+        union0 = sum(int(np.count_nonzero(current[n] | self._initial[n])) for n in current)
         row.update({"dropped": sum(r["dropped"] for r in per_layer.values()),
                     "regrown": sum(r["regrown"] for r in per_layer.values()),
                     "jaccard_initial": both0 / union0 if union0 else None,

@@ -12,7 +12,8 @@ import torch.nn as nn  # noqa: E402
 
 from graphpai.errors import DataError  # noqa: E402
 from graphpai.masks import MaskSet  # noqa: E402
-from graphpai.report.training import layer_change, tracked_metrics, write_training_report  # noqa: E402
+from graphpai.report.training import (layer_change, tracked_metrics,  # noqa: E402
+                                      write_training_report)
 from graphpai.spectral import spectral  # noqa: E402
 from graphpai.torch.data import synthetic_data  # noqa: E402
 from graphpai.torch.dst import DynamicSparsity, initial_masks  # noqa: E402
@@ -81,7 +82,8 @@ def test_layer_change_figure_against_a_direct_computation(run):
     graph, masks = run["graph"], run["masks"]
     final_masks = MaskSet.load(run["out"] / run["tracker"].rows[-1]["masks_file"])
     assert final_masks != masks
-    cases = {"start": (masks, run["start_weights"]), "end": (final_masks, layer_weights(run["model"]))}
+    cases = {"start": (masks, run["start_weights"]),
+             "end": (final_masks, layer_weights(run["model"]))}
     for gid, column, profile in (("delta_r", "delta_r", "iclr23"),
                                  ("weighted_gap", "weighted_gap", "neurips23")):
         ax = by_gid(fig.axes, gid)
