@@ -384,13 +384,14 @@ def _noisy(model, noise: float, seed: int):
 
     import torch
 
-    from ..torch.extract import prunable_modules
+    from ..torch.extract import layer_parameters
 
     clone = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        for module in prunable_modules(clone).values():
-            w = getattr(module, "weight_orig", module.weight)
+        for module, attr, _ in layer_parameters(clone).values():
+            w = getattr(module, f"{attr}_orig", None)
+            w = getattr(module, attr) if w is None else w
             eps = torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device)
             w.mul_(1 + noise * eps)
     return clone
