@@ -6,7 +6,8 @@ imports (the built-in modules are imported here).
 
 Built in: ``mica`` (minimum connection assurance, [MiCA]), ``rpi`` (random placement of a
 budget), ``npb`` (node-path balancing, [NPB]; docs/npb.md), ``pags`` (full-spectrum selection,
-[FS]; docs/pags.md), ``magnitude``, ``snip``, ``grasp``, ``synflow`` (global ranking, [SF] conventions), ``nm`` (N:M semi-structured, docs/llm.md),
+[FS]; docs/pags.md), ``magnitude``, ``snip``, ``grasp``, ``synflow`` (global ranking, [SF]
+conventions), ``nm`` (N:M semi-structured, docs/llm.md),
 ``wanda`` (|w| times input norm per output row, [Wanda]; docs/llm.md).
 """
 
