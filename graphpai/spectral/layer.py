@@ -26,7 +26,7 @@ from .._results import jsonable
 from ..errors import MaskError, SolverError
 from .formulas import (FS_SUBGRAPH_GATE, Spectrum, delta_r, delta_s, delta_s_undefined, get_gate,
                        narc_value)
-from .solvers import DENSE_MAX, as_matrix, singular_values_compact
+from .solvers import DENSE_MAX, as_matrix, dense_to_sparse, singular_values_compact
 
 __all__ = ["LayerSpectrum", "layer_spectrum", "layer_row"]
 
@@ -106,7 +106,7 @@ class _Sorted:
         mask_sorted = np.take(mask2d, keep, axis=1)
         self.x = None
         if self.sparse:
-            self.m = _bool_csc(mask_sorted)
+            self.m = dense_to_sparse(mask_sorted).tocsc()  # one pass, not scipy's
             if weights2d is not None:  # gather the kept weights only, not a sorted dense copy
                 self.x = _weighted_csc(self.m, weights2d, keep)
         else:
@@ -155,18 +155,6 @@ class _Sorted:
             cols = int(np.count_nonzero(nz.any(axis=0)))
             rows = int(np.count_nonzero(nz.any(axis=1)))
         return nnz, cols, rows
-
-
-def _bool_csc(mask):
-    """A 2-D bool array as a float64 0/1 CSC matrix, in one pass (scipy's dense constructor is
-    several times slower on big layers)."""
-    rows, cols = np.nonzero(mask)
-    indptr = np.zeros(mask.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=mask.shape[0]), out=indptr[1:])
-    index = np.int32 if len(cols) < 2 ** 31 and max(mask.shape) < 2 ** 31 else np.int64
-    csr = sp.csr_array((np.ones(len(cols)), cols.astype(index), indptr.astype(index)),
-                       shape=mask.shape)
-    return csr.tocsc()
 
 
 def _weighted_csc(m, w, keep):

@@ -334,7 +334,7 @@ def _split_top(a, k, binary, layer, dense_max, seed, method, split):
     m, s = a.shape
     g = _gram(a, binary) if method == "gram-lanczos" else None
     if g is None and not sp.issparse(a):
-        a = _to_sparse(a)
+        a = dense_to_sparse(a)
     if split:  # the Gram's pattern links two columns that share a row: the same components
         count, labels = components(a) if g is None else connected_components(
             sp.csr_array(g != 0), directed=False)
@@ -369,11 +369,11 @@ def _split_top(a, k, binary, layer, dense_max, seed, method, split):
     return np.linalg.svd(av, compute_uv=False)
 
 
-def _to_sparse(a):
+def dense_to_sparse(a):
     """A dense matrix as CSR (or CSC when its transpose is the C-contiguous one), float64, in one
     pass over the entries (scipy's dense constructor is several times slower on big layers)."""
     if a.flags.f_contiguous and not a.flags.c_contiguous:
-        return _to_sparse(a.T).T
+        return dense_to_sparse(a.T).T
     a = np.ascontiguousarray(a)
     rows, cols = np.nonzero(a)
     indptr = np.zeros(a.shape[0] + 1, dtype=np.int64)
