@@ -694,11 +694,17 @@ class _Builder:
                          and isinstance(gm.get_submodule(n.target), PRUNABLE + _CONV_TRANSPOSE)}
         layer_ops = {"linear", "addmm", "matmul", "conv1d", "conv2d", "conv3d", "convolution",
                      "embedding", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+        self.layer_tensors = set()  # ids of the parameters used as weights of layers
         for n in gm.graph.nodes:
             if n.op == "call_function" and _canonical(n, gm) in layer_ops:
                 for a in n.args:
                     if isinstance(a, fx.Node) and a.op == "get_attr" and str(a.target) in self.params:
                         self.reserved.add(self._strip(str(a.target)).removesuffix(".weight"))
+                        if _canonical(n, gm) != "embedding":
+                            self.layer_tensors.add(id(gm.get_parameter(str(a.target))))
+            elif n.op == "call_module" and isinstance(gm.get_submodule(n.target),
+                                                      PRUNABLE + _CONV_TRANSPOSE):
+                self.layer_tensors.add(id(gm.get_submodule(n.target).weight))
 
     # names and groups ---------------------------------------------------
     def _strip(self, name):
@@ -1280,7 +1286,7 @@ class _Builder:
             return
         full = self._shape_of(node)
         if not self.prune_embeddings:
-            if path in self.reserved or any(_tied_layer(self, node)):
+            if any(_tied_layer(self, node)):
                 self._note(node, "the embedding shares its weight with a layer; the graph takes "
                                  "every embedding entry as kept")
             name = "input" if "input" not in self.names else path
@@ -1566,6 +1572,9 @@ class _Builder:
         if isinstance(mask, _Const) and not _known(mask.value):
             self._note(node, "an attention mask whose values are unknown (meta device): every "
                              "query-key pair is taken as allowed")
+        if isinstance(mask, _Tok):
+            self._note(node, "an attention mask computed from an input (attention_mask=): "
+                             "every query-key pair is taken as allowed")
         if isinstance(mask, _Const) and _known(mask.value) and (
                 isinstance(value, (int, float)) and value <= _BLOCKED):
             m = mask.value.to(torch.bool)
@@ -1575,6 +1584,9 @@ class _Builder:
 
     def _score_add(self, node, score, other):
         blocked = score.blocked
+        if isinstance(other, _Tok):
+            self._note(node, "an attention mask computed from an input (attention_mask=): "
+                             "every query-key pair is taken as allowed")
         if isinstance(other, _Const) and _known(other.value):
             m = other.value <= _BLOCKED
             m = m.reshape((-1,) + tuple(m.shape[-2:])).all(dim=0) if m.dim() > 2 else m
@@ -1593,6 +1605,9 @@ class _Builder:
         if isinstance(mv, _Const) and not _known(mv.value):
             self._note(node, "an attention mask whose values are unknown (meta device): every "
                              "query-key pair is taken as allowed")
+        if isinstance(mv, _Tok):
+            self._note(node, "an attention mask computed from an input (attention_mask=): "
+                             "every query-key pair is taken as allowed")
         if isinstance(mv, _Const) and _known(mv.value):
             m = mv.value
             m = ~m if m.dtype == torch.bool else m <= _BLOCKED
@@ -1697,14 +1712,10 @@ def _full(v):
 def _tied_layer(builder, node):
     """Whether an embedding's weight is also a layer weight (a tied LM head)."""
     for a in node.args:
-        v = builder.val.get(a.name) if isinstance(a, fx.Node) else None
-        if isinstance(v, _Const) and v.param is not None:
-            yield v.param.name.removesuffix(".weight") in builder.reserved
+        if isinstance(a, fx.Node) and a.op == "get_attr" and str(a.target) in builder.params:
+            yield id(builder.gm.get_parameter(str(a.target))) in builder.layer_tensors
     if node.op == "call_module":
-        module = builder.gm.get_submodule(node.target)
-        for other, m in builder.gm.named_modules():
-            if m is not module and isinstance(m, PRUNABLE) and m.weight is module.weight:
-                yield True
+        yield id(builder.gm.get_submodule(node.target).weight) in builder.layer_tensors
 
 
 def _batch_layout(batch, defined):

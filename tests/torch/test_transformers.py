@@ -131,3 +131,11 @@ def test_analyses_run_end_to_end(name):
     assert math.isfinite(result.log10_paths) and result.log10_paths > 0
     report = spectral(graph, masks)
     assert report is not None
+
+
+def test_an_attention_mask_input_is_a_note():
+    model = tiny("bert")
+    graph = to_graph(model, example_inputs={"input_ids": ids(),
+                                            "attention_mask": torch.ones(1, TOKENS, dtype=torch.long)})
+    assert graph.notes and all("attention_mask" in note for note in graph.notes)
+    assert list(graph.layers) == list(graph_of("bert")[1].layers)
