@@ -248,7 +248,8 @@ def to_graph(model: nn.Module, input_shape=None, *, example_inputs=None, input_d
         if gm is not None:
             record = _record(model, gm, args, kwargs, shown)  # a wrong input fails here
             try:
-                return _Builder(gm, record, prune_embeddings, prefix="").build()
+                with torch.device("cpu"):  # index tensors, whatever the default device
+                    return _Builder(gm, record, prune_embeddings, prefix="").build()
             except UnsupportedOpError as exc:
                 if tracer == "fx":
                     raise
@@ -256,7 +257,8 @@ def to_graph(model: nn.Module, input_shape=None, *, example_inputs=None, input_d
     try:
         gm = _export(model, args, kwargs)
         record = _record(model, gm, _flat_inputs(args, kwargs), {}, shown)
-        return _Builder(gm, record, prune_embeddings, prefix="m.").build()
+        with torch.device("cpu"):
+            return _Builder(gm, record, prune_embeddings, prefix="m.").build()
     except ModelError as exc:
         if isinstance(fx_error, UnsupportedOpError):
             raise fx_error from None  # the fx graph names the modules best
@@ -298,8 +300,8 @@ def _inputs(model, input_shape, example_inputs, input_dtype, vocab_size):
         if vocab is None:
             raise ModelError(f"{type(model).__name__} takes integer inputs but has no "
                              "nn.Embedding; pass vocab_size=")
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randint(0, int(vocab), (2,) + input_shape, generator=gen).to(dtype)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randint(0, int(vocab), (2,) + input_shape, generator=gen, device="cpu").to(dtype)
     else:
         param = next(model.parameters(), None)
         fdtype = dtype or (param.dtype if param is not None and param.is_floating_point()
@@ -308,8 +310,8 @@ def _inputs(model, input_shape, example_inputs, input_dtype, vocab_size):
         x = torch.zeros((2,) + input_shape, dtype=fdtype, device=device)
     if x.device.type == "cpu":
         param = next(model.parameters(), None)
-        if param is not None and param.device.type not in ("cpu", "meta"):
-            x = x.to(param.device)
+        if param is not None and param.device.type != "cpu":
+            x = x.to(param.device)  # a meta-device model runs on meta inputs
     return (x,), {}, str((2,) + input_shape)
 
 
@@ -534,11 +536,12 @@ def _on_cpu(node, rec):
         return a
 
     try:
-        args, kwargs = cpu(tuple(node.args)), cpu(dict(node.kwargs))
-        if node.op == "call_method":
-            out = getattr(args[0], node.target)(*args[1:], **kwargs)
-        else:
-            out = node.target(*args, **kwargs)
+        with torch.device("cpu"):
+            args, kwargs = cpu(tuple(node.args)), cpu(dict(node.kwargs))
+            if node.op == "call_method":
+                out = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                out = node.target(*args, **kwargs)
     except Exception:
         return None
     if isinstance(out, torch.Tensor) and not out.is_meta:
@@ -1447,6 +1450,12 @@ class _Builder:
                 if isinstance(v, _Const) and v.param is not None:
                     p = self.gm.get_parameter(self._full_param(v.param.name))
                     return torch.full(p.shape, -1.0, dtype=torch.float64)
+                r = self.rec.get(a.name)
+                if isinstance(v, _Const) and r is not None and isinstance(r.shape, tuple) and \
+                        all(isinstance(n, int) for n in r.shape) and r.dtype is not None and \
+                        r.dtype.is_floating_point:
+                    # a constant of unknown value (a meta device): its elements have no source
+                    return torch.full(r.shape, -1.0, dtype=torch.float64)
                 return self._py(a)
             if isinstance(a, (list, tuple)):
                 return type(a)(sub(b) for b in a)

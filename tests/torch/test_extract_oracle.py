@@ -538,3 +538,13 @@ def test_prune_methods_on_the_zoo_transformers_and_mobilenet(name):
         assert spatial.functional <= channel.functional <= masks.kept(), method
         # global magnitude at 10x cuts MobileNetV2 (its 1x1 convs have the smallest weights)
         assert spatial.functional > 0 or (method, name) == ("magnitude", "mobilenetv2")
+
+
+@pytest.mark.parametrize("name", ["gpt", "vit", "mobilenetv2", "resnet20"])
+def test_meta_default_device_gives_the_cpu_graph(name):
+    cpu = to_graph(models.build(name, seed=0))
+    with torch.device("meta"):
+        meta = to_graph(models.build(name))
+    assert list(meta.layers.values()) == list(cpu.layers.values())
+    assert list(meta.groups.values()) == list(cpu.groups.values())
+    assert [link.kind for link in meta.links] == [link.kind for link in cpu.links]
