@@ -529,15 +529,11 @@ def _on_cpu(node, rec):
             return value
         if isinstance(a, torch.device) and a.type == "meta":
             return torch.device("cpu")
-        if isinstance(a, (list, tuple)):
-            return type(a)(cpu(b) for b in a)
-        if isinstance(a, dict):
-            return {k: cpu(b) for k, b in a.items()}
         return a
 
     try:
         with torch.device("cpu"):
-            args, kwargs = cpu(tuple(node.args)), cpu(dict(node.kwargs))
+            args, kwargs = _nested(tuple(node.args), cpu), _nested(dict(node.kwargs), cpu)
             if node.op == "call_method":
                 out = getattr(args[0], node.target)(*args[1:], **kwargs)
             else:
@@ -547,6 +543,15 @@ def _on_cpu(node, rec):
     if isinstance(out, torch.Tensor) and not out.is_meta:
         return out.detach()
     return None
+
+
+def _nested(value, leaf):
+    """`leaf` applied to every value inside nested lists, tuples and dicts."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_nested(v, leaf) for v in value)
+    if isinstance(value, dict):
+        return {k: _nested(v, leaf) for k, v in value.items()}
+    return leaf(value)
 
 
 def _known(value) -> bool:
@@ -1457,16 +1462,12 @@ class _Builder:
                     # a constant of unknown value (a meta device): its elements have no source
                     return torch.full(r.shape, -1.0, dtype=torch.float64)
                 return self._py(a)
-            if isinstance(a, (list, tuple)):
-                return type(a)(sub(b) for b in a)
-            if isinstance(a, dict):
-                return {k: sub(b) for k, b in a.items()}
             return a
 
         try:
             with torch.no_grad():
                 if vals is None:
-                    out = fn(*sub(tuple(node.args)), **sub(dict(node.kwargs)))
+                    out = fn(*_nested(tuple(node.args), sub), **_nested(dict(node.kwargs), sub))
                 else:
                     out = fn(index)
         except Exception as exc:
