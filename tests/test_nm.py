@@ -258,3 +258,32 @@ def test_nm_rows_are_regular_so_paths_have_a_closed_form():
     # every row keeps 4 of 8: h = 4 per feature, r = 1 + 4, y = 4 * 5 per logit, R = 4 * 20
     assert effective_paths(g, masks) == pytest.approx(math.log10(80), abs=1e-12)
     assert channel_paths(g, masks) == pytest.approx(math.log10(80), abs=1e-12)
+
+
+def test_nm_reaches_attention_in_proj_and_transposed_conv1d_layers():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x, need_weights=False)[0])
+
+    torch.manual_seed(0)
+    model = Encoder()
+    masks = nm_masks(model, "2:4")
+    w = model.attn.in_proj_weight.detach().numpy()
+    assert masks["attn.in_proj_weight"].shape == (24, 8)
+    assert np.array_equal(masks["attn.in_proj_weight"], nm_masks({"w": w}, "2:4")["w"])
+    assert all(masks.nm_compliant("2:4").values())
+    transformers = pytest.importorskip("transformers")
+    conv1d = transformers.pytorch_utils.Conv1D(4, 8)  # weight held (in=8, out=4)
+    holder = nn.Sequential(conv1d)
+    got = nm_masks(holder, "2:4")["0"]
+    assert got.shape == (4, 8)  # the layer's (out, in) order
+    expected = nm_masks({"w": conv1d.weight.detach().numpy().T}, "2:4")["w"]
+    assert np.array_equal(got, expected)

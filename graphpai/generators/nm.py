@@ -90,6 +90,19 @@ def _check_fits(name: str, shape, per_weight: float) -> None:
                             f"N:M mask but only {free / 2**30:.2f} GiB is free")
 
 
+def _torch_layers(model) -> dict:
+    """Layer name -> (weight in the model's order, transposed, groups) for every layer of
+    ``to_graph(model)`` (Conv/Linear weights, ``in_proj_weight``, Hugging Face ``Conv1D``)."""
+    from ..torch.extract import layer_parameters
+
+    out = {}
+    for name, (module, attr, transposed) in layer_parameters(model).items():
+        weight = getattr(module, f"{attr}_orig", None)
+        out[name] = (getattr(module, attr) if weight is None else weight, transposed,
+                     getattr(module, "groups", 1))
+    return out
+
+
 def _layer_shapes(net) -> dict[str, tuple[int, ...]]:
     from ..graph import NetGraph
 
@@ -97,20 +110,15 @@ def _layer_shapes(net) -> dict[str, tuple[int, ...]]:
         return {name: tuple(layer.weight_shape) for name, layer in net.layers.items()}
     if isinstance(net, Mapping):
         return {name: tuple(np.shape(value)) for name, value in net.items()}
-    from ..torch.extract import prunable_modules  # a torch model
+    from ..torch.extract import canonical_weight  # a torch model
 
-    return {name: tuple(_torch_weight(module).shape)
-            for name, module in prunable_modules(net).items()}
-
-
-def _torch_weight(module):
-    weight = getattr(module, "weight_orig", None)
-    return module.weight if weight is None else weight
+    return {name: tuple(canonical_weight(w, t, g).shape)
+            for name, (w, t, g) in _torch_layers(net).items()}
 
 
 def _magnitudes(net, name):
-    """|w| of layer `name` as float32 numpy (one layer at a time: an LLM never has all of its
-    weights copied at once)."""
+    """|w| of layer `name` as float32 numpy in the layer's (out, in, ...) order (one layer at a
+    time: an LLM never has all of its weights copied at once)."""
     from ..graph import NetGraph
 
     if isinstance(net, NetGraph):
@@ -121,15 +129,17 @@ def _magnitudes(net, name):
         if hasattr(value, "detach"):
             value = value.detach().abs().float().cpu().numpy()
         return np.abs(np.asarray(value, dtype=np.float32))
-    from ..torch.extract import prunable_modules
     import torch
 
-    weight = _torch_weight(prunable_modules(net)[name])
+    from ..torch.extract import canonical_weight
+
+    weight, transposed, groups = _torch_layers(net)[name]
     if weight.is_meta:
         raise ModelError(f"layer {name!r} has its weight on the meta device (no values); "
                          "magnitude N:M needs real weights: use scores='random' or load them")
     with torch.no_grad():
-        return weight.detach().abs().to("cpu", torch.float32).numpy()
+        w = canonical_weight(weight.detach(), transposed, groups)
+        return w.abs().to("cpu", torch.float32).contiguous().numpy()
 
 
 def nm_masks(net, pattern="2:4", *, scores="magnitude", seed=None, layers=None,
