@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from ..errors import MaskError
 from ..masks import MaskSet, _as_bool, _nonzero_values, _safetensors
-from .extract import prunable_modules
+from .extract import canonical_weight, layer_parameters
 
 __all__ = ["masks_from_state_dict", "load_masks", "state_dict_keys"]
 
@@ -48,11 +48,15 @@ def _split(key: str):
     return key, "bare"
 
 
-def _model_layers(model: nn.Module) -> dict[str, tuple[int, ...]]:
+def _model_layers(model: nn.Module) -> dict[str, tuple]:
+    """Layer name -> (weight shape in the model's order, attribute, transposed, groups) for
+    every layer of ``to_graph(model)`` (``layer_parameters``: Conv/Linear weights,
+    ``in_proj_weight``, Hugging Face ``Conv1D`` held as ``(in, out)``)."""
     out = {}
-    for name, module in prunable_modules(model).items():
-        weight = getattr(module, "weight_orig", None)
-        out[name] = tuple((module.weight if weight is None else weight).shape)
+    for name, (module, attr, transposed) in layer_parameters(model).items():
+        weight = getattr(module, f"{attr}_orig", None)
+        weight = getattr(module, attr) if weight is None else weight
+        out[name] = (tuple(weight.shape), attr, transposed, getattr(module, "groups", 1))
     return out
 
 
@@ -149,23 +153,23 @@ def masks_from_state_dict(model: nn.Module, state: Mapping, *, missing: str = "e
     to_file = _prefix_map(set(entries), list(layers))
     tied = _tied(model)
     out, absent, wrong = {}, [], {}
-    used = set()
-    for name, shape in layers.items():
+    used = set()  # keys read
+    for name, (shape, attr, transposed, groups) in layers.items():
         candidates = [to_file(name)] + [to_file(other) for other in tied.get(name, [])]
-        found = next((c for c in candidates if c in entries), None)
-        if found is None:
+        key, is_mask, siblings = _entry(entries, candidates, attr)
+        if key is None:
             absent.append(name)
             continue
-        used.add(found)
-        kinds = entries[found]
-        key = kinds.get("mask") or kinds.get("bare") or kinds["weight"]
+        used.update(siblings)
         got = _shape(state[key])
         if got != shape:
             wrong[name] = (key, got, shape)
             continue
         value = _fetch(state[key])
-        out[name] = _as_bool(name, value) if key in (kinds.get("mask"), kinds.get("bare")) \
-            else _nonzero_values(value)
+        mask = _as_bool(name, value) if is_mask else _nonzero_values(value)
+        if transposed:  # the model holds (in, out); masks are in the layer's (out, in) order
+            mask = canonical_weight(torch.from_numpy(mask), True, groups).numpy().copy()
+        out[name] = mask
     if wrong:
         name, (key, got, shape) = next(iter(wrong.items()))
         hint = " (transposed: was it saved from a Conv1D-style (in, out) weight?)" \
@@ -180,13 +184,38 @@ def masks_from_state_dict(model: nn.Module, state: Mapping, *, missing: str = "e
                         "belongs to this model, or pass missing='dense' to keep those layers "
                         "dense")
     for name in absent:
-        out[name] = np.ones(layers[name], dtype=bool)
+        shape, _, transposed, _ = layers[name]
+        out[name] = np.ones(shape[::-1] if transposed else shape, dtype=bool)
     stray = [name for name, kinds in entries.items()
-             if name not in used and ("mask" in kinds or "bare" in kinds)]
+             if ("mask" in kinds or "bare" in kinds) and not set(kinds.values()) & used]
     if stray:
         raise MaskError(f"{source} has masks for {len(stray)} layer(s) the model does not have, "
                         f"e.g. {stray[:3]}; the model's layers look like {list(layers)[:3]}")
     return MaskSet({name: out[name] for name in layers})
+
+
+def _entry(entries, candidates, attr: str):
+    """(key, is_mask, the layer's keys) of the first candidate layer found in `entries`, or
+    (None, False, ()).
+
+    A module weight (``attr == "weight"``) is ``path.weight_mask`` / ``path`` (a mask) or
+    ``path.weight_orig`` / ``path.weight``; any other parameter (``path.in_proj_weight``) is
+    ``path.in_proj_weight_mask`` or the parameter itself, read as a weight (non-zero = kept, which
+    is also right for a 0/1 mask)."""
+    for base in candidates:
+        if attr == "weight":
+            kinds = entries.get(base)
+            if kinds:
+                if "mask" in kinds or "bare" in kinds:
+                    return kinds.get("mask") or kinds["bare"], True, tuple(kinds.values())
+                return kinds["weight"], False, tuple(kinds.values())
+        else:
+            found = [(key, is_mask) for key, is_mask in
+                     ((base + "_mask", True), (base + "_orig", False), (base, False))
+                     if key in entries and "bare" in entries[key]]
+            if found:
+                return found[0][0], found[0][1], tuple(key for key, _ in found)
+    return None, False, ()
 
 
 def _shape(value) -> tuple[int, ...]:

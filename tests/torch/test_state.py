@@ -217,3 +217,30 @@ def test_hugging_face_llama_wanda_save_pretrained_round_trip(tmp_path):
     assert load_masks(fresh, tmp_path / "pruned") == masks
     assert load_masks(fresh.model, tmp_path / "pruned" / "model.safetensors", missing="dense") \
         == {k[len("model."):]: v for k, v in masks.items() if k != "lm_head"}
+
+
+def test_attention_in_proj_and_transposed_conv1d_weights(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from graphpai.generators import nm_masks
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
+            self.c_fc = transformers.pytorch_utils.Conv1D(12, 8)  # held (in=8, out=12)
+
+    torch.manual_seed(0)
+    model = Net()
+    masks = nm_masks(model, "2:4", scores="random", seed=0)
+    assert list(masks) == ["attn.in_proj_weight", "attn.out_proj", "c_fc"]
+    assert masks["c_fc"].shape == (12, 8)  # the layer's (out, in)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state["attn.in_proj_weight"][torch.from_numpy(~masks["attn.in_proj_weight"])] = 0
+    state["attn.out_proj.weight"][torch.from_numpy(~masks["attn.out_proj"])] = 0
+    state["c_fc.weight"][torch.from_numpy(~masks["c_fc"].T)] = 0  # the model's (in, out)
+    safetensors_torch.save_file(state, str(tmp_path / "m.safetensors"))
+    assert load_masks(Net(), tmp_path / "m.safetensors") == masks
+    apply = {"attn.in_proj_weight_mask": torch.from_numpy(masks["attn.in_proj_weight"]),
+             "attn.in_proj_weight_orig": torch.randn(24, 8), "c_fc.weight": state["c_fc.weight"],
+             "attn.out_proj.weight_mask": torch.from_numpy(masks["attn.out_proj"])}
+    assert masks_from_state_dict(Net(), apply) == masks
