@@ -15,7 +15,7 @@ from ..masks import MaskSet
 from .extract import prunable_modules
 
 __all__ = ["apply_masks", "masks_from_model", "model_masks", "dense_masks", "remove_masks",
-           "masked_copy", "layer_modules", "UncalledModuleWarning"]
+           "masked_copy", "layer_modules", "layer_names", "UncalledModuleWarning"]
 
 
 class UncalledModuleWarning(UserWarning):
@@ -51,6 +51,14 @@ def layer_modules(model: nn.Module, graph=None, *, input_shape=None,
             "by forward: they are not layers of the graph and are left out of the masks and of N "
             "(docs/definitions.md#graph)"), stacklevel=3)
     return {name: m for name, m in modules.items() if name in called}
+
+
+def layer_names(model: nn.Module, graph=None, *, input_shape=None) -> list[str] | None:
+    """The names of `model`'s graph layers (every weight the forward uses as a layer: Conv and
+    Linear modules, attention ``*.in_proj_weight``, Hugging Face ``Conv1D``, ...), or None when
+    the model cannot be traced (see :func:`layer_modules`)."""
+    called = _called(model, graph, input_shape)
+    return None if called is None else sorted(called)
 
 
 def _called(model, graph, input_shape):

@@ -38,8 +38,8 @@ from ..budgets import check_compression
 from ..errors import DataError, ModelError
 from ..masks import MaskSet
 from ..threshold import global_threshold
-from .extract import prunable_modules
-from .masks import layer_modules, masked_copy
+from .extract import canonical_weight, layer_parameters, model_weight, prunable_modules
+from .masks import layer_modules, layer_names, masked_copy
 from .threads import torch_threads
 
 __all__ = ["magnitude_scores", "snip_scores", "grasp_scores", "synflow_scores", "synflow_masks"]
@@ -53,19 +53,35 @@ def _scoring_copy(model, dtype=None, input_shape=None):
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"scoring needs a torch.nn.Module, got {type(model).__name__}; ranking "
                          "methods score the weights of a model, a NetGraph has none")
-    layers = layer_modules(model, input_shape=input_shape)
+    layers = set(layer_modules(model, input_shape=input_shape))
     clone = masked_copy(model)
     if dtype is not None:
         clone.to(dtype)
     clone.eval()
     for p in clone.parameters():
         p.requires_grad_(False)
-    weights = {name: m.weight for name, m in prunable_modules(clone).items() if name in layers}
+    modules = prunable_modules(clone)
+    extra = set(layer_names(model, input_shape=input_shape) or ()) - set(modules)
+    weights = _Weights()
+    for name, (module, attr, transposed) in layer_parameters(clone).items():
+        if name in layers or name in extra:  # Conv/Linear the forward calls, and other layers
+            weights[name] = getattr(module, attr)  # (attention in_proj, HF Conv1D, ...)
+            if transposed:
+                weights.layouts[name] = getattr(module, "groups", 1)
     if not weights:
         raise ModelError(f"{type(model).__name__} has no Conv1d/Conv2d/Linear layer to prune")
     for w in weights.values():
         w.requires_grad_(True)
     return clone, weights
+
+
+class _Weights(dict):
+    """Layer name -> the model's weight Parameter; ``layouts``: layer name -> groups of the
+    weights the model holds transposed to the layer's (out, in) order (HF Conv1D, ...)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layouts: dict[str, int] = {}
 
 
 @contextmanager
@@ -103,8 +119,12 @@ def _batches(data, method, device, dtype):
     return batches
 
 
-def _numpy(tensors):
-    return {name: t.detach().to("cpu", torch.float64).numpy() for name, t in tensors.items()}
+def _numpy(tensors, layouts=None):
+    """float64 numpy arrays in each layer's (out, in, ...) order (`layouts`: see _Weights)."""
+    layouts = layouts or {}
+    return {name: (canonical_weight(t.detach(), True, layouts[name]) if name in layouts
+                   else t.detach()).to("cpu", torch.float64).numpy()
+            for name, t in tensors.items()}
 
 
 def _grads(output, weights, **kwargs):
@@ -131,7 +151,7 @@ def magnitude_scores(model) -> dict[str, np.ndarray]:
     [[3.0, 0.5]]
     """
     _, weights = _scoring_copy(model)
-    return _numpy({name: w.abs() for name, w in weights.items()})
+    return _numpy({name: w.abs() for name, w in weights.items()}, weights.layouts)
 
 
 def snip_scores(model, data, *, seed=None, progress: bool = False) -> dict[str, np.ndarray]:
@@ -164,7 +184,8 @@ def snip_scores(model, data, *, seed=None, progress: bool = False) -> dict[str, 
         for x, y in bar(batches, progress, desc="snip", unit="batch"):
             for t, g in zip(total, _grads(F.cross_entropy(clone(x), y), weights)):
                 t += g
-    return _numpy({name: (w * g).abs() for (name, w), g in zip(weights.items(), total)})
+    return _numpy({name: (w * g).abs() for (name, w), g in zip(weights.items(), total)},
+                  weights.layouts)
 
 
 def grasp_scores(model, data, *, temperature: float = 200.0, seed=None,
@@ -217,7 +238,8 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None,
             for h, d in zip(hg, _grads(inner, weights)):
                 h += d
             shown.update(1)
-    return _numpy({name: w.detach() * h for (name, w), h in zip(weights.items(), hg)})
+    return _numpy({name: w.detach() * h for (name, w), h in zip(weights.items(), hg)},
+                  weights.layouts)
 
 
 def _input_shape(model, input_shape):
@@ -350,7 +372,8 @@ def synflow_scores(model, *, input_shape=None, seed=None) -> dict[str, np.ndarra
     device, dtype = _device_dtype(clone)
     with _torch_seed(clone, seed), torch_threads():
         return _numpy(_synflow_round(clone, weights, torch.ones((1, *shape), dtype=dtype,
-                                                                 device=device)))
+                                                                 device=device)),
+                      weights.layouts)
 
 
 def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None, seed=None,
@@ -401,8 +424,11 @@ def synflow_masks(model, compression, *, iterations: int = 100, input_shape=None
     with _torch_seed(clone, seed), torch_threads():
         for k in bar(range(1, iterations + 1), progress, desc="synflow", unit="round"):
             scores = _synflow_round(clone, weights, ones, k)
-            masks = global_threshold(_numpy(scores), c ** (k / iterations))
+            masks = global_threshold(_numpy(scores, weights.layouts), c ** (k / iterations))
             with torch.no_grad():
                 for name, w in weights.items():
-                    w.mul_(torch.from_numpy(masks[name]).to(device))
+                    mask = torch.from_numpy(masks[name])
+                    if name in weights.layouts:  # back to the model's order
+                        mask = model_weight(mask, True, weights.layouts[name])
+                    w.mul_(mask.to(device))
     return masks

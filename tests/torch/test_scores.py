@@ -374,3 +374,81 @@ def test_synflow_nan_weights_say_so():
         model[0].bias[0] = float("nan")
     with pytest.raises(ModelError, match="R is NaN"):
         synflow_scores(model)
+
+
+# ----------------------------------- layers that are not Conv/Linear modules (attention, Conv1D)
+class _Conv1D(torch.nn.Module):
+    """A Hugging Face style Conv1D: the weight is held (in, out), the layer is (out, in)."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = torch.nn.Parameter(torch.randn(nx, nf))
+        self.bias = torch.nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(
+            x.shape[:-1] + (self.nf,))
+
+
+_Conv1D.__name__ = "Conv1D"
+
+
+class _TwoLayer(torch.nn.Module):
+    def __init__(self, transposed):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = _Conv1D(6, 4) if transposed else torch.nn.Linear(4, 6)
+        self.fc = torch.nn.Linear(6, 2)
+        self.input_shape = (4,)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c(x)))
+
+
+def test_transposed_layers_are_scored_in_the_layer_order():
+    """SynFlow and magnitude on a Conv1D layer equal those of the same net built with Linear."""
+    import graphpai
+
+    conv1d, linear = _TwoLayer(True), _TwoLayer(False)
+    with torch.no_grad():
+        linear.c.weight.copy_(conv1d.c.weight.T)
+        linear.fc.weight.copy_(conv1d.fc.weight)
+    for method in ("magnitude", "synflow"):
+        a = graphpai.prune(conv1d, method, compression=3)
+        b = graphpai.prune(linear, method, compression=3)
+        assert a.counts() == b.counts() and all(np.array_equal(a[k], b[k]) for k in b), method
+    assert np.array_equal(magnitude_scores(conv1d)["c"], conv1d.c.weight.detach().abs().numpy().T)
+
+
+def test_attention_in_proj_weight_is_ranked_with_the_other_layers():
+    """nn.MultiheadAttention's in_proj_weight is a graph layer: the ranking methods score it."""
+    import graphpai
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = torch.nn.Linear(8, 16)
+            self.enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(
+                16, 2, 32, dropout=0.0, batch_first=True), 1)
+            self.head = torch.nn.Linear(16, 3)
+            self.input_shape = (5, 8)
+
+        def forward(self, x):
+            return self.head(self.enc(self.emb(x)))
+
+    model = Encoder()
+    graph = graphpai.to_graph(model)
+    name = "enc.layers.0.self_attn.in_proj_weight"
+    assert name in graph.layers
+    masks = graphpai.prune(model, "magnitude", compression=4)
+    assert set(masks) == set(graph.layers)
+    weights = {k: np.abs(v.detach().numpy()) for k, v in model.named_parameters()
+               if k.replace(".weight", "") in graph.layers or k in graph.layers}
+    flat = np.sort(np.concatenate([w.ravel() for w in weights.values()]))
+    threshold = flat[int((1 - 1 / 4) * flat.size) - 1]
+    expected = np.abs(model.enc.layers[0].self_attn.in_proj_weight.detach().numpy()) > threshold
+    assert np.array_equal(masks[name], expected)
+    graphpai.audit(model, masks)
+    assert set(graphpai.prune(model, "synflow", compression=4, iterations=3)) == set(graph.layers)
