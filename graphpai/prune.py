@@ -90,10 +90,13 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
         if isinstance(net_or_model, NetGraph):
             raise ModelError(f"{generator.name} scores the weights of a torch model; pass the "
                              "nn.Module itself, not its NetGraph")
-        from .torch.masks import layer_modules  # ranking needs torch anyway
+        from .torch.extract import layer_parameters  # ranking needs torch anyway
+        from .torch.masks import layer_modules, layer_names
 
-        modules = layer_modules(net_or_model, input_shape=input_shape, warn=False).values()
-        n = sum(getattr(m, "weight_orig", m.weight).numel() for m in modules)
+        names = set(layer_modules(net_or_model, input_shape=input_shape, warn=False)) | set(
+            layer_names(net_or_model, input_shape=input_shape) or ())
+        n = sum(getattr(m, attr + "_orig", getattr(m, attr)).numel()
+                for name, (m, attr, _) in layer_parameters(net_or_model).items() if name in names)
         compression = check_compression(compression, n)  # before any scoring work
         if generator.needs_data and data is None:
             raise DataError(

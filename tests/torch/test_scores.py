@@ -452,3 +452,5 @@ def test_attention_in_proj_weight_is_ranked_with_the_other_layers():
     assert np.array_equal(masks[name], expected)
     graphpai.audit(model, masks)
     assert set(graphpai.prune(model, "synflow", compression=4, iterations=3)) == set(graph.layers)
+    # N counts the in_proj weights too: the largest compression keeps one weight
+    assert graphpai.prune(model, "magnitude", compression=graph.num_weights).kept() == 1
