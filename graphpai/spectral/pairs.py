@@ -4,7 +4,8 @@ r"""Layer-pair scores of [RAM]'s code, defined on the NetGraph so that they work
 second one's inputs; "consecutive" there is a list of layer names. Here a *pair* is a layer P
 and each layer C that reads P's output group, directly or through links (pool, add, concat,
 flatten, norm, ...): the links' channel maps (:meth:`graphpai.NetGraph.link_matrix`) compose into
-a 0/1 map ``Q`` from C's input channels to P's output channels. With
+a 0/1 map ``Q`` from C's input channels to P's output channels (a norm passes each channel on as
+itself; an attention passes its values on, its queries and keys only weight them). With
 
 - ``in_deg[o]``: the number of kept weights into output channel ``o`` of P, and ``n_l(P)`` the
   number of P's fan-in positions with a kept weight;
@@ -74,14 +75,29 @@ def layer_pairs(graph: NetGraph) -> list[tuple[str, str, sp.csr_array]]:
                     found[op.name] = q if op.name not in found else found[op.name] + q
                     continue
                 for position, source in enumerate(op.sources):
-                    if source == group:
-                        stack.append((op.target, (graph.link_matrix(op, position) @ q).tocsr()))
+                    if source == group and _carries_values(op, position):
+                        stack.append((op.target, _through(graph, op, position, q)))
         order = {c: i for i, c in enumerate(graph.layers)}
         for consumer in sorted(found, key=order.get):
             q = found[consumer]
             q = sp.csr_array((np.ones(q.nnz), q.indices, q.indptr), shape=q.shape)  # 0/1
             out.append((name, consumer, q))
     return out
+
+
+def _carries_values(link, position) -> bool:
+    """Whether a link passes its `position`-th source's channels on as values (an attention's
+    queries and keys only weight the values: the pairs follow the values)."""
+    return not (link.kind == "attention" and position != 2)
+
+
+def _through(graph, link, position, q):
+    """The channel map `q` carried through `link`. A norm passes channel c on as channel c (its
+    statistics mix channels, but the values do not move), so it is the identity here, which
+    also keeps the maps as sparse as the channel counts."""
+    if link.kind == "norm":
+        return q
+    return sp.csr_array(graph.link_matrix(link, position) @ q)
 
 
 def _tap_degrees(layer: Layer, mask: np.ndarray) -> np.ndarray:
@@ -112,20 +128,25 @@ def pair_scores(graph: NetGraph, masks=None) -> tuple[LayerPair, ...]:
     >>> p.producer, p.consumer, p.copeland, p.compatibility   # (1.5 + 0) / 2; 1 of 2 channels
     ('fc1', 'fc2', 0.75, 0.5)
     """
-    def mask_of(layer):
-        return graph._mask_of(layer, masks).reshape(layer.out_channels, -1)
+    stats = {}  # per layer, once: (in_deg, n_l, n_r, out_deg)
+
+    def stats_of(name):
+        if name not in stats:
+            layer = graph.layers[name]
+            mask = graph._mask_of(layer, masks)
+            m2d = mask.reshape(layer.out_channels, -1)
+            stats[name] = (m2d.sum(axis=1), int(np.count_nonzero(m2d.any(axis=0))),
+                           int(np.count_nonzero(m2d.any(axis=1))), _tap_degrees(layer, mask))
+        return stats[name]
 
     out = []
     for producer, consumer, q in layer_pairs(graph):
-        p_layer, c_layer = graph.layers[producer], graph.layers[consumer]
-        p_mask, c_mask = mask_of(p_layer), mask_of(c_layer)
-        in_deg = p_mask.sum(axis=1)
-        n_l = int(np.count_nonzero(p_mask.any(axis=0)))
-        n_r = int(np.count_nonzero(c_mask.any(axis=1)))
+        p_layer = graph.layers[producer]
+        in_deg, n_l, _, _ = stats_of(producer)
+        _, _, n_r, out_deg = stats_of(consumer)  # out_deg: (C's in_channels, K)
         if n_l == 0 or n_r == 0:
             out.append(LayerPair(producer, consumer, None, None))
             continue
-        out_deg = _tap_degrees(c_layer, graph._mask_of(c_layer, masks))  # (C's in_channels, K)
         coo = q.tocoo()
         c, o = coo.row, coo.col
         live = in_deg[o] > 0

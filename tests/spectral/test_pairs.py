@@ -163,3 +163,16 @@ def test_channel_overlap_of_a_grouped_conv_stays_in_its_group():
     assert channel_overlap(g, {"conv": m}) == {"conv": 1.0}
     m[0, 0, 0, 0] = False                           # channel 0: {1}, {0}: 0 / 1
     assert channel_overlap(g, {"conv": m}) == {"conv": 0.5}
+
+
+def test_a_norm_passes_channels_on_as_themselves():
+    # fc1 -> layer norm (statistics over every channel) -> fc2: the same pair as fc1 -> fc2
+    m1 = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], bool)
+    m2 = np.array([[1, 0, 1], [1, 0, 0]], bool)
+    g = NetGraph([Group("x", 4), Group("h", 3), Group("n", 3), Group("y", 2)],
+                 [Layer("fc1", "linear", (3, 4), "x", "h"),
+                  Layer("fc2", "linear", (2, 3), "n", "y")],
+                 [Link("ln", "norm", ("h",), "n", {"centred": True, "groups": 1,
+                                                   "positions": "each"})], ["x"], ["y"])
+    (pair,) = pair_scores(g, {"fc1": m1, "fc2": m2})
+    assert (pair.copeland, pair.compatibility) == (0.75, 0.5)   # as without the norm
