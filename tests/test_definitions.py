@@ -1,5 +1,5 @@
 """docs/definitions.md is the project's definitions page (issue 13 item 16): every link to it
-names an anchor that exists, and no user-facing text cites the internal "SPEC §N"."""
+names an anchor that exists, and no user-facing text cites the internal specification by section number."""
 
 import re
 from pathlib import Path
