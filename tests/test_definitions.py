@@ -1,5 +1,6 @@
 """docs/definitions.md is the project's definitions page (issue 13 item 16): every link to it
-names an anchor that exists, and no user-facing text cites the internal specification by section number."""
+names an anchor that exists, and no user-facing text cites the internal specification by its
+section numbers."""
 
 import re
 from pathlib import Path
