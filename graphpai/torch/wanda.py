@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..budgets import check_compression, kept_count
 from ..errors import DataError, ModelError
 from ..masks import MaskSet
-from .extract import prunable_modules
+from .extract import canonical_weight, layer_parameters, prunable_modules
 
 __all__ = ["activation_norms", "wanda_scores", "wanda_masks"]
 
@@ -69,7 +69,8 @@ def _patch_sumsq(module, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(x.shape[1], *module.kernel_size)
 
 
-def activation_norms(model: nn.Module, data, *, layers=None) -> dict[str, np.ndarray]:
+def activation_norms(model: nn.Module, data, *, layers=None,
+                     unused: str = "error") -> dict[str, np.ndarray]:
     """Layer -> ``||X||_2`` of each fan-in input of the layer over all calibration positions.
 
     Parameters
@@ -80,6 +81,9 @@ def activation_norms(model: nn.Module, data, *, layers=None) -> dict[str, np.nda
         Tensors, ``(inputs, labels)`` pairs or dicts of keyword arguments for the model.
     layers : iterable of str, optional
         The layers to measure (default: every Conv1d/Conv2d/Linear).
+    unused : {"error", "skip"}
+        A layer whose module never runs on the data (``nn.MultiheadAttention``'s ``out_proj``
+        is applied through its weight): an error, or left out of the result.
 
     Returns
     -------
@@ -129,10 +133,10 @@ def activation_norms(model: nn.Module, data, *, layers=None) -> dict[str, np.nda
     if batches == 0:
         raise DataError("Wanda needs calibration data: data= gave no batch")
     silent = [n for n in names if n not in sums]
-    if silent:
+    if silent and unused == "error":
         raise DataError(f"layer(s) {silent} never ran on the calibration data; Wanda scores need "
                         "every scored layer's input (or leave them out with layers=)")
-    return {n: sums[n].sqrt().cpu().numpy() for n in names}
+    return {n: sums[n].sqrt().cpu().numpy() for n in names if n in sums}
 
 
 def _layer_scores(module, norm: np.ndarray, name: str) -> np.ndarray:
@@ -171,13 +175,16 @@ def wanda_masks(model: nn.Module, compression, data, *, nm=None, layers=None,
     ``nm="2:4"`` every group of M consecutive input weights keeps its N best instead (the
     compression must then be M/N, see :func:`graphpai.generators.nm.pattern_for`; a layer whose
     input width is not a multiple of M stays dense). Layers in `exclude` (and those not in
-    `layers`) stay dense and are not scored. Float scores exist for one layer at a time.
+    `layers`) stay dense and are not scored, as do layers whose module never runs (with
+    ``layers=None``) and graph layers that are not Conv/Linear modules (``in_proj_weight``).
+    Float scores exist for one layer at a time.
     """
     modules = prunable_modules(model)
     c = check_compression(compression, sum(m.weight.numel() for m in modules.values()))
     skip = set(exclude)
     chosen = [n for n in (list(modules) if layers is None else list(layers)) if n not in skip]
-    norms = activation_norms(model, data, layers=chosen)
+    norms = activation_norms(model, data, layers=chosen,
+                             unused="skip" if layers is None else "error")
     out = {}
     for name, module in modules.items():  # one layer's float scores at a time (LLM-size models)
         shape = tuple(module.weight.shape)
@@ -196,4 +203,8 @@ def wanda_masks(model: nn.Module, compression, data, *, nm=None, layers=None,
         mask = np.zeros(rows.shape, dtype=bool)
         np.put_along_axis(mask, order, True, axis=1)
         out[name] = mask.reshape(shape)
+    for name, (module, attr, transposed) in layer_parameters(model).items():
+        if name not in out:  # a layer that is not a Conv/Linear module: dense, not scored
+            weight = canonical_weight(getattr(module, attr), transposed, getattr(module, "groups", 1))
+            out[name] = np.ones(tuple(weight.shape), dtype=bool)
     return MaskSet(out)

@@ -149,3 +149,22 @@ def test_nm_wanda_on_a_cnn_keeps_ungroupable_layers_dense():
     kept = np.moveaxis(masks["2"], 1, -1).reshape(-1, 4)
     for g, k in zip(groups, kept):
         assert k.sum() == 2 and g[k].min() >= g[~k].max()
+
+
+def test_layers_wanda_cannot_score_stay_dense():
+    torch.manual_seed(5)
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x, need_weights=False)[0])
+
+    model = Encoder()
+    masks = graphpai.prune(model, "wanda", compression=2, data=[torch.randn(2, 3, 8)])
+    assert masks["attn.in_proj_weight"].shape == (24, 8) and masks["attn.in_proj_weight"].all()
+    assert masks.kept("fc") == 4 * 4
+    assert set(masks) == set(graphpai.to_graph(model, input_shape=(3, 8)).layers)
