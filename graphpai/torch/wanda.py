@@ -205,6 +205,7 @@ def wanda_masks(model: nn.Module, compression, data, *, nm=None, layers=None,
         out[name] = mask.reshape(shape)
     for name, (module, attr, transposed) in layer_parameters(model).items():
         if name not in out:  # a layer that is not a Conv/Linear module: dense, not scored
-            weight = canonical_weight(getattr(module, attr), transposed, getattr(module, "groups", 1))
+            groups = getattr(module, "groups", 1)
+            weight = canonical_weight(getattr(module, attr), transposed, groups)
             out[name] = np.ones(tuple(weight.shape), dtype=bool)
     return MaskSet(out)
