@@ -62,7 +62,8 @@ class Aggregate:
 class SpectralReport:
     """Result of :func:`spectral`: the per-layer table, network means and which gates applied.
 
-    ``pairs`` holds [RAM]'s layer-pair scores (:mod:`.pairs`) and ``channel_overlap`` each
+    ``masks_source`` says where the masks came from ("given", "dense", "model: ..."). ``pairs``
+    holds [RAM]'s layer-pair scores (:mod:`.pairs`) and ``channel_overlap`` each
     layer's channel overlap coefficient. ``gates`` maps each quantity to the rule that decided whether it was scored. ``means`` maps
     each name of `MEAN_FIELDS` to an `Aggregate`; ``means["coordinate_norm"]`` is [FS]'s network
     score. ``positive_gap_share`` is the share of layers with a scored Delta_r that have
@@ -78,6 +79,7 @@ class SpectralReport:
     positive_gap_share: Aggregate
     pairs: tuple[LayerPair, ...] = ()
     channel_overlap: dict = field(default_factory=dict)
+    masks_source: str | None = None
 
     def layer(self, name: str) -> LayerSpectrum:
         for row in self.layers:
@@ -97,7 +99,7 @@ class SpectralReport:
             "means": {k: v.to_dict() for k, v in self.means.items()},
             "positive_gap_share": self.positive_gap_share.to_dict(),
             "pairs": [p.to_dict() for p in self.pairs],
-            "channel_overlap": dict(self.channel_overlap),
+            "channel_overlap": dict(self.channel_overlap), "masks_source": self.masks_source,
         })
 
     def __repr__(self) -> str:
@@ -122,7 +124,8 @@ class SpectralReport:
         rules: dict[str, list[str]] = {}
         for quantity, rule in self.gates.items():
             rules.setdefault(rule, []).append(quantity)
-        lines = [f"spectral report, profile {self.profile}, weights {self.weights or 'none'}",
+        lines = [f"spectral report, profile {self.profile}, weights {self.weights or 'none'}"
+                 + (f", masks {self.masks_source}" if self.masks_source else ""),
                  self.scored_sentence(), "", format_table(rows, columns), "",
                  "network means over scored layers:",
                  format_table(means),
@@ -311,8 +314,9 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     net : NetGraph or torch.nn.Module
         The network (a model is traced with :func:`graphpai.as_graph`).
     masks : MaskSet or mapping of layer name -> bool array, optional
-        The masks; None means dense (prune buffers on a model are not read: pass
-        ``graphpai.torch.masks.masks_from_model(model)`` for those).
+        The masks. None: a torch model's own masks if it carries any (``torch.nn.utils.prune``
+        buffers, ``torch.ao.pruning`` parametrizations; :func:`graphpai.torch.masks.model_masks`),
+        else dense; ``report.masks_source`` says which ("given", "dense" or "model: ...").
     weights : None, "init" or mapping of layer name -> array
         None: a model's current weights (``weight_orig`` under torch prune), and no weighted
         quantities for a NetGraph (reason "no weights"). ``"init"``: fresh weights on a deep
@@ -368,6 +372,15 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     """
     gate = get_gate(profile)
     graph = as_graph(net, input_shape)
+    masks_source = "given"
+    if masks is None:  # dense, unless a torch model carries its own masks (torch prune, ao)
+        masks_source = "dense"
+        if not isinstance(net, NetGraph):
+            from ..torch.masks import model_masks
+
+            found, described = model_masks(net, graph)
+            if found is not None:
+                masks, masks_source = found, f"model: {described}"
     if masks is not None:
         masks = (masks if isinstance(masks, MaskSet) else MaskSet(masks)).validate(graph)
     weight_map, source = _resolve_weights(net, graph, weights, seed)
@@ -408,4 +421,4 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     share = Aggregate(float(np.mean([v > 0 for v in scored])) if scored else None, len(scored),
                       len(layers))
     return SpectralReport(profile, source, gate_table(profile), tuple(layers), means, share,
-                          pair_scores(graph, masks), channel_overlap(graph, masks))
+                          pair_scores(graph, masks), channel_overlap(graph, masks), masks_source)

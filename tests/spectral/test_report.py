@@ -331,9 +331,11 @@ def test_weights_init_ignores_torch_prune_hooks():
     plain = models.build("lenet5", seed=0)
     pruned = apply_masks(models.build("lenet5", seed=0),
                          {"features.0": np.zeros((6, 1, 5, 5), dtype=bool)})
-    a = spectral(plain, weights="init", seed=4)
-    b = spectral(pruned, weights="init", seed=4)
+    dense = {n: np.ones(l.weight_shape, bool) for n, l in graphpai.as_graph(plain).layers.items()}
+    a = spectral(plain, dense, weights="init", seed=4)  # the same masks: only weights differ
+    b = spectral(pruned, dense, weights="init", seed=4)
     assert a.rows() == b.rows()  # the whole weight is re-drawn, not only its masked view
+    assert spectral(pruned, weights="init", seed=4).layer("features.0").E == 0  # its own mask
     assert hasattr(pruned.features[0], "weight_mask")  # and the model keeps its hooks
 
 
@@ -446,3 +448,24 @@ def test_progress_bar_counts_layers(monkeypatch):
     counted.clear()
     spectral(g, masks, weights)              # off by default
     assert counted == []
+
+
+def test_issue_13_7_a_torch_pruned_model_is_not_reported_dense():
+    import torch
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    model.input_shape = (20,)
+    prune.random_unstructured(model[0], "weight", amount=0.75)
+    kept = int(model[0].weight_mask.sum())
+    report = spectral(model)
+    assert report.layers[0].E == kept < 20 * 16          # the buffer, not a dense layer
+    assert report.layers[1].E == 16 * 4                  # no mask there: dense
+    assert report.masks_source.startswith("model: ") and "prune" in report.masks_source
+    assert "masks model: " in report.to_text().splitlines()[0]
+    assert report.to_dict()["masks_source"] == report.masks_source
+    g = report_module.as_graph(model)
+    assert spectral(g).masks_source == "dense"
+    assert spectral(model, {n: np.ones(l.weight_shape, bool) for n, l in g.layers.items()}
+                    ).masks_source == "given"
