@@ -1,4 +1,4 @@
-"""NetGraph on hand-built graphs (SPEC §2): structure, channel and fan-in views, link maps,
+"""NetGraph on hand-built graphs (docs/definitions.md#graph): structure, channel and fan-in views, link maps,
 networkx/igraph exports, renaming invariance and construction errors.
 
 Every expected value is computed here from the weight/mask tensors with naive loops; nothing is

@@ -1,4 +1,4 @@
-"""Tests of the model zoo (graphpai/torch/models.py; SPEC §1, §8).
+"""Tests of the model zoo (graphpai/torch/models.py; docs/definitions.md#masks, #training).
 
 Expected counts are derived here from each architecture's published plan, never from the code.
 """
@@ -27,7 +27,7 @@ def n_params(model):
 
 # ------------------------------------------------------------------ expected counts, by hand
 
-VGG_PLANS = {  # open_lth / Synaptic-Flow "lottery" plans; VGG-16 as in SPEC §1
+VGG_PLANS = {  # open_lth / Synaptic-Flow "lottery" plans; VGG-16 as in docs/definitions.md#masks
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
@@ -248,7 +248,7 @@ def test_layer_names():
         assert r20[f"layer{stage}.0.conv1"].stride == (2, 2)
         assert isinstance(r20[f"layer{stage}.0.shortcut.1"], nn.BatchNorm2d)
     assert len(r20["layer1.0.shortcut"]) == 0 and len(r20["layer2.1.shortcut"]) == 0
-    assert "avgpool" not in r20  # open_lth pools with a function call (npb paths divide, SPEC §4)
+    assert "avgpool" not in r20  # open_lth pools with a function call (npb paths divide, docs/definitions.md#npb-profile)
 
     r50 = dict(build("resnet50").named_modules())
     for key in ["conv1", "bn1", "relu", "maxpool", "layer1.0.conv3", "layer1.0.downsample.0",

@@ -1,4 +1,4 @@
-"""The exact spatial activity engine (SPEC §3) against naive oracles."""
+"""The exact spatial activity engine (docs/definitions.md#spatial-semantics) against naive oracles."""
 
 import numpy as np
 import pytest
