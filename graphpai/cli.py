@@ -573,10 +573,16 @@ def _train_arguments(parser):
                              "time on big layers)")
 
 
-def _dst_arguments(parser):
-    parser.add_argument("--dst", choices=["set", "rigl"],
-                        help="dynamic sparse training: drop and regrow every --update-every steps "
-                             "(docs/dst.md)")
+def _dst_arguments(parser, *, axis=False):
+    if axis:
+        parser.add_argument("--dst", metavar="static,set,rigl",
+                            help="with --train: how the points train their masks, a grid axis "
+                                 "(static keeps them fixed; set/rigl: dynamic sparse training "
+                                 "from them, docs/dst.md; default: static)")
+    else:
+        parser.add_argument("--dst", choices=["set", "rigl"],
+                            help="dynamic sparse training: drop and regrow every --update-every "
+                                 "steps (docs/dst.md)")
     parser.add_argument("--update-every", type=int, default=100, metavar="K",
                         help="steps between DST updates (default: 100)")
     parser.add_argument("--drop-fraction", type=float, default=0.3, metavar="F",
@@ -724,7 +730,7 @@ def _sweep_arguments(parser):
                              "(default: synthetic) and the prune batches of SNIP/GraSP")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (--train)")
     parser.add_argument("--device", help="training device for --train (default: auto)")
-    _dst_arguments(parser)
+    _dst_arguments(parser, axis=True)
     parser.add_argument("--workers", type=int, help="local processes (default: the CPU count)")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                         help="run on this Dask scheduler (pip install \"graphpai[dask]\")")
@@ -737,11 +743,13 @@ def _sweep_arguments(parser):
          "stored (resumable) and reported", _sweep_arguments)
 def _sweep(args) -> int:
     from .study import grid, parse_options
+    from .study.grid import parse_dsts
     from .study.runner import sweep
 
     measures = (["spatial"] if args.semantics == "spatial" else []) + \
         (["paths"] if args.paths else []) + (["spectral"] if args.spectral else [])
     settings = None
+    dsts = [d for d in parse_dsts(args.dst or "static") if d is not None]
     data = args.data or ("synthetic" if args.train else None)
     if data is not None and data != "synthetic":
         import os
@@ -762,21 +770,22 @@ def _sweep(args) -> int:
         settings = {"recipe": args.train, "data": data,
                     **({"epochs": args.epochs} if args.epochs else {}),
                     **({"device": args.device} if args.device else {}),
-                    **({"dst": args.dst, "update_every": args.update_every,
-                        "drop_fraction": args.drop_fraction,
-                        "stop_fraction": args.stop_fraction} if args.dst else {})}
-        if args.dst:
+                    **({"update_every": args.update_every, "drop_fraction": args.drop_fraction,
+                        "stop_fraction": args.stop_fraction} if dsts else {})}
+        for dst in dsts:
             from .torch.dst import DynamicSparsity
 
-            DynamicSparsity(args.dst, update_every=args.update_every,  # bad values fail now
+            DynamicSparsity(dst, update_every=args.update_every,  # bad values fail now
                             drop_fraction=args.drop_fraction, stop_fraction=args.stop_fraction)
-    elif args.dst:
+    elif dsts:
         raise GraphpaiError("--dst trains the points: add --train RECIPE")
     points = grid(model=args.model, methods=args.methods, budgets=args.budgets,
                   compressions=args.compressions, seeds=args.seeds,
-                  options=parse_options(args.option), measures=measures, settings=settings)
+                  options=parse_options(args.option), measures=measures, settings=settings,
+                  dsts=args.dst or "static")
     params = {"methods": args.methods, "budgets": args.budgets,
-              "compressions": args.compressions, "seeds": args.seeds}
+              "compressions": args.compressions, "seeds": args.seeds,
+              **({"dst": args.dst} if args.dst else {})}
     summary = sweep(points, args.out, workers=args.workers, scheduler=args.scheduler,
                     progress=progress(args), report=not args.no_report,
                     params=params)

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError
 from .correlation import correlations
 from .figures import (_edge_markers, _has, _legend, _new_figure, _ok, _styles, as_float,
-                      series_label, _truthy)
+                      series_label, series_method, _truthy)
 
 __all__ = ["ACCURACY_COLUMNS", "METRIC_LABELS", "accuracy_column", "accuracy_vs_compression",
            "metric_vs_accuracy", "accuracy_figures", "power_label"]
@@ -102,7 +102,7 @@ def accuracy_vs_compression(table, *, accuracy: str | None = None,
         target = as_float(row.get("compression"))
         if y is None or math.isnan(y) or target is None:
             continue
-        key = (row.get("method"), row.get("budget"))
+        key = (series_method(row), row.get("budget"))
         groups.setdefault(key, {}).setdefault(target, []).append(
             (as_float(row.get(x_column)), y, _truthy(row.get(f"{semantics}_disconnected"))))
     fig, ax = _new_figure()
@@ -172,7 +172,7 @@ def metric_vs_accuracy(table, metric: str, *, accuracy: str | None = None):
     fig, axes = _new_figure(3.2 * cols + 0.6, 2.8 * nrows + 0.6, nrows=nrows, ncols=cols,
                             squeeze=False)
     axes = axes.ravel()
-    keys = sorted({(r.get("method"), r.get("budget")) for r in rows},
+    keys = sorted({(series_method(r), r.get("budget")) for r in rows},
                   key=lambda k: (str(k[0]), str(k[1])))
     colour = {k: f"C{i % 10}" for i, k in enumerate(keys)}
     for ax, target in zip(axes, targets):
@@ -181,7 +181,7 @@ def metric_vs_accuracy(table, metric: str, *, accuracy: str | None = None):
         for key in keys:
             xs, ys = [], []
             for r in group:
-                if (r.get("method"), r.get("budget")) != key:
+                if (series_method(r), r.get("budget")) != key:
                     continue
                 x, y = as_float(r.get(metric)), as_float(r.get(column))
                 if y is None or math.isnan(y) or x is None or math.isnan(x):

@@ -45,7 +45,7 @@ from ..errors import DataError
 __all__ = [
     "functional_ratio", "corrected_compression", "functional_node_ratio", "effective_paths",
     "npb_plane", "spectral_means", "layer_bars", "layer_spectrum", "degree_histograms",
-    "study_figures", "as_float", "series_label", "SPECTRAL_PANELS",
+    "study_figures", "as_float", "series_label", "series_method", "SPECTRAL_PANELS",
 ]
 
 SPECTRAL_PANELS = (
@@ -58,7 +58,8 @@ SPECTRAL_PANELS = (
 quantities under its own gate (iclr23), [FS]'s norm under its gate (neurips23)."""
 
 _NAMES = {"mica": "MiCA", "rpi": "RPI", "snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
-          "npb": "NPB", "pags": "PAGS", "magnitude": "magnitude", "uniform": "uniform"}
+          "npb": "NPB", "pags": "PAGS", "magnitude": "magnitude", "uniform": "uniform",
+          "nm": "N:M", "wanda": "Wanda", "set": "SET", "rigl": "RigL"}
 _MISSING = ("x", "#d62728")  # marker and colour of a point drawn on the axis edge
 
 
@@ -101,12 +102,30 @@ def _require(rows: Sequence[Mapping], *columns: str) -> None:
                         "docs/study.md)")
 
 
-def series_label(method, budget=None) -> str:
-    """How a (method, budget) reads in a legend: ``RPI-ERK``, ``MiCA-IGQ``, ``SNIP``.
+def series_method(row) -> str:
+    """The method a row's series is drawn under: the method, with ``+set`` / ``+rigl`` for a
+    point trained with dynamic sparse training (the study's DST axis, docs/dst.md).
 
-    >>> series_label("mica", "erk"), series_label("snip", None)
-    ('MiCA-ERK', 'SNIP')
+    >>> series_method({"method": "rpi", "dst": "rigl"}), series_method({"method": "rpi"})
+    ('rpi+rigl', 'rpi')
     """
+    method, dst = row.get("method"), row.get("dst")
+    if isinstance(dst, str) and dst.strip() and dst != "static":
+        return f"{method}+{dst}"
+    return method
+
+
+def series_label(method, budget=None) -> str:
+    """How a (method, budget) reads in a legend: ``RPI-ERK``, ``MiCA-IGQ``, ``SNIP``, and
+    ``RPI+RigL-ERK`` for a DST series (`series_method`).
+
+    >>> series_label("mica", "erk"), series_label("snip", None), series_label("rpi+rigl", "erk")
+    ('MiCA-ERK', 'SNIP', 'RPI+RigL-ERK')
+    """
+    method, plus, dst = str(method).partition("+")
+    if plus:
+        return series_label(method) + "+" + _NAMES.get(dst.lower(), dst) + (
+            "" if budget in (None, "", "-") else "-" + series_label("", budget).lstrip("-"))
     name = _NAMES.get(str(method).lower(), str(method))
     if budget in (None, "", "-"):
         return name
@@ -143,7 +162,7 @@ def _series(rows, column, *, x="direct_compression", disconnected=None):
             xs = target
         if xs is None:
             continue
-        key = (row.get("method"), row.get("budget"))
+        key = (series_method(row), row.get("budget"))
         pooled[key][target if target is not None else xs].append(
             (xs, as_float(row.get(column)), disconnected is not None
              and _truthy(row.get(disconnected))))
@@ -303,12 +322,12 @@ def npb_plane(table):
     rows = _ok(table)
     _require(rows, "log10_paths", "effective_nodes")
     fig, ax = _new_figure()
-    methods = sorted({str(r.get("method")) for r in rows})
+    methods = sorted({str(series_method(r)) for r in rows})
     cut = []
     for i, method in enumerate(methods):
         xs, ys = [], []
         for row in rows:
-            if str(row.get("method")) != method:
+            if str(series_method(row)) != method:
                 continue
             x, y = as_float(row.get("log10_paths")), as_float(row.get("effective_nodes"))
             if y is None:

@@ -264,7 +264,7 @@ def study_summary(table, *, semantics: str = "channel") -> list[str]:
         full = ratio >= 1.0
         if r.get(f"{semantics}_functional") is not None and r.get("kept") is not None:
             full = int(r[f"{semantics}_functional"]) == int(r["kept"])
-        groups[(r.get("method"), r.get("budget"))][target].append(
+        groups[(_fig.series_method(r), r.get("budget"))][target].append(
             (ratio, full, _fig._truthy(r.get(cut_col))))
     for key in sorted(groups, key=lambda k: (str(k[0]), str(k[1]))):
         label = _fig.series_label(*key)
@@ -299,7 +299,7 @@ def study_summary(table, *, semantics: str = "channel") -> list[str]:
     if failed:
         first = failed[0]
         lines.append(f"{len(failed)} point{'s' if len(failed) != 1 else ''} failed, for example "
-                     f"{_fig.series_label(first.get('method'), first.get('budget'))} at "
+                     f"{_fig.series_label(_fig.series_method(first), first.get('budget'))} at "
                      f"{_power(_fig.as_float(first.get('compression')))}: "
                      f"{str(first.get('error') or 'no error recorded').splitlines()[0]}")
     return lines
@@ -318,7 +318,7 @@ def _accuracy_summary(rows) -> list[str]:
     for r in rows:
         acc, target = _fig.as_float(r.get(column)), _fig.as_float(r.get("compression"))
         if acc is not None and target is not None and not math.isnan(acc):
-            means[target][_fig.series_label(r.get("method"), r.get("budget"))].append(acc)
+            means[target][_fig.series_label(_fig.series_method(r), r.get("budget"))].append(acc)
     lines = []
     shared = [c for c in sorted(means) if len(means[c]) >= 2]
     if shared:

@@ -22,7 +22,7 @@ from ..budgets import parse_compression
 from ..errors import BudgetError, StudyError, UnknownMethodError
 
 __all__ = ["Point", "grid", "parse_compressions", "parse_seeds", "parse_options", "DEFINITIONS_VERSION",
-           "MAX_POINTS", "method_options"]
+           "MAX_POINTS", "method_options", "parse_dsts", "DSTS"]
 
 DEFINITIONS_VERSION = 1
 """Version of what the study's columns mean (the metric definitions behind them); raised whenever
@@ -69,6 +69,10 @@ class Point:
         sorted.
     settings : tuple of (name, value)
         Parameters of the measures (for example a training recipe), sorted.
+    dst : {None, "set", "rigl"}
+        How a trained point trains its mask: None keeps it fixed (static PaI), ``"set"`` and
+        ``"rigl"`` are dynamic sparse training from it (docs/dst.md). A grid axis, so one study
+        compares static and dynamic training from the same initial masks.
     """
 
     model: str
@@ -79,6 +83,7 @@ class Point:
     options: tuple = ()
     measures: tuple = ()
     settings: tuple = ()
+    dst: str | None = None
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -106,6 +111,7 @@ class Point:
     def label(self) -> str:
         """Short human name, e.g. ``rpi-erk 10^3 seed 0``."""
         name = self.method + (f"-{self.budget}" if self.budget else "")
+        name += f" {self.dst}" if self.dst else ""
         return f"{name} 10^{self.log10_compression:g} seed {self.seed}"
 
     def definition(self) -> dict:
@@ -123,6 +129,8 @@ def _key(point: Point) -> str:
     digits (``1e3``, ``10^3`` and a range's ``10**3.0``) share a key."""
     payload = {**point.definition(), "method": point.method, "budget": point.budget,
                "compression": f"{point.compression:.12g}", "seed": point.seed}
+    if point.dst is not None:  # static points keep the keys they had before DST was an axis
+        payload["dst"] = point.dst
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -225,7 +233,8 @@ def _names(value) -> list[str]:
 
 # ------------------------------------------------------------------------------ grid
 def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), options=None,
-         measures: Iterable[str] = (), settings: Mapping | None = None) -> list[Point]:
+         measures: Iterable[str] = (), settings: Mapping | None = None,
+         dsts=("static",)) -> list[Point]:
     """Every point of a study, validated before any work starts.
 
     Placement methods (RPI, MiCA, ...) get one point per budget; ranking methods (magnitude,
@@ -251,6 +260,11 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
         Parameters of the measures. ``data`` (``"synthetic"`` or a CIFAR directory) also gives
         the prune batches of methods that need them (SNIP, GraSP; 10 x classes training images
         drawn with the point's seed).
+    dsts : str or iterable of str
+        ``static``, ``set``, ``rigl`` (comma-separated text or names; default static only): how
+        trained points train their masks, one point per value (needs the ``train`` measure for
+        anything but static; the DST parameters ``update_every``, ``drop_fraction`` and
+        ``stop_fraction`` are settings).
 
     Returns
     -------
@@ -292,6 +306,10 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
             raise UnknownMethodError(f"unknown budget {name!r}; known budgets: "
                                      f"{', '.join(sorted(BUDGETS))}, or a method name for its "
                                      f"per-layer counts: {', '.join(sorted(GENERATORS))}")
+    dst_names = parse_dsts(dsts)
+    if dst_names != [None] and "train" not in measures:
+        raise StudyError("dynamic sparse training (--dst set/rigl) trains the points: add the "
+                         "train measure (--train RECIPE)")
     generators = [get_generator(m) for m in _names(methods)]
     if not generators:
         raise StudyError(f"no method given; known methods: {', '.join(sorted(GENERATORS))}")
@@ -311,9 +329,26 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
                 raise StudyError(f"{hungry[0].name} needs prune batches: give the sweep --data "
                                  "DIR (a CIFAR directory) or --data synthetic (settings="
                                  "{'data': ...} in Python)")
-            points.extend(Point(model, gen.name, budget, c, s, options, measures, settings)
-                          for c in compressions for s in seeds)
+            points.extend(Point(model, gen.name, budget, c, s, options, measures, settings, d)
+                          for d in dst_names for c in compressions for s in seeds)
     return points
+
+
+DSTS = ("static", "set", "rigl")
+
+
+def parse_dsts(value) -> list:
+    """The DST axis from ``"static,set,rigl"``: None for static, the method name otherwise.
+
+    >>> parse_dsts("static,rigl")
+    [None, 'rigl']
+    """
+    names = (_names(value) if value is not None else []) or ["static"]
+    unknown = [n for n in names if n not in DSTS]
+    if unknown:
+        raise StudyError(f"unknown DST mode {unknown[0]!r}; write a comma list of "
+                         f"{', '.join(DSTS)} (docs/dst.md)")
+    return [None if n == "static" else n for n in names]
 
 
 def method_options(options, method: str) -> dict:

@@ -197,6 +197,7 @@ def measure(point: Point) -> dict:
         "model": point.model, "method": point.method, "budget": point.budget,
         "compression": point.compression, "log10_compression": point.log10_compression,
         "seed": point.seed, "options": json.dumps(point.option_dict, sort_keys=True),
+        **({"dst": point.dst} if point.dst else {}),
         "N": a.N, "kept": a.kept, "density": a.kept / a.N, "direct_compression": a.direct_compression,
         **audit_columns(a, "channel"),
     }
@@ -243,6 +244,9 @@ def _spectral(ctx: Context, point: Point) -> dict:
     return row
 
 
+_DST_SETTINGS = ("dst", "update_every", "drop_fraction", "stop_fraction")
+
+
 @register_measure("train")
 def _train(ctx: Context, point: Point) -> dict:
     """Train the point's model (its seed's initial weights) with its masks: the settings give
@@ -254,7 +258,10 @@ def _train(ctx: Context, point: Point) -> dict:
     from ..torch.train import train_point
 
     settings = point.setting_dict
-    overrides = {k: v for k, v in settings.items() if k not in ("recipe", "data", "device")}
+    overrides = {k: v for k, v in settings.items() if k not in ("recipe", "data", "device")
+                 and (point.dst is not None or k not in _DST_SETTINGS)}
+    if point.dst is not None:
+        overrides["dst"] = point.dst
     from .runner import worker_device
 
     model = copy.deepcopy(ctx.model)  # the cached initial weights stay untouched

@@ -71,7 +71,8 @@ def _failed(point: Point, error: str) -> dict:
     return {"key": point.key, "status": "failed", "error": error, "model": point.model,
             "method": point.method, "budget": point.budget, "compression": point.compression,
             "log10_compression": point.log10_compression, "seed": point.seed,
-            "options": _options_text(point), "graphpai_version": __version__,
+            "options": _options_text(point), **({"dst": point.dst} if point.dst else {}),
+            "graphpai_version": __version__,
             "definitions_version": DEFINITIONS_VERSION}
 
 

@@ -154,3 +154,28 @@ def test_point_label_and_definition():
     assert d["model"] == "mlp" and d["definitions_version"] == grid_module.DEFINITIONS_VERSION
     json.dumps(d)
     assert math.isclose(p.compression, 10 ** 2.5)
+
+
+def test_dst_is_an_axis_and_static_keys_are_unchanged():
+    import hashlib
+    import json
+
+    from graphpai import __version__
+    from graphpai.study.grid import DEFINITIONS_VERSION, parse_dsts
+
+    points = grid(model="mlp", methods="rpi", compressions="1e2", dsts="static,set,rigl",
+                  measures=["train"], settings={"recipe": "mica-resnet20"})
+    assert [p.dst for p in points] == [None, "set", "rigl"]
+    assert len({p.key for p in points}) == 3 and points[1].label == "rpi-erk set 10^2 seed 0"
+    # a static point's key is the one it had before DST was an axis (restated here)
+    payload = {"model": "mlp", "options": {}, "measures": ["train"],
+               "settings": {"recipe": "mica-resnet20"}, "graphpai_version": __version__,
+               "definitions_version": DEFINITIONS_VERSION, "method": "rpi", "budget": "erk",
+               "compression": "100", "seed": 0}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    assert points[0].key == hashlib.sha256(text.encode()).hexdigest()[:20]
+    assert parse_dsts(None) == [None] and parse_dsts("rigl,static") == ["rigl", None]
+    with pytest.raises(StudyError, match="unknown DST mode"):
+        parse_dsts("sst")
+    with pytest.raises(StudyError, match="train"):
+        grid(model="mlp", methods="rpi", compressions="1e2", dsts="set")

@@ -96,3 +96,33 @@ def test_sweep_train_dst_column(tmp_path, capsys):
         capsys, "update_every")
     assert not os.path.exists(tmp_path / "s3")
     assert np.isfinite(rows[0]["final_test_acc"])
+
+
+def test_sweep_dst_axis_compares_static_and_dst_in_one_store(tmp_path, capsys):
+    """--dst static,set is a grid axis: one row per mode from the same initial masks, drawn as
+    separate series, and a rerun adding rigl computes only the new points."""
+    out = str(tmp_path / "study")
+    base = ["sweep", "--model", "mlp", "--methods", "rpi", "--compressions", "1e1,1e2", "--out",
+            out, "--train", "mica-resnet20", "--epochs", "1", "--device", "cpu", "--workers", "1",
+            "--quiet", "--update-every", "2"]
+    assert main(base + ["--dst", "static,set"]) == 0
+    from graphpai.report.figures import functional_ratio
+    from graphpai.study.store import read_table
+
+    rows = read_table(out)
+    assert sorted(str(r.get("dst")) for r in rows) == ["None", "None", "set", "set"]
+    assert all(r["status"] == "ok" for r in rows)
+    by_mode = {}
+    for r in rows:  # the same masks: same kept and functional counts in both modes
+        by_mode.setdefault(r["compression"], set()).add((r["kept"], r["channel_functional"]))
+    assert all(len(v) == 1 for v in by_mode.values())
+    labels = {line.get_label() for line in functional_ratio(rows).axes[0].get_lines()
+              if (line.get_gid() or "").startswith("series:")}
+    assert labels == {"RPI-ERK", "RPI+SET-ERK"}
+    capsys.readouterr()
+    assert main(base + ["--dst", "static,set,rigl", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = read_table(out)
+    assert len(rows) == 6 and sorted(str(r.get("dst")) for r in rows).count("rigl") == 2
+    assert summary["done"] == 2 and summary["skipped"] == 4, summary
+    bad(base + ["--dst", "static,sett"], capsys, "unknown DST mode 'sett'")
