@@ -33,12 +33,17 @@ from .pairs import LayerPair, channel_overlap, pair_scores
 from .solvers import DENSE_MAX, one_blas_thread
 
 __all__ = ["LayerSpectrum", "Aggregate", "SpectralReport", "spectral", "layer_spectrum",
-           "MEAN_FIELDS"]
+           "MEAN_FIELDS", "SUMMARY_MEANS"]
 
 MEAN_FIELDS = ("delta_r", "delta_r_norm", "delta_s", "delta_s_norm", "narc", "imdb", "imdb_raw",
                "ism", "ism_norm", "imax_ep", "i_mean_ep", "weighted_gap", "imdb_r", "imdb_lambda",
                "coordinate_norm")
 """Per-layer fields averaged over scored layers in `SpectralReport.means`."""
+
+SUMMARY_MEANS = ("delta_r_norm", "delta_s_norm", "imdb", "narc", "weighted_gap", "imdb_r",
+                 "coordinate_norm")
+"""The network means a study row and a tracked training run record per profile (columns
+``{profile}_{name}``)."""
 
 
 @dataclass(frozen=True)

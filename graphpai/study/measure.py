@@ -224,20 +224,17 @@ def _paths(ctx: Context, point: Point) -> dict:
             "effective_nodes": counted.effective_nodes, "nodes": counted.nodes}
 
 
-_SPECTRAL_MEANS = ("delta_r_norm", "delta_s_norm", "imdb", "narc", "weighted_gap", "imdb_r",
-                   "coordinate_norm")
-
-
 @register_measure("spectral")
 def _spectral(ctx: Context, point: Point) -> dict:
     from ..spectral import spectral
+    from ..spectral.report import SUMMARY_MEANS
     from ..torch.extract import layer_weights
 
     weights = layer_weights(ctx.model)
     row = {}
     for profile in ("iclr23", "neurips23"):
         report = spectral(ctx.graph, ctx.masks, weights, profile=profile, workers=1)
-        for name in _SPECTRAL_MEANS:
+        for name in SUMMARY_MEANS:
             row[f"{profile}_{name}"] = report.means[name].mean
         row[f"{profile}_positive_gap_share"] = report.positive_gap_share.mean
         row[f"{profile}_scored_fraction"] = report.means["delta_r"].scored_fraction

@@ -43,6 +43,7 @@ import time
 import numpy as np
 
 from ..errors import TrainError
+from ..spectral.report import SUMMARY_MEANS
 from .train import Callback, TrainInfo
 
 __all__ = ["TopologyTracker", "TABLE", "LAYER_TABLE", "TRACK_JSON", "MASKS_DIR", "MASK_ONLY",
@@ -52,8 +53,7 @@ TABLE, LAYER_TABLE, TRACK_JSON, MASKS_DIR = ("topology.csv", "topology_layers.cs
                                              "topology.json", "masks")
 _FORMAT = "graphpai-topology-1"
 PROFILES = ("iclr23", "neurips23")
-SPECTRAL_MEANS = ("delta_r_norm", "delta_s_norm", "imdb", "narc", "weighted_gap", "imdb_r",
-                  "coordinate_norm")
+SPECTRAL_MEANS = SUMMARY_MEANS
 """Spectral means recorded per profile (columns ``{profile}_{name}``), as in a study's table."""
 _WEIGHTED = {"weighted_gap", "imdb_r", "coordinate_norm"}
 _LAYER_FIELDS = ("delta_r", "delta_r_norm", "weighted_gap", "coordinate_norm")
