@@ -7,10 +7,12 @@ ResNet-18 (CIFAR stem, 100 classes, as [NPB]'s ResNet-18 runs) with the ERK budg
 programs (``seconds`` of the per-layer rows), the budget drift, and [NPB]'s balance measures next
 to RPI-ERK's with the same budget: effective nodes and log10 effective paths (graphpai.paths,
 default profile), for both max_path normalisations (``tight``, the definition, and
-``reference``, [NPB]'s code).
+``reference``, [NPB]'s code). ``--path-mass channels`` runs NPB with the channel-level P_i
+instead of [NPB]'s pixel sums (the default).
 
     python benchmarks/npb.py                    # resnet20 and resnet18
     python benchmarks/npb.py --models resnet20 --repeat 3 --json
+    python benchmarks/npb.py --path-mass channels --no-balance
 
 Target: under 3 s for ResNet-20 at 99% on 2 cores ([NPB]'s code: about 28 s with cvxpy).
 Results are recorded in benchmarks/README.md.
@@ -42,15 +44,19 @@ def graph_of(name):
     return to_graph(models.build(name, seed=0), (3, 32, 32))
 
 
-def bench(name, repeat, seed=0, balance=True):
+def bench(name, repeat, seed=0, balance=True, path_mass="pixels"):
     graph = graph_of(name)
+
+    def run(budget, **kw):
+        return solve_npb(graph, budget, seed=seed, path_mass=path_mass, **kw)
+
     rows = []
     for sparsity in SPARSITIES:
         budget = erk(graph, 1 / (1 - sparsity))
-        solve_npb(graph, budget, seed=seed)  # warm-up
-        seconds = median_time(lambda: solve_npb(graph, budget, seed=seed), repeat)
-        result = solve_npb(graph, budget, seed=seed)
-        row = {"model": name, "sparsity": sparsity, "seconds": seconds,
+        run(budget)  # warm-up
+        seconds = median_time(lambda: run(budget), repeat)
+        result = run(budget)
+        row = {"model": name, "path_mass": path_mass, "sparsity": sparsity, "seconds": seconds,
                "ms_per_layer": 1000 * seconds / len(graph.layers),
                "solve_seconds": sum(r.seconds for r in result.layers),
                "budget": result.budget, "kept": result.kept, "drift": result.total_drift}
@@ -58,7 +64,7 @@ def bench(name, repeat, seed=0, balance=True):
             ref = paths(graph, rpi(graph, budget, seed=seed))
             row.update(rpi_nodes=ref.effective_nodes, rpi_log10_paths=ref.log10_paths)
             for norm in ("tight", "reference"):
-                found = paths(graph, solve_npb(graph, budget, seed=seed, path_norm=norm).masks)
+                found = paths(graph, run(budget, path_norm=norm).masks)
                 row.update({f"{norm}_nodes": found.effective_nodes,
                             f"{norm}_log10_paths": found.log10_paths})
         rows.append(row)
@@ -71,11 +77,14 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-balance", action="store_true", help="skip the paths/nodes audit")
+    parser.add_argument("--path-mass", choices=("pixels", "channels"), default="pixels",
+                        help="P_i summed over pixels ([NPB]'s) or on the channel multigraph")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [row for name in args.models
-            for row in bench(name, args.repeat, balance=not args.no_balance)]
+            for row in bench(name, args.repeat, balance=not args.no_balance,
+                             path_mass=args.path_mass)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return

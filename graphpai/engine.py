@@ -3,7 +3,7 @@
 The analyses (:mod:`graphpai.functional`, :mod:`graphpai.paths`) state their algorithms on the
 :class:`~graphpai.graph.NetGraph` (docs/audit.md). Where an exact answer needs the real conv
 geometry (padding, stride, dilation, groups, pooling windows) they call a **spatial engine**: an
-object, or a module of public functions, with the four calls below. The default engine is
+object, or a module of public functions, with the calls below. The default engine is
 :mod:`graphpai.torch.spatial` (torch runs the convolutions); :func:`spatial_engine` imports it the
 first time an analysis asks for it, so the core never imports torch at import time.
 
@@ -31,6 +31,12 @@ network); maps come back as numpy bool arrays, group name -> ``(channels, *size)
     in the number format below; ``bias_ones`` adds 1 to every output of a layer with a bias,
     ``reference_pools`` runs max pools as max and functional average pools as means ([NPB]'s
     conventions). ``-inf`` when no path exists.
+``path_mass(graph, masks, *, place=None, device="cpu") -> dict``
+    The same counting pass (default conventions), per channel: group name -> ``(values,
+    scale)`` in the number format below, the paths reaching each (channel, pixel) summed over the
+    channel's pixels ([NPB]'s path mass). ``place(layer, (values, scale)) -> mask`` may choose
+    each layer's mask from the mass at its input, computed from the masks placed before it (a
+    generator such as [NPB] places layers from the input to the output).
 
 ``active``, where given, maps a group name to a bool ``(channels,)`` vector of channels that are
 active at every pixel once the group is computed, reached or not (a bias, a BatchNorm shift).
@@ -98,7 +104,7 @@ def spatial_engine():
     --------
     >>> engine = spatial_engine()
     >>> all(callable(getattr(engine, name)) for name in
-    ...     ("activity", "forward_maps", "active_fan_in", "log10_paths"))
+    ...     ("activity", "forward_maps", "active_fan_in", "log10_paths", "path_mass"))
     True
     """
     global _engine

@@ -12,9 +12,10 @@ channel j; K = ``max_p``, the kernel size by default) that maximise
     + \beta \frac{n - \sum_{ij} (1 - M_{ij})_+}{n}
 
 subject to :math:`\sum M \le n`, where :math:`P_i` is the path mass reaching input channel i
-through the layers already chosen and max_path the largest value the path sum can take with n
-weights. The kept taps of each kernel are then placed at random, and kept weights that carry no
-signal (spatial semantics, docs/audit.md) are moved into kernels that do.
+(summed over its pixels) through the layers already chosen and max_path the largest value the
+path sum can take with n weights. The kept taps of each kernel are then placed at random, and
+kept weights that carry no signal (spatial semantics, docs/audit.md) are moved into kernels
+that do.
 
 The program is solved exactly by :func:`solve_layer`, a combinatorial method proved equal to the
 integer program in docs/npb.md (``solver="milp"`` solves the same reduced program with
@@ -47,10 +48,11 @@ from ..masks import MaskSet
 from ._registry import register
 
 __all__ = ["npb", "solve_npb", "solve_layer", "layer_objective", "max_path", "NPBLayer",
-           "NPBResult", "SOLVERS", "PATH_NORMS"]
+           "NPBResult", "SOLVERS", "PATH_NORMS", "PATH_MASSES"]
 
 SOLVERS = ("exact", "milp")
 PATH_NORMS = ("tight", "reference")
+PATH_MASSES = ("pixels", "channels")
 
 
 # ------------------------------------------------------------------------------ results
@@ -512,14 +514,17 @@ def _move(graph: NetGraph, masks: dict, rng, device):
 
 
 def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: float = 1.0,
-              max_p=None, solver: str = "exact", path_norm: str = "tight", move: bool = True,
-              progress: bool = False, device="cpu", input_shape=None) -> NPBResult:
+              max_p=None, solver: str = "exact", path_norm: str = "tight",
+              path_mass: str = "pixels", move: bool = True, progress: bool = False,
+              device="cpu", input_shape=None) -> NPBResult:
     """NPB masks for a network, with the program values and the drift of the move step.
 
-    Layers are solved in topological order. P_i for a layer is the channel-level path mass
-    reaching its input channels through the layers already solved: the number of paths in the
-    channel multigraph whose multiplicities are the kernel counts (docs/npb.md says how this
-    compares with [NPB]'s pixel sums). Kept taps are placed at random in each kernel; then, with
+    Layers are solved in topological order, so every layer upstream of a layer is placed
+    before it. P_i for a layer is the path mass reaching its input channel i through the masks
+    already placed: by default (``path_mass="pixels"``, [NPB]'s definition) the number of
+    paths from the input pixels to every pixel of channel i, summed over those pixels (the
+    counting pass of the spatial engine, ``path_mass``); ``path_mass="channels"`` the path count
+    of the channel multigraph whose multiplicities are the kernel counts (docs/npb.md). Kept taps are placed at random in each kernel; then, with
     ``move=True``, every kept weight that carries no signal under the spatial semantics moves
     into a kernel of the same layer that does (the kernels with the most live weights first),
     or, if the layer has no room left, on to the next layer.
@@ -539,6 +544,9 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
     path_norm : {"tight", "reference"}
         max_path as defined (the tight bound) or as [NPB]'s code computes it (see
         :func:`max_path`).
+    path_mass : {"pixels", "channels"}
+        P_i summed over the pixels of the real geometry (taps placed at random, padding,
+        stride, pools) or counted on the channel multigraph of the kernel counts.
     move : bool
         Move dead weights (off: the program's masks with random taps, as they come).
     progress : bool
@@ -554,28 +562,39 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
     """
     _check_params(alpha, beta, solver)
     max_path([1.0], 1, 1, 1, path_norm=path_norm)  # checks the name before any work
+    if path_mass not in PATH_MASSES:
+        raise UnknownMethodError(f"unknown NPB path_mass {path_mass!r}; use one of "
+                                 f"{list(PATH_MASSES)}")
     start = time.perf_counter()
     graph = as_graph(net, input_shape)
     counts = budget.check(graph).counts
     rng = np.random.default_rng(seed)
     from .._progress import bar as progress_bar
 
-    state = _path_state(graph)
     masks, info = {}, {}
     bar = progress_bar(None, progress, total=len(graph.layers), unit="layer", desc="npb")
-    for op in graph.order:
-        if not isinstance(op, Layer):
-            state[op.target] = _link_mass(graph, op, state)
-            continue
+
+    def place(op: Layer, mass) -> np.ndarray:
         t0 = time.perf_counter()
-        values, scale = state[op.source]
-        mask, objective, k = _solve_layer_masks(op, counts[op.name], values, max_p, alpha, beta,
-                                                solver, path_norm, rng)
+        mask, objective, k = _solve_layer_masks(op, counts[op.name], mass[0], max_p, alpha,
+                                                beta, solver, path_norm, rng)
         masks[op.name] = mask
-        out = graph.multiplicity(op, mask) @ values
-        state[op.target] = renormalise(np.asarray(out, dtype=np.float64), scale)
         info[op.name] = (k, objective, int(mask.sum()), time.perf_counter() - t0)
         bar.update(1)
+        return mask
+
+    if path_mass == "pixels":
+        spatial_engine().path_mass(graph, None, place=place, device=device)
+    else:
+        state = _path_state(graph)
+        for op in graph.order:
+            if not isinstance(op, Layer):
+                state[op.target] = _link_mass(graph, op, state)
+                continue
+            values, scale = state[op.source]
+            mask = place(op, state[op.source])
+            out = graph.multiplicity(op, mask) @ values
+            state[op.target] = renormalise(np.asarray(out, dtype=np.float64), scale)
     bar.close()
     solved = {name: masks[name].sum() for name in masks}
     stats, dropped = ({name: (0, 0) for name in masks}, 0)
@@ -595,8 +614,8 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
 
 @register("npb", exact_budget=False)
 def npb(graph, budget, *, seed=None, alpha: float = 0.01, beta: float = 1.0, max_p=None,
-        solver: str = "exact", path_norm: str = "tight", move: bool = True,
-        progress: bool = False, device="cpu") -> MaskSet:
+        solver: str = "exact", path_norm: str = "tight", path_mass: str = "pixels",
+        move: bool = True, progress: bool = False, device="cpu") -> MaskSet:
     """NPB masks ([NPB]): :func:`solve_npb` without the report (docs/npb.md).
 
     Examples
@@ -609,5 +628,5 @@ def npb(graph, budget, *, seed=None, alpha: float = 0.01, beta: float = 1.0, max
     {'a': 8, 'b': 4}
     """
     return solve_npb(graph, budget, seed=seed, alpha=alpha, beta=beta, max_p=max_p,
-                     solver=solver, path_norm=path_norm, move=move, progress=progress,
-                     device=device).masks
+                     solver=solver, path_norm=path_norm, path_mass=path_mass, move=move,
+                     progress=progress, device=device).masks

@@ -1,7 +1,8 @@
 """The torch spatial engine: exact 0/1 activity maps per pixel through the real geometry.
 
 This module is the default implementation of the spatial engine interface of
-:mod:`graphpai.engine` (``activity``, ``forward_maps``, ``active_fan_in``, ``log10_paths``): the
+:mod:`graphpai.engine` (``activity``, ``forward_maps``, ``active_fan_in``, ``log10_paths``,
+``path_mass``): the
 analyses in :mod:`graphpai.functional` and :mod:`graphpai.paths` reach it only through
 :func:`graphpai.engine.spatial_engine`, and it imports nothing from them. The algorithm is stated
 on the :class:`~graphpai.graph.NetGraph` (docs/audit.md); torch only runs the convolutions.
@@ -79,6 +80,7 @@ __all__ = [
     "activity",
     "functional_masks",
     "log10_paths",
+    "path_mass",
     "register_link",
 ]
 
@@ -812,6 +814,30 @@ def functional_masks(graph: NetGraph, masks=None, *, device="cpu") -> dict[str, 
     return activity(graph, masks, device=device).functional
 
 
+def _counting(graph: NetGraph, mask_of: Callable, *, device, pool=_pool_sum,
+              bias_ones: bool = False) -> dict:
+    """The counting forward pass of the all-ones network in float64, renormalised per op:
+    group -> (1, C, *size) tensor and log10 scale; ``mask_of(layer, x, scale)`` gives each
+    layer's mask from its input (in topological order)."""
+    state = {name: (_ones(graph.groups[name], torch.float64, device), 0.0)
+             for name in graph.inputs}
+    with torch.no_grad():
+        for op in graph.order:
+            if isinstance(op, Layer):
+                x, scale = state[op.source]
+                y = _layer_forward(x, mask_of(op, x, scale), op, graph)
+                if bias_ones and op.bias:
+                    if scale == -math.inf:
+                        y, scale = torch.ones_like(y), 0.0
+                    else:
+                        y = y + 10.0 ** (-scale)
+            else:
+                xs, scale = common_scale([state[s] for s in op.sources])
+                y = _link_forward(xs, op, graph, pool=pool, counting=True)
+            state[op.target] = renormalise(y, scale)
+    return state
+
+
 def log10_paths(graph: NetGraph, masks=None, *, bias_ones: bool = False,
                 reference_pools: bool = False, device="cpu") -> float:
     """log10 of the number of input-output paths of the unrolled all-ones network (docs/definitions.md#paths).
@@ -837,26 +863,61 @@ def log10_paths(graph: NetGraph, masks=None, *, bias_ones: bool = False,
     -inf
     """
     masks = _checked_masks(graph, masks)
-    device = _device(device)
-    pool = _pool_reference if reference_pools else _pool_sum
-    dtype = torch.float64
-    state = {name: (_ones(graph.groups[name], dtype, device), 0.0) for name in graph.inputs}
+    state = _counting(graph, lambda op, x, scale: _mask(op, masks), device=_device(device),
+                      pool=_pool_reference if reference_pools else _pool_sum,
+                      bias_ones=bias_ones)
     with torch.no_grad():
-        for op in graph.order:
-            if isinstance(op, Layer):
-                x, scale = state[op.source]
-                y = _layer_forward(x, _mask(op, masks), op, graph)
-                if bias_ones and op.bias:
-                    if scale == -math.inf:
-                        y, scale = torch.ones_like(y), 0.0
-                    else:
-                        y = y + 10.0 ** (-scale)
-            else:
-                xs, scale = common_scale([state[s] for s in op.sources])
-                y = _link_forward(xs, op, graph, pool=pool, counting=True)
-            state[op.target] = renormalise(y, scale)
         ys, scale = common_scale([state[name] for name in graph.outputs])
         total = float(sum(float(y.sum()) for y in ys))
     if total <= 0 or scale == -math.inf:
         return -math.inf
     return math.log10(total) + scale
+
+
+def _channel_sums(x, scale: float):
+    """(1, C, *size) or (1, F) tensor with its log10 scale -> per-channel sums over the pixels,
+    as float64 numpy values with max 1 and a scale (the number format of graphpai.engine)."""
+    sums = x[0].reshape(x.shape[1], -1).sum(dim=1) if x.dim() > 2 else x[0]
+    return renormalise(sums.cpu().numpy().astype(np.float64), scale)
+
+
+def path_mass(graph: NetGraph, masks=None, *, place: Callable | None = None,
+              device="cpu") -> dict[str, tuple[np.ndarray, float]]:
+    """Per channel of every group, the number of paths reaching it, summed over its pixels
+    (docs/definitions.md#paths; [NPB]'s path mass).
+
+    The counting forward pass of :func:`log10_paths` (default conventions: all-ones input and
+    weights, biases 0, pools summing over their window, float64, renormalised per op): entry c
+    of group G is the sum over the pixels p of G's channel c of the number of paths from any
+    input pixel to (c, p). ``place(layer, (values, scale)) -> mask``, where given, is called for
+    every layer in topological order with the mass at the layer's input (computed from the masks
+    placed so far: everything upstream of a layer comes before it in the order) and returns that
+    layer's mask, as in :func:`forward_maps`.
+
+    Returns
+    -------
+    dict of str to (ndarray of float64, float)
+        Group name -> ``(values, scale)``: the masses are ``values * 10**scale`` (values of shape
+        ``(channels,)``, max 1; all zero and ``-inf`` when nothing reaches the group).
+
+    Examples
+    --------
+    A dense 3-tap conv with padding 1 on 3 pixels: 2 + 3 + 2 paths reach the output channel.
+
+    >>> from graphpai.graph import Group, Layer, NetGraph
+    >>> g = NetGraph([Group("x", 1, (3,)), Group("y", 1, (3,))],
+    ...              [Layer("c", "conv", (1, 1, 3), "x", "y", (1,), ((1, 1),), (1,),
+    ...                     in_size=(3,), out_size=(3,))], [], ["x"], ["y"])
+    >>> values, scale = path_mass(g)["y"]
+    >>> round(float(values[0]) * 10 ** scale)
+    7
+    """
+    masks = _checked_masks(graph, masks) if place is None else masks
+
+    def mask_of(op, x, scale):
+        if place is None:
+            return _mask(op, masks)
+        return _placed(op, place(op, _channel_sums(x, scale)))
+
+    state = _counting(graph, mask_of, device=_device(device))
+    return {name: _channel_sums(x, scale) for name, (x, scale) in state.items()}

@@ -220,16 +220,20 @@ def test_without_move_the_program_keeps_the_budget():
 def test_milp_solver_gives_the_same_objective_on_a_network():
     g = graph_of("resnet20")
     budget = erk(g, 100)
-    a = solve_npb(g, budget, seed=0, move=False)
-    b = solve_npb(g, budget, seed=0, move=False, solver="milp")
-    for x, y in zip(a.layers[:3], b.layers[:3]):  # the first layers see the same path masses
-        assert x.objective == pytest.approx(y.objective, rel=1e-9)
+    for mass, first in (("channels", 3), ("pixels", 1)):
+        a = solve_npb(g, budget, seed=0, move=False, path_mass=mass)
+        b = solve_npb(g, budget, seed=0, move=False, solver="milp", path_mass=mass)
+        # the first layers see the same path masses (with pixel masses, only the first: the
+        # solvers may break ties differently, and the taps placed then differ)
+        for x, y in zip(a.layers[:first], b.layers[:first]):
+            assert x.objective == pytest.approx(y.objective, rel=1e-9)
 
 
 def test_issue_12_balance_against_rpi_erk():
     # [NPB]: more effective paths than random pruning with the same budget, and (nearly) as many
-    # effective nodes. Holds at 99.9% for the exact program; at 99% the paths hold but the
-    # nodes do not (docs/npb.md records both points: 307 vs 670 nodes at seed 0)
+    # effective nodes. Holds at 99.9% for the exact program with the pixel path mass (43 vs 7
+    # nodes, 17.00 vs 1.99 log10 paths at seed 0); at 99% the paths hold but the nodes do not
+    # (docs/npb.md records both points: 193 vs 670 nodes at seed 0)
     from graphpai.generators.random import rpi
     from graphpai.paths import paths
 
@@ -278,3 +282,108 @@ def test_a_zero_layer_drops_everything_and_says_so():
     assert budget.zero_layers  # ERK gives some layer nothing here: no path can exist
     r = solve_npb(g, budget, seed=0)
     assert r.kept == 0 and r.dropped == budget.total and r.total_drift == -budget.total
+
+
+# ------------------------------------------------------------------------------ pixel path mass
+def _tiny_dag():
+    """x(2, 4x4) -> c1 (3x3, pad 1) -> h(3, 4x4) -> c2 (3x3, stride 2, pad 1) -> y(3, 2x2);
+    x -> sc (1x1, stride 2) -> s(3, 2x2); r = y + s; cat = [r, s] (6, 2x2); c3 (2x2) -> z(2, 1x1)."""
+    from graphpai.graph import Group, Layer, Link, NetGraph
+
+    def conv(name, shape, src, dst, stride, pad, size, out):
+        return Layer(name, "conv", shape, src, dst, (stride, stride), ((pad, pad), (pad, pad)),
+                     (1, 1), in_size=size, out_size=out)
+
+    groups = [Group("x", 2, (4, 4)), Group("h", 3, (4, 4)), Group("y", 3, (2, 2)),
+              Group("s", 3, (2, 2)), Group("r", 3, (2, 2)), Group("cat", 6, (2, 2)),
+              Group("z", 2, (1, 1))]
+    layers = [conv("c1", (3, 2, 3, 3), "x", "h", 1, 1, (4, 4), (4, 4)),
+              conv("c2", (3, 3, 3, 3), "h", "y", 2, 1, (4, 4), (2, 2)),
+              conv("sc", (3, 2, 1, 1), "x", "s", 2, 0, (4, 4), (2, 2)),
+              conv("c3", (2, 6, 2, 2), "cat", "z", 1, 0, (2, 2), (1, 1))]
+    links = [Link("r", "add", ("y", "s"), "r"), Link("cat", "concat", ("r", "s"), "cat")]
+    return NetGraph(groups, layers, links, ["x"], ["z"])
+
+
+def _brute_pixel_mass(g, masks):
+    """Enumerate every path from every input pixel, one by one, over the explicit pixel graph
+    (edges written from the conv geometry here); per group and channel, the number of paths
+    ending at its pixels."""
+    succ = {}  # (group, channel, (a, b)) -> successors
+
+    def edge(u, v):
+        succ.setdefault(u, []).append(v)
+
+    for layer in g.layers.values():
+        m = masks[layer.name]
+        (sa, sb), ((pa, _), (pb, _)) = layer.stride, layer.padding
+        h, w = layer.in_size
+        for o, i, ta, tb in zip(*np.nonzero(m)):
+            for qa, qb in itertools.product(*(range(n) for n in layer.out_size)):
+                a, b = qa * sa + ta - pa, qb * sb + tb - pb
+                if 0 <= a < h and 0 <= b < w:
+                    edge((layer.source, i, (a, b)), (layer.target, o, (qa, qb)))
+    for c, p in itertools.product(range(3), itertools.product(range(2), range(2))):
+        edge(("y", c, p), ("r", c, p))
+        edge(("s", c, p), ("r", c, p))
+        edge(("r", c, p), ("cat", c, p))
+        edge(("s", c, p), ("cat", 3 + c, p))
+    mass = {name: np.zeros(group.channels) for name, group in g.groups.items()}
+
+    def walk(node):  # every call is one path (from an input pixel to `node`)
+        mass[node[0]][node[1]] += 1
+        for nxt in succ.get(node, []):
+            walk(nxt)
+
+    for c, p in itertools.product(range(2), itertools.product(range(4), range(4))):
+        walk(("x", c, p))
+    return mass
+
+
+def _random_masks(g, density, seed):
+    rng = np.random.default_rng(seed)
+    return {name: rng.random(layer.weight_shape) < density for name, layer in g.layers.items()}
+
+
+@pytest.mark.parametrize("density,seed", [(1.0, 0), (0.6, 1), (0.3, 2)])
+def test_pixel_path_mass_equals_brute_force_enumeration(density, seed):
+    from graphpai.engine import spatial_engine
+
+    g = _tiny_dag()
+    masks = _random_masks(g, density, seed)
+    want = _brute_pixel_mass(g, masks)
+    got = spatial_engine().path_mass(g, masks)
+    assert set(got) == set(g.groups)
+    for name, (values, scale) in got.items():
+        assert values.shape == (g.groups[name].channels,)
+        assert values * 10.0 ** scale == pytest.approx(want[name], rel=1e-12, abs=1e-9), name
+    # place() sees, at every layer's input, the mass of the masks placed before it
+    seen = {}
+
+    def place(layer, mass):
+        seen[layer.name] = mass[0] * 10.0 ** mass[1]
+        return masks[layer.name]
+
+    spatial_engine().path_mass(g, None, place=place)
+    for name, layer in g.layers.items():
+        assert seen[name] == pytest.approx(want[layer.source], rel=1e-12)
+
+
+def test_npb_solves_each_layer_with_the_pixel_path_mass():
+    # with move=False the masks are the program's: each layer's reported optimum is the
+    # program's value of its counts under the brute-force pixel mass of the layers before it
+    g = _tiny_dag()
+    budget = uniform(g, 2)
+    for mass, differs in (("pixels", False), ("channels", True)):
+        r = solve_npb(g, budget, seed=0, move=False, path_mass=mass)
+        want = _brute_pixel_mass(g, r.masks)
+        gaps = []
+        for row in r.layers:
+            layer = g.layers[row.layer]
+            m = r.masks[row.layer]
+            counts = m.reshape(m.shape[0], m.shape[1], -1).sum(axis=2).T
+            value = layer_objective(counts, want[layer.source], row.budget, max_p=row.max_p)
+            gaps.append(abs(value - row.objective))
+        assert (max(gaps) > 1e-9) is differs, (mass, gaps)
+    with pytest.raises(UnknownMethodError, match="path_mass"):
+        solve_npb(g, budget, path_mass="pixel")
