@@ -64,20 +64,24 @@ def layer_pairs(graph: NetGraph) -> list[tuple[str, str, sp.csr_array]]:
     """Every (producer, consumer, Q) of `graph`: Q (consumer input channels x producer output
     channels) is the 0/1 channel map through the links between them; in graph order."""
     out = []
+    order = {c: i for i, c in enumerate(graph.layers)}
     for name, layer in graph.layers.items():
-        n = graph.groups[layer.target].channels
+        # one topological sweep from the layer's output: each group's map is the sum over the
+        # links that feed it, so every group is visited once (a depth-first walk would follow
+        # every path, 2^depth of them through residual streams and hand-written norms)
+        reach = {layer.target: sp.identity(graph.groups[layer.target].channels, format="csr")}
         found: dict[str, sp.csr_array] = {}
-        stack = [(layer.target, sp.identity(n, format="csr"))]
-        while stack:
-            group, q = stack.pop()
-            for op in graph.consumers(group):
-                if isinstance(op, Layer):
+        for op in graph.order:
+            if isinstance(op, Layer):
+                if op.source in reach:
+                    q = reach[op.source]
                     found[op.name] = q if op.name not in found else found[op.name] + q
-                    continue
-                for position, source in enumerate(op.sources):
-                    if source == group and _carries_values(op, position):
-                        stack.append((op.target, _through(graph, op, position, q)))
-        order = {c: i for i, c in enumerate(graph.layers)}
+                continue
+            parts = [_through(graph, op, position, reach[source])
+                     for position, source in enumerate(op.sources)
+                     if source in reach and _carries_values(graph, op, position)]
+            if parts:
+                reach[op.target] = sum(parts[1:], parts[0])
         for consumer in sorted(found, key=order.get):
             q = found[consumer]
             q = sp.csr_array((np.ones(q.nnz), q.indices, q.indptr), shape=q.shape)  # 0/1
@@ -85,10 +89,16 @@ def layer_pairs(graph: NetGraph) -> list[tuple[str, str, sp.csr_array]]:
     return out
 
 
-def _carries_values(link, position) -> bool:
-    """Whether a link passes its `position`-th source's channels on as values (an attention's
-    queries and keys only weight the values: the pairs follow the values)."""
-    return not (link.kind == "attention" and position != 2)
+def _carries_values(graph, link, position) -> bool:
+    """Whether a link passes its `position`-th source's channels on as values. An attention's
+    queries and keys only weight the values, and a reduction over the channels (the mean of
+    x^2 in a hand-written RMSNorm) is a statistic, like a norm's: the pairs follow the values."""
+    if link.kind == "attention":
+        return position == 2
+    if link.kind == "reduce":
+        source = graph.groups[link.sources[position]].channels
+        return graph.groups[link.target].channels == source
+    return True
 
 
 def _through(graph, link, position, q):

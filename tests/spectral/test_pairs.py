@@ -176,3 +176,37 @@ def test_a_norm_passes_channels_on_as_themselves():
                                                    "positions": "each"})], ["x"], ["y"])
     (pair,) = pair_scores(g, {"fc1": m1, "fc2": m2})
     assert (pair.copeland, pair.compatibility) == (0.75, 0.5)   # as without the norm
+
+
+def test_hand_written_rmsnorm_passes_channels_as_themselves_and_residuals_are_swept_once():
+    """x * rsqrt(mean(x^2)) is a reduce (a statistic) and a product: the pair map through it is
+    the identity, as through nn.LayerNorm, not every channel to every channel; and a residual
+    stack of such blocks (two paths per norm, 2^depth paths in all) still maps channel c to c."""
+    torch = pytest.importorskip("torch")
+    from graphpai.spectral.pairs import layer_pairs
+    from graphpai.torch.extract import to_graph
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4, bias=False)
+
+        def forward(self, x):
+            h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+            return x + self.fc(h)
+
+    class Net(torch.nn.Module):
+        def __init__(self, depth=12):
+            super().__init__()
+            self.inp = torch.nn.Linear(4, 4, bias=False)
+            self.blocks = torch.nn.Sequential(*[Block() for _ in range(depth)])
+            self.out = torch.nn.Linear(4, 3, bias=False)
+
+        def forward(self, x):
+            return self.out(self.blocks(self.inp(x)))
+
+    graph = to_graph(Net(), (4,))
+    pairs = {(a, b): q for a, b, q in layer_pairs(graph)}
+    assert len(pairs) == 13 + 12 * 12 - 12 * 11 // 2  # inp -> 13 later layers, each block -> later ones
+    for q in pairs.values():
+        np.testing.assert_array_equal(q.toarray(), np.eye(4, dtype=q.dtype))
