@@ -677,3 +677,20 @@ def audit_rows(graph, masks, semantics="channel"):
                                for i in range(layer.in_channels)),
         }
     return rows, functional
+
+
+def mha_encoder():
+    """A tiny nn.MultiheadAttention (8 features, 2 heads, packed ``in_proj_weight``) followed by a
+    Linear(8, 4): the smallest model whose prunable weight is not a Conv/Linear module's."""
+    import torch.nn as nn
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x, need_weights=False)[0])
+
+    return Encoder()

@@ -15,6 +15,7 @@ from graphpai.errors import BudgetError, MaskError, ModelError, UnknownMethodErr
 from graphpai.generators import nm_masks
 from graphpai.graph import Group, Layer, NetGraph
 from graphpai.masks import MaskSet, nm_compliant, nm_violations, parse_nm
+from oracles import mha_encoder
 
 PATTERNS = [(1, 2), (2, 4), (1, 4), (3, 4), (4, 8), (2, 8), (4, 4)]
 
@@ -264,17 +265,8 @@ def test_nm_reaches_attention_in_proj_and_transposed_conv1d_layers():
     torch = pytest.importorskip("torch")
     nn = torch.nn
 
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
-            self.fc = nn.Linear(8, 4)
-
-        def forward(self, x):
-            return self.fc(self.attn(x, x, x, need_weights=False)[0])
-
     torch.manual_seed(0)
-    model = Encoder()
+    model = mha_encoder()
     masks = nm_masks(model, "2:4")
     w = model.attn.in_proj_weight.detach().numpy()
     assert masks["attn.in_proj_weight"].shape == (24, 8)

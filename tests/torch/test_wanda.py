@@ -12,6 +12,7 @@ import graphpai
 from graphpai.errors import BudgetError, DataError
 from graphpai.masks import nm_compliant
 from graphpai.torch.wanda import activation_norms, wanda_masks, wanda_scores
+from oracles import mha_encoder
 
 
 class TokenMLP(nn.Module):
@@ -154,16 +155,7 @@ def test_nm_wanda_on_a_cnn_keeps_ungroupable_layers_dense():
 def test_layers_wanda_cannot_score_stay_dense():
     torch.manual_seed(5)
 
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
-            self.fc = nn.Linear(8, 4)
-
-        def forward(self, x):
-            return self.fc(self.attn(x, x, x, need_weights=False)[0])
-
-    model = Encoder()
+    model = mha_encoder()
     masks = graphpai.prune(model, "wanda", compression=2, data=[torch.randn(2, 3, 8)])
     assert masks["attn.in_proj_weight"].shape == (24, 8) and masks["attn.in_proj_weight"].all()
     assert masks.kept("fc") == 4 * 4
