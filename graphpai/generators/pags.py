@@ -82,13 +82,15 @@ def accepts(candidate: LayerScore, current: LayerScore, rule: str = "imdb") -> b
 
 
 def _score(name, mask, weight) -> LayerScore:
-    """Scores of one layer from its mask and ``|W|``, both ``(C_out, fan_in)``: the fan-in view
-    is their transpose, which layer_spectrum reads without a copy."""
-    from ..spectral import layer_spectrum
+    """Scores of one layer from its mask and ``|W|``, both ``(C_out, fan_in)``: the [FS]-only
+    row of :func:`graphpai.spectral.layer_spectrum` (``quantities="fs"``), read straight from
+    these arrays (no transposed copies, no ``|W * M|`` product per candidate)."""
+    from ..spectral.formulas import get_gate
+    from ..spectral.layer import layer_row
+    from ..spectral.solvers import DENSE_MAX
 
-    try:
-        row = layer_spectrum(mask.T, (weight * mask).T, profile="neurips23", layer=name)
-    except SolverError:
+    row = layer_row(name, mask, weight, get_gate("neurips23"), DENSE_MAX, "fs")
+    if any(v.startswith("solver failed: ") for v in row.reasons.values()):
         return LayerScore(0.0, 0.0, None)
     coord = row.coordinate or (0.0, 0.0, 0.0, 0.0)
     return LayerScore(float(row.imdb_r or 0.0), float(coord[0]),

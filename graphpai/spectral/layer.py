@@ -173,7 +173,18 @@ def _sv2(a, binary, name, dense_max, nnz=None):
     return float(s1), float(s2)
 
 
-def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
+QUANTITIES = ("all", "fs")
+_NOT_COMPUTED = "not computed (quantities='fs')"
+
+
+def layer_row(name, mask2d, weights2d, gate, dense_max, quantities="all") -> LayerSpectrum:
+    """The row of one layer from its ``(C_out, fan_in)`` mask and weights (see
+    :func:`layer_spectrum`). ``quantities="fs"`` computes only what the [FS] coordinate reads
+    (Delta_r, lambda, IMDB_r, IMDB_lambda and S): no [RAM]-only degree-group subgraph, no
+    Delta_s or NaRC; those fields are None with the reason "not computed"."""
+    if quantities not in QUANTITIES:
+        raise ValueError(f"quantities={quantities!r}: use one of {QUANTITIES}")
+    fs_only = quantities == "fs"
     n_out, n_in = mask2d.shape
     reasons: dict[str, str] = {}
     lay = _Sorted(mask2d, weights2d)
@@ -197,7 +208,11 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
     if s is not None:
         out.update(sigma_1=s.sigma_1, sigma_2=s.sigma_2)
         failure = gate.failure(s.d_L, s.d_R)
-        if failure is None:
+        if failure is None and fs_only:
+            out.update(delta_r=delta_r(s, False), delta_r_norm=delta_r(s, True))
+            for f in ("delta_s", "delta_s_norm", "narc"):
+                reasons[f] = _NOT_COMPUTED
+        elif failure is None:
             out.update(delta_r=delta_r(s, False), delta_r_norm=delta_r(s, True),
                        delta_s=delta_s(s, False), delta_s_norm=delta_s(s, True),
                        narc=narc_value(s, n_in, n_out))
@@ -243,7 +258,7 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
         if n_d < 2:
             continue
         d_R = n_d * d / n_out_d
-        ram = n_d >= 3 and gate.passes(d, d_R)
+        ram = not fs_only and n_d >= 3 and gate.passes(d, d_R)
         fs = FS_SUBGRAPH_GATE.passes(d, d_R)
         if not (ram or fs):
             continue
@@ -280,7 +295,10 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
         ram_raw, ram_norm, fs_r, fs_lam = [], [], [], []
     else:
         no_group = "empty layer" if E == 0 else None
-        if ram_raw:
+        if fs_only:
+            for f in ram_fields:
+                reasons[f] = _NOT_COMPUTED
+        elif ram_raw:
             out.update(imdb=float(np.mean(ram_norm)), imdb_raw=float(np.mean(ram_raw)),
                        imax_ep=float(max(ram_ep)), i_mean_ep=float(np.mean(ram_ep)))
             if ram_s:
@@ -319,7 +337,7 @@ def layer_row(name, mask2d, weights2d, gate, dense_max) -> LayerSpectrum:
 
 
 def layer_spectrum(biadjacency, weighted=None, *, profile="iclr23", layer="layer",
-                   dense_max=DENSE_MAX) -> LayerSpectrum:
+                   dense_max=DENSE_MAX, quantities="all") -> LayerSpectrum:
     """Every quantity of docs/definitions.md#spectral for one layer given by its matrices: the row :func:`spectral` makes.
 
     Parameters
@@ -335,6 +353,11 @@ def layer_spectrum(biadjacency, weighted=None, *, profile="iclr23", layer="layer
         The name in the row and in errors.
     dense_max : int
         Passed to the solver.
+    quantities : {"all", "fs"}
+        ``"fs"``: only the [FS] coordinate's quantities (``delta_r``, ``weighted_gap``,
+        ``imdb_r``, ``imdb_lambda``, ``coordinate``, ``coordinate_norm`` and the singular values
+        they use), the same numbers as ``"all"``; the [RAM] IMDB/ISM fields, Delta_s and NaRC
+        are None ("not computed"). PAGS (docs/pags.md) scores with it.
 
     Returns
     -------
@@ -354,6 +377,8 @@ def layer_spectrum(biadjacency, weighted=None, *, profile="iclr23", layer="layer
     (1.0, 1, 2.09751)
     """
     gate = get_gate(profile)
+    if quantities not in QUANTITIES:
+        raise ValueError(f"quantities={quantities!r}: use one of {QUANTITIES}")
     b = as_matrix(biadjacency, "biadjacency")
     mask2d = np.ascontiguousarray(((b != 0).toarray() if sp.issparse(b) else b != 0).T)
     weights2d = None
@@ -364,7 +389,7 @@ def layer_spectrum(biadjacency, weighted=None, *, profile="iclr23", layer="layer
                             f"{b.shape}; both are the same layer's fan-in view")
         weights2d = np.ascontiguousarray((x.toarray() if sp.issparse(x) else x).T,
                                          dtype=np.float64)
-    row = layer_row(layer, mask2d, weights2d, gate, dense_max)
+    row = layer_row(layer, mask2d, weights2d, gate, dense_max, quantities)
     failed = sorted({v for v in row.reasons.values() if v.startswith("solver failed: ")})
     if failed:
         raise SolverError(layer, "; ".join(v[len("solver failed: "):] for v in failed))
