@@ -140,11 +140,12 @@ def _score_job(names, rows, workers, absw=None):
 
 
 def _scores(names, rows, absw, workers):
-    workers = workers or min(4, len(names) or 1)
-    if workers <= 1 or len(names) <= 1:
-        return {n: _score(n, rows[n], absw[n]) for n in names}
     from threadpoolctl import threadpool_limits
 
+    workers = workers or min(4, len(names) or 1)
+    if workers <= 1 or len(names) <= 1:  # one BLAS thread: the blocks are small (docs/pags.md)
+        with threadpool_limits(1):
+            return {n: _score(n, rows[n], absw[n]) for n in names}
     with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
         return dict(zip(names, pool.map(lambda n: _score(n, rows[n], absw[n]), names)))
 
