@@ -295,7 +295,7 @@ def _prune(args) -> int:
 
     from .budgets import from_mask
     from .errors import DataError
-    from .generators import GENERATORS, get_generator
+    from .generators import get_generator, methods_used
     from .masks import MaskSet
     from .prune import prune
     from .report.tables import format_table
@@ -309,11 +309,8 @@ def _prune(args) -> int:
     budget = args.budget
     if budget and budget.endswith((".pt", ".pth", ".npz")):
         budget = MaskSet.load(budget)
-    users = [generator] + ([GENERATORS[budget.lower()]]
-                           if isinstance(budget, str) and budget.lower() in GENERATORS else [])
-    if isinstance(method_options.get("base"), str):  # pags: its base method may need batches
-        users.append(get_generator(method_options["base"]))
-    hungry = [g.name for g in users if g.needs_data]
+    hungry = [g.name for g in methods_used(generator.name, budget, method_options)
+              if g.needs_data]
     if hungry and args.data is None:
         raise DataError(f"{hungry[0]} needs prune batches: add --data DIR (a CIFAR directory), "
                         "--data synthetic (random images, a demo) or call graphpai.prune from "

@@ -11,7 +11,7 @@ conventions), ``nm`` (N:M semi-structured, docs/llm.md),
 ``wanda`` (|w| times input norm per output row, [Wanda]; docs/llm.md).
 """
 
-from ._registry import GENERATORS, Generator, get_generator, register
+from ._registry import GENERATORS, Generator, get_generator, methods_used, register
 from .mica import mica, node_counts, shuffle
 from .npb import npb, solve_npb
 from .pags import pags, solve_pags
@@ -20,6 +20,6 @@ from .random import rpi
 from .ranking import global_threshold, grasp, magnitude, snip, synflow
 from .wanda import wanda
 
-__all__ = ["GENERATORS", "Generator", "register", "get_generator", "mica", "node_counts",
-           "shuffle", "npb", "solve_npb", "pags", "solve_pags", "nm", "nm_masks", "rpi",
-           "magnitude", "snip", "grasp", "synflow", "global_threshold", "wanda"]
+__all__ = ["GENERATORS", "Generator", "register", "get_generator", "methods_used", "mica",
+           "node_counts", "shuffle", "npb", "solve_npb", "pags", "solve_pags", "nm", "nm_masks",
+           "rpi", "magnitude", "snip", "grasp", "synflow", "global_threshold", "wanda"]

@@ -26,7 +26,7 @@ from typing import Callable
 
 from ..errors import UnknownMethodError
 
-__all__ = ["Generator", "GENERATORS", "register", "get_generator"]
+__all__ = ["Generator", "GENERATORS", "register", "get_generator", "methods_used"]
 
 KINDS = ("placement", "ranking")
 
@@ -117,3 +117,20 @@ def get_generator(name: str) -> Generator:
         raise UnknownMethodError(
             f"unknown pruning method {name!r}; known methods: {', '.join(sorted(GENERATORS))}"
         ) from None
+
+
+def methods_used(method: str, budget=None, options=None) -> list[Generator]:
+    """Every registered method a run of `method` calls: `method` itself, the method whose counts
+    its `budget` takes when the budget names one (RPI-SNIP), and the ``base`` method of a method
+    built on another (PAGS), so that a caller can tell whether any needs prune batches.
+
+    >>> [g.name for g in methods_used("pags", options={"base": "snip"})]
+    ['pags', 'snip']
+    """
+    used = [get_generator(method)]
+    if isinstance(budget, str) and budget.lower() in GENERATORS:
+        used.append(GENERATORS[budget.lower()])
+    base = (options or {}).get("base")
+    if isinstance(base, str):
+        used.append(get_generator(base))
+    return used

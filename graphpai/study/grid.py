@@ -287,7 +287,7 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
     (8, 'rpi-erk 10^1 seed 0')
     """
     from ..budgets import BUDGETS
-    from ..generators import GENERATORS, get_generator
+    from ..generators import GENERATORS, get_generator, methods_used
     from ..prune import _check_options
     from .measure import MEASURES
 
@@ -324,7 +324,8 @@ def grid(*, model: str, methods, compressions, budgets=("erk",), seeds=(0,), opt
         _check_options(gen, method_options(options, gen.name))
         chosen = budget_names if gen.kind == "placement" else [None]
         for budget in chosen:
-            hungry = [g for g in (gen, GENERATORS.get(budget)) if g is not None and g.needs_data]
+            hungry = [g for g in methods_used(gen.name, budget, method_options(options, gen.name))
+                      if g.needs_data]
             if hungry and (settings or {}).get("data") is None:
                 raise StudyError(f"{hungry[0].name} needs prune batches: give the sweep --data "
                                  "DIR (a CIFAR directory) or --data synthetic (settings="

@@ -88,14 +88,6 @@ def _cached_model(model: str, seed: int):
     return build(model, seed=seed)
 
 
-def uses_method_budget(budget) -> list:
-    """``[Generator]`` when `budget` names a registered method (RPI-SNIP), else ``[]``."""
-    from ..generators import GENERATORS
-
-    generator = GENERATORS.get(str(budget).lower()) if budget else None
-    return [generator] if generator is not None else []
-
-
 @lru_cache(maxsize=8)
 def prune_batches(model: str, data, seed: int):
     """The prune batches of a data-hungry method (SNIP, GraSP, ...): 10 x classes images of the
@@ -136,12 +128,13 @@ class Context:
 
     def __init__(self, point: Point):
         from ..functional import audit
-        from ..generators import get_generator
+        from ..generators import methods_used
         from ..prune import prune
 
         self.point = point
         self.graph = _graph(point.model)
-        users = [get_generator(point.method)] + uses_method_budget(point.budget)
+        users = methods_used(point.method, point.budget,
+                             method_options(point.option_dict, point.method))
         # ranking methods, and placements of a ranking method's counts (rpi-snip), score weights
         net = self.model if any(g.kind == "ranking" for g in users) else self.graph
         data = None

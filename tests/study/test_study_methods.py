@@ -25,6 +25,22 @@ def test_data_hungry_methods_need_data():
         grid(model="lenet5", methods="snip", compressions="1e2")
     with pytest.raises(StudyError, match="grasp needs prune batches"):
         grid(model="lenet5", methods="rpi", budgets="grasp", compressions="1e2")
+    with pytest.raises(StudyError, match="snip needs prune batches"):  # PAGS on a SNIP base
+        grid(model="lenet5", methods="pags", compressions="1e2", options={"pags.base": "snip"})
+
+
+def test_pags_on_a_snip_base_gets_the_prune_batches():
+    """The sweep hands PAGS's base method the same batches ``prune(..., data=)`` gets by hand."""
+    seed, options = 2, {"base": "snip", "population": 2}
+    (point,) = grid(model="lenet5", methods="pags", compressions="1e1", seeds=str(seed),
+                    options={f"pags.{k}": v for k, v in options.items()},
+                    settings={"data": "synthetic"})
+    row = measure(point)
+    batches = load_data("synthetic", num_classes=10, input_shape=(1, 28, 28)).train \
+        .prune_batches(seed=seed)
+    masks = prune(build("lenet5", seed=seed), "pags", compression=10, seed=seed, data=batches,
+                  **options)
+    assert row["kept"] == masks.kept()
 
 
 def test_sweep_without_data_for_snip_is_one_line(tmp_path, capsys):
