@@ -57,7 +57,10 @@ activity maps find every kept weight that carries no signal, and layers are repa
 output back: each dead weight moves to a position that carries signal given the layers after it
 (a random one in the same output channel where possible, else anywhere in the layer), so the
 counts stay exact; the moves are vectorised per layer, one activity pass per repaired layer.
-Where the two passes leave no dead weight the repair changes nothing. Removing a dead weight
+Where the two passes leave no dead weight the repair changes nothing. A fused Q/K/V
+projection has channels that depend on each other (a Q/K weight is live only with a live V in
+its head); its dead weights that pass the dense-layer test move anywhere in the layer, and the
+round repeats (:func:`_move_coupled`). Removing a dead weight
 kills no live one and adding a weight only adds paths, so live weights stay live. The result is
 fully functional under both semantics of docs/definitions.md#functional whenever no layer has a
 zero budget and every
@@ -580,29 +583,82 @@ def _repair(graph: NetGraph, masks: dict, rng, device, progress: bool = False) -
     weights only grows, so a layer with no dead weight at the start never gets one, and a layer's
     new weights stay live while the layers before it are repaired. A layer's live positions are
     the functional weights of the masks with that layer made dense (its own mask changes neither
-    the forward map of its input nor the backward map of its output).
+    the forward map of its input nor the backward map of its output), except where its output
+    channels depend on each other (:func:`_move_coupled`); then the round is repeated.
     """
     engine = spatial_engine()
-    live = engine.activity(graph, masks, device=device).functional
-    todo = [name for name in graph.layers if (masks[name] & ~live[name]).any()]
     moved = {name: 0 for name in graph.layers}
-    for name in bar(list(reversed(todo)), progress, desc="mica repair", unit="layer"):
+    for round_ in range(_ROUNDS):
+        live = engine.activity(graph, masks, device=device).functional
+        todo = [name for name in graph.layers if (masks[name] & ~live[name]).any()]
+        if not todo:
+            break
+        shown = bar(list(reversed(todo)), progress and round_ == 0, desc="mica repair",
+                    unit="layer")
+        for name in shown:
+            mask = masks[name]
+            capable = engine.activity(graph, {**masks, name: np.ones_like(mask)},
+                                      device=device).functional[name]
+            dead = mask & ~capable
+            if not dead.any():
+                continue
+            rows = mask.shape[0]
+            kept = (mask & capable).reshape(rows, -1)
+            new = _refill(capable.reshape(rows, -1) & ~kept, dead.reshape(rows, -1).sum(axis=1),
+                          rng)
+            short = int(dead.sum()) - int(new.sum())
+            if short:  # too few live positions: keep that many dead weights to hold the count
+                back = np.flatnonzero(dead)
+                new.flat[back[_sample(back.size, short, rng)]] = True
+            masks[name] = (kept | new).reshape(mask.shape)
+            moved[name] += int(dead.sum()) - short
+        if not _move_coupled(engine, graph, masks, moved, rng, device):
+            break
+    return moved
+
+
+_ROUNDS = 10  # repair rounds; a second one only follows moves of coupled weights (docs/mica.md)
+
+
+def _move_coupled(engine, graph: NetGraph, masks: dict, moved: dict, rng, device) -> bool:
+    """Move the dead weights that the layer-made-dense test calls live; whether any moved.
+
+    That test assumes a layer's output channels carry signal independently. An attention's
+    fused Q/K/V projection breaks it: a Q or K channel is functional only when its head has a
+    functional V channel (docs/definitions.md#functional), so when pass 2's prefix of selected
+    outputs holds Q rows only, every one of its weights is dead, yet live with the layer dense,
+    and the per-row moves leave them in place. Such weights move to random positions of the
+    layer that can carry signal, in output channels that already carry signal where there are
+    any (a weight added there is live), else anywhere (the V rows among them). Where every dead weight has nowhere
+    to go this costs one activity pass and changes nothing, so the masks of the VGG/ResNet
+    families and the DAGs are those of the per-row moves alone.
+    """
+    live = engine.activity(graph, masks, device=device).functional
+    changed = False
+    for name in reversed([n for n in graph.layers if (masks[n] & ~live[n]).any()]):
         mask = masks[name]
+        if changed:
+            live = engine.activity(graph, masks, device=device).functional
         capable = engine.activity(graph, {**masks, name: np.ones_like(mask)},
                                   device=device).functional[name]
-        dead = mask & ~capable
-        if not dead.any():
+        coupled = np.flatnonzero(mask & capable & ~live[name])
+        if not coupled.size:
             continue
-        rows = mask.shape[0]
-        kept = (mask & capable).reshape(rows, -1)
-        new = _refill(capable.reshape(rows, -1) & ~kept, dead.reshape(rows, -1).sum(axis=1), rng)
-        short = int(dead.sum()) - int(new.sum())
-        if short:  # too few live positions: keep that many dead weights to hold the count
-            back = np.flatnonzero(dead)
-            new.flat[back[_sample(back.size, short, rng)]] = True
-        masks[name] = (kept | new).reshape(mask.shape)
-        moved[name] = int(dead.sum()) - short
-    return moved
+        free = (capable & ~mask).reshape(mask.shape[0], -1)
+        in_live_rows = free & live[name].reshape(mask.shape[0], -1).any(axis=1, keepdims=True)
+        first, rest = np.flatnonzero(in_live_rows), np.flatnonzero(free & ~in_live_rows)
+        take = first[_sample(first.size, min(coupled.size, first.size), rng)]
+        more = min(coupled.size - take.size, rest.size)
+        take = np.concatenate([take, rest[_sample(rest.size, more, rng)]])
+        if not take.size:
+            continue
+        mask = mask.copy()
+        mask.flat[coupled[:take.size]] = False
+        mask.flat[take] = True
+        masks[name] = mask
+        moved[name] += int(take.size)
+        changed = True
+    return changed
 
 
 def _refill(candidates: np.ndarray, lost: np.ndarray, rng) -> np.ndarray:

@@ -454,6 +454,52 @@ def test_zoo_exact_and_functional(name, examples):
     run()
 
 
+def _attention_graph(name):
+    """The zoo's ViT (fused qkv Linear, SDPA) and oracles.mha_encoder (nn.MultiheadAttention's
+    packed in_proj_weight): one layer makes Q, K and V, whose channels depend on each other."""
+    if name not in _GRAPHS:
+        from graphpai.torch.extract import to_graph
+        from graphpai.torch.models import build
+        from oracles import mha_encoder
+
+        _GRAPHS[name] = (to_graph(build("vit", seed=0)) if name == "vit"
+                         else to_graph(mha_encoder(), (5, 8)))
+    return _GRAPHS[name]
+
+
+@pytest.mark.parametrize("name", ["vit", "mha"])
+@given(budget_name=st.sampled_from(["erk", "igq", "uniform"]),
+       exponent=st.sampled_from([0.5, 1.0, 1.5, 2.0]), seed=st.integers(0, 2**16))
+@settings(max_examples=2 * FEW, deadline=None)
+def test_fused_qkv_projection_comes_out_fully_functional(name, budget_name, exponent, seed):
+    """A Q or K weight is functional only when its head keeps a functional V weight; pass 2's
+    prefix of selected outputs can hold Q rows only (ViT's second block at 10x did: 340 dead
+    weights), and the repair must then move weights into V rows."""
+    graph = _attention_graph(name)
+    budget = BUDGETS[budget_name](graph, min(10 ** exponent, graph.num_weights))
+    if min(budget.counts.values()) < 4:  # a head needs a V and a projection weight at least
+        return
+    masks = mica(graph, budget, seed=seed)
+    assert masks.counts() == budget.counts
+    from graphpai.functional import functional_edges
+
+    assert dead(masks, spatial_functional(graph, masks)) == {}
+    assert dead(masks, functional_edges(graph, masks, semantics="channel")) == {}
+
+
+def test_vit_second_block_at_10x_is_repaired():
+    """The point that showed the coupling: without the coupled moves, the second block's qkv
+    kept its 340 weights in Q rows 0-31 and none was functional."""
+    graph = _attention_graph("vit")
+    budget = erk(graph, 10)
+    plain = mica(graph, budget, seed=0, repair=False)
+    qkv = "blocks.1.attn.qkv"
+    assert not plain[qkv][64:].any()  # no V row: the Q/K weights cannot be functional
+    assert not spatial_functional(graph, plain)[qkv].any()
+    masks = mica(graph, budget, seed=0)
+    assert masks[qkv][64:].any() and dead(masks, spatial_functional(graph, masks)) == {}
+
+
 def test_vgg16_grid_points_where_tiny_maps_need_the_repair():
     # VGG-16's last block runs on 2 x 2 maps; these points leave spatially dead weights without
     # the repair (found by a sweep over the grid, 3 seeds and the 3 node selections; if a change

@@ -536,6 +536,8 @@ def test_prune_methods_on_the_zoo_transformers_and_mobilenet(name):
         spatial = audit(graph, masks, semantics="spatial")
         channel = audit(graph, masks, semantics="channel")
         assert spatial.functional <= channel.functional <= masks.kept(), method
+        if method == "mica":  # every kept weight functional (docs/mica.md, attention)
+            assert spatial.functional == masks.kept(), name
         # global magnitude at 10x cuts MobileNetV2 (its 1x1 convs have the smallest weights)
         assert spatial.functional > 0 or (method, name) == ("magnitude", "mobilenetv2")
 

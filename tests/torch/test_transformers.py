@@ -133,6 +133,23 @@ def test_analyses_run_end_to_end(name):
     assert report is not None
 
 
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_mica_masks_are_fully_functional(name):
+    """BERT and GPT-2 fuse or split Q/K/V differently (GPT-2's c_attn is one Conv1D making all
+    three); MiCA's repair must leave no dead weight in either (docs/mica.md, attention)."""
+    from graphpai.budgets import erk
+    from graphpai.generators.mica import mica
+
+    model, graph = graph_of(name)
+    for compression in (3, 10, 30):
+        for seed in (0, 1):
+            budget = erk(graph, compression)
+            masks = mica(graph, budget, seed=seed)
+            assert masks.counts() == budget.counts
+            live = functional_edges(graph, masks, semantics="spatial")
+            assert all((live[k] == masks[k]).all() for k in masks), (compression, seed)
+
+
 def test_an_attention_mask_input_is_a_note():
     model = tiny("bert")
     graph = to_graph(model, example_inputs={"input_ids": ids(),
