@@ -155,3 +155,126 @@ def test_report_rows_match_the_oracle_on_every_path(force, method):
                 assert getattr(row, key) is None, key
             else:
                 assert getattr(row, key) == pytest.approx(want, rel=1e-12, abs=1e-12), key
+
+
+# ----------------------------------------------------------------- issue 15: eager checks, pairs
+def _pair_cases():
+    """(name, 0/1 matrix, weighted matrix on its pattern) against dense SVD."""
+    rng = np.random.default_rng(15)
+    block = (rng.random((40, 25)) < 0.25).astype(float)
+    copies = np.kron(np.eye(2), block)                       # sigma_1 = sigma_2, 0/1 and weighted
+    yield "random", (rng.random((90, 60)) < 0.15).astype(float)
+    yield "two equal blocks", copies
+    yield "three equal blocks", np.kron(np.eye(3), block)
+    yield "rank 1 (complete)", np.ones((9, 14))
+    yield "1 x N", np.ones((1, 30))
+    yield "N x 1", np.ones((30, 1))
+    cycle = np.eye(60) + np.roll(np.eye(60), 1, axis=1)
+    yield "two equal cycles", np.kron(np.eye(2), cycle)
+    yield "J - I", np.ones((15, 15)) - np.eye(15)
+
+
+def _weights_on(b, rng, repeat=False):
+    w = rng.random(b.shape) + 0.05
+    if repeat:  # the same weights in every diagonal copy: repeated weighted values too
+        w = np.ones_like(w)
+    return b * w
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name,b", list(_pair_cases()), ids=[c[0] for c in _pair_cases()])
+def test_pair_matches_dense_svd_and_separate_calls(force, monkeypatch, method, name, b):
+    force(method)
+    rng = np.random.default_rng(len(name))
+    for x in (_weights_on(b, rng), _weights_on(b, rng, repeat=True)):
+        for workers, parallel_nnz in ((1, solvers._PARALLEL_NNZ), (2, 0)):  # 0: always threads
+            monkeypatch.setattr(solvers, "_PARALLEL_NNZ", parallel_nnz)
+            for fmt in (sp.csr_array, sp.csc_array):
+                got = solvers.singular_values_pair(fmt(b), fmt(x), 3, dense_max=4096,
+                                                   workers=workers)
+                _close(got[0], dense_top_singular_values(b, 3))
+                _close(got[1], dense_top_singular_values(x, 3))
+                alone = [singular_values_compact(fmt(a), 3, binary=binary, dense_max=4096)
+                         for a, binary in ((b, True), (x, False))]
+                assert np.array_equal(got[0], alone[0]) and np.array_equal(got[1], alone[1])
+
+
+def test_pair_shares_components_only_for_an_identical_pattern(force, monkeypatch):
+    force("lanczos")
+    calls = []
+    real = lanczos.components
+
+    def counting(a):
+        calls.append(a.shape)
+        return real(a)
+
+    monkeypatch.setattr(solvers, "components", counting)
+    rng = np.random.default_rng(4)
+    block = (rng.random((30, 20)) < 0.3).astype(float)
+    b = np.kron(np.eye(2), block)                                # two components
+    x = b * (rng.random(b.shape) + 0.1)
+    got = solvers.singular_values_pair(sp.csc_array(b), sp.csc_array(x), 2, dense_max=0)
+    assert len(calls) == 1                                        # computed once, from b
+    _close(got[0], dense_top_singular_values(b, 2))
+    _close(got[1], dense_top_singular_values(x, 2))
+    # a kept weight that is exactly 0 (stored as an explicit zero): x has its own components
+    calls.clear()
+    xz = sp.csc_array(x)
+    xz.data[np.flatnonzero(xz.indices == xz.indices[0])[:1]] = 0.0
+    got = solvers.singular_values_pair(sp.csc_array(b), xz, 2, dense_max=0)
+    assert len(calls) == 2
+    _close(got[1], dense_top_singular_values(xz.toarray(), 2))
+    # no weights; an empty weighted matrix
+    assert solvers.singular_values_pair(sp.csr_array(b), None, 2)[1] is None
+    got = solvers.singular_values_pair(sp.csr_array(b), sp.csr_array(b.shape), 2)
+    assert got[1].tolist() == [0.0, 0.0]
+
+
+def test_pair_returns_solver_errors_and_uses_the_given_solver(monkeypatch):
+    from graphpai.errors import SolverError
+
+    b = sp.csr_array((np.random.default_rng(1).random((20, 30)) < 0.3).astype(float))
+    seen = []
+
+    def failing(a, k, **kwargs):
+        seen.append(kwargs["binary"])
+        if not kwargs["binary"]:
+            raise SolverError(kwargs["layer"], "no convergence")
+        return singular_values_compact(a, k, **kwargs)
+
+    got = solvers.singular_values_pair(b, b * 0.5, 2, layer="fc", solve=failing)
+    assert sorted(seen) == [False, True]
+    _close(got[0], dense_top_singular_values(b.toarray(), 2))
+    assert isinstance(got[1], SolverError) and got[1].layer == "fc"
+
+
+def test_eager_checks_stop_no_later_with_the_same_values():
+    rng = np.random.default_rng(8)
+    a = sp.csr_array((rng.random((900, 400)) < 0.05).astype(float))
+    ref = dense_top_singular_values(a, 2)
+    steps = {}
+    for eager in (False, True):
+        count = [0]
+
+        def apply(x):
+            count[0] += 1
+            return a.T @ (a @ x)
+
+        theta, v = lanczos.lanczos_ritz(apply, 400, 2, tol=1e-13, eager=eager)
+        steps[eager] = count[0]
+        _close(np.linalg.svd(a @ v, compute_uv=False), ref)
+        _close(np.sqrt(theta), ref)
+    assert steps[True] <= steps[False]
+    # the same spectrum as the plain test: eager and plain give the same Ritz values
+    eigenvalues = np.concatenate(([50.0, 20.0], np.linspace(0.0, 19.0, 300)))
+    theta, _ = lanczos.lanczos_ritz(lambda x: eigenvalues * x, 302, 2, tol=1e-13, eager=True)
+    np.testing.assert_allclose(theta, [50.0, 20.0], rtol=1e-13)
+
+
+@pytest.mark.parametrize("name,a", list(_cases()), ids=[c[0] for c in _cases()])
+def test_eager_path_of_the_solver_matches_dense_svd(force, monkeypatch, name, a):
+    force("lanczos")
+    monkeypatch.setattr(solvers, "_EAGER_WORK", 0)  # every Lanczos call checks eagerly
+    ref = dense_top_singular_values(a, 3)
+    for matrix in (sp.csr_array(a), sp.csc_array(a)):
+        _close(top_singular_values(matrix, 3, dense_max=0), ref)

@@ -258,3 +258,42 @@ def test_one_blas_thread_without_threadpoolctl_warns_and_runs(monkeypatch):
         with solvers.one_blas_thread():
             s = top_singular_values(np.ones((3, 4)))
     assert s[0] == pytest.approx(np.sqrt(12), rel=1e-14)
+
+
+# ------------------------------------------------------------- issue 15: one-pass CSR, float32 Gram
+@pytest.mark.parametrize("shape", [(0, 4), (4, 0), (1, 1), (1, 9), (9, 1), (13, 7), (64, 200)])
+@pytest.mark.parametrize("kind", ["bool", "float", "fortran"])
+def test_dense_to_sparse_is_the_matrix(shape, kind):
+    rng = np.random.default_rng(shape)
+    a = rng.random(shape) < 0.3
+    if kind != "bool":
+        a = a * rng.standard_normal(shape)
+        a[a > 1.5] = -0.0  # a negative zero is no entry either
+    if kind == "fortran":
+        a = np.asfortranarray(a)
+    s = solvers.dense_to_sparse(a)
+    assert s.dtype == np.float64 and s.shape == a.shape
+    assert s.nnz == np.count_nonzero(a)
+    np.testing.assert_array_equal(s.toarray(), a.astype(np.float64))
+    assert s.has_sorted_indices
+
+
+@pytest.mark.parametrize("f32_factor", [0, 10 ** 9])  # 0: always the sparse product; huge: BLAS
+def test_gram_of_sparse_matrices_by_either_product(monkeypatch, f32_factor):
+    monkeypatch.setattr(solvers, "_SPARSE_OVER_BLAS", {True: f32_factor, False: f32_factor})
+    rng = np.random.default_rng(9)
+    block = _random((30, 12), 0.3, rng)
+    cases = [_random((200, 40), 0.1, rng), np.kron(np.eye(2), block),  # sigma_1 = sigma_2
+             np.ones((50, 8)), np.ones((1, 6)), np.ones((6, 1)),       # rank 1, 1 x N, N x 1
+             np.outer(rng.random(60) < 0.5, rng.random(10) < 0.7).astype(float)]
+    for a in cases:
+        for weighted in (False, True):
+            m = a * (rng.random(a.shape) + 0.1) if weighted else a
+            ref = dense_top_singular_values(m, 3)
+            for fmt in (sp.csr_array, sp.csc_array):
+                g = solvers._gram(fmt(m if m.shape[0] >= m.shape[1] else m.T), not weighted)
+                tall = m if m.shape[0] >= m.shape[1] else m.T
+                np.testing.assert_allclose(g, tall.T @ tall, rtol=0, atol=1e-12 * ref[0] ** 2)
+                got = solvers._gram_top(fmt(tall), min(3, tall.shape[1]), not weighted, None)
+                _close(np.pad(np.sort(got)[::-1], (0, 3 - len(got))), ref)
+    assert solvers._dense32(sp.csr_array((3, 4))).tolist() == np.zeros((3, 4)).tolist()
