@@ -26,7 +26,8 @@ from .._results import jsonable
 from ..errors import MaskError, SolverError
 from .formulas import (FS_SUBGRAPH_GATE, Spectrum, delta_r, delta_s, delta_s_undefined, get_gate,
                        narc_value)
-from .solvers import DENSE_MAX, as_matrix, dense_to_sparse, singular_values_compact
+from .solvers import (DENSE_MAX, as_matrix, dense_to_sparse, singular_values_compact,
+                      singular_values_pair)
 
 __all__ = ["LayerSpectrum", "layer_spectrum", "layer_row"]
 
@@ -173,6 +174,13 @@ def _sv2(a, binary, name, dense_max, nnz=None):
     return float(s1), float(s2)
 
 
+def _values(result):
+    """sigma_1, sigma_2 from a :func:`singular_values_pair` entry (raising its SolverError)."""
+    if isinstance(result, SolverError):
+        raise result
+    return float(result[0]), float(result[1])
+
+
 QUANTITIES = ("all", "fs")
 _NOT_COMPUTED = "not computed (quantities='fs')"
 
@@ -194,6 +202,12 @@ def layer_row(name, mask2d, weights2d, gate, dense_max, quantities="all") -> Lay
     binary_fields = ("delta_r", "delta_r_norm", "delta_s", "delta_s_norm", "narc")
     weighted_fields = ("weighted_gap", "weighted_sigma_1", "weighted_sigma_2")
 
+    # 0/1 and weighted whole layer in one call (shared components, two threads on big layers)
+    wdeg = lay.weighted_degrees() if lay.x is not None else (0, 0, 0)
+    pair = singular_values_pair(lay.m, lay.x if wdeg[0] else None, 2, layer=name,
+                                dense_max=dense_max, nnz=(E, wdeg[0]),
+                                solve=singular_values_compact) if E else [None, None]
+
     # ---- 0/1 graph of the whole layer: Delta_r, Delta_s, NaRC
     s = None
     if E == 0:
@@ -201,7 +215,7 @@ def layer_row(name, mask2d, weights2d, gate, dense_max, quantities="all") -> Lay
             reasons[f] = "empty layer"
     else:
         try:
-            s = Spectrum(n_l, n_r, E, E / n_l, E / n_r, *_sv2(lay.m, True, name, dense_max, E))
+            s = Spectrum(n_l, n_r, E, E / n_l, E / n_r, *_values(pair[0]))
         except SolverError as exc:
             for f in binary_fields + ("sigma_1", "sigma_2"):
                 reasons[f] = f"solver failed: {exc.reason}"
@@ -230,14 +244,13 @@ def layer_row(name, mask2d, weights2d, gate, dense_max, quantities="all") -> Lay
         for f in weighted_fields:
             reasons[f] = "no weights"
     else:
-        wE, wl, wr = lay.weighted_degrees()
+        wE, wl, wr = wdeg
         if wE == 0:
             for f in weighted_fields:
                 reasons[f] = "empty layer"
         else:
             try:
-                w = Spectrum(wl, wr, wE, wE / wl, wE / wr,
-                             *_sv2(lay.x, False, name, dense_max, wE))
+                w = Spectrum(wl, wr, wE, wE / wl, wE / wr, *_values(pair[1]))
             except SolverError as exc:
                 for f in weighted_fields:
                     reasons[f] = f"solver failed: {exc.reason}"
