@@ -1,14 +1,16 @@
 """Benchmark NPB mask generation (issue 12; docs/npb.md).
 
 Times ``graphpai.generators.npb.solve_npb`` (the exact program per layer, random taps and the move
-of dead weights through the spatial engine) on ResNet-20 at 90%, 99% and 99.9% sparsity and on
-ResNet-18 (CIFAR stem, 100 classes, as [NPB]'s ResNet-18 runs) with the ERK budget, on CPU with
-2 torch threads. Reports the median wall time, the time per layer, the share spent solving the
-programs (``seconds`` of the per-layer rows), the budget drift, and [NPB]'s balance measures next
-to RPI-ERK's with the same budget: effective nodes and log10 effective paths (graphpai.paths,
-default profile), for both max_path normalisations (``tight``, the definition, and
-``reference``, [NPB]'s code). ``--path-mass channels`` runs NPB with the channel-level P_i
-instead of [NPB]'s pixel sums (the default).
+step through the spatial engine) on ResNet-20 at 90%, 99% and 99.9% sparsity and on ResNet-18
+(CIFAR stem, 100 classes, as [NPB]'s ResNet-18 runs) with the ERK budget, on CPU with 2 torch
+threads. Reports the median wall time, the time per layer, the share spent solving the programs
+(``seconds`` of the per-layer rows) and in the move step (``move_seconds``, with its number of
+spatial audits), the budget drift (kept vs budget, weights held by another layer, layers off
+their budget), and [NPB]'s balance measures next to RPI-ERK's with the same budget: effective
+nodes and log10 effective paths (graphpai.paths, default profile), for both max_path
+normalisations (``tight``, the definition, and ``reference``, [NPB]'s code) and for the move
+step without bridges (``move="fill"``, tight). ``--path-mass channels`` runs NPB with the
+channel-level P_i instead of [NPB]'s pixel sums (the default).
 
     python benchmarks/npb.py                    # resnet20 and resnet18
     python benchmarks/npb.py --models resnet20 --repeat 3 --json
@@ -59,7 +61,11 @@ def bench(name, repeat, seed=0, balance=True, path_mass="pixels"):
         row = {"model": name, "path_mass": path_mass, "sparsity": sparsity, "seconds": seconds,
                "ms_per_layer": 1000 * seconds / len(graph.layers),
                "solve_seconds": sum(r.seconds for r in result.layers),
-               "budget": result.budget, "kept": result.kept, "drift": result.total_drift}
+               "move_seconds": result.move_seconds, "audits": result.audits,
+               "budget": result.budget, "kept": result.kept, "drift": result.total_drift,
+               "carried": result.carried,
+               "layers_off_budget": sum(1 for r in result.layers if r.drift),
+               "functional": result.functional}
         if balance:
             ref = paths(graph, rpi(graph, budget, seed=seed))
             row.update(rpi_nodes=ref.effective_nodes, rpi_log10_paths=ref.log10_paths)
@@ -67,6 +73,10 @@ def bench(name, repeat, seed=0, balance=True, path_mass="pixels"):
                 found = paths(graph, run(budget, path_norm=norm).masks)
                 row.update({f"{norm}_nodes": found.effective_nodes,
                             f"{norm}_log10_paths": found.log10_paths})
+            fill = run(budget, move="fill")
+            found = paths(graph, fill.masks)
+            row.update(fill_kept=fill.kept, fill_nodes=found.effective_nodes,
+                       fill_log10_paths=found.log10_paths)
         rows.append(row)
     return rows
 

@@ -14,8 +14,9 @@ channel j; K = ``max_p``, the kernel size by default) that maximise
 subject to :math:`\sum M \le n`, where :math:`P_i` is the path mass reaching input channel i
 (summed over its pixels) through the layers already chosen and max_path the largest value the
 path sum can take with n weights. The kept taps of each kernel are then placed at random, and
-kept weights that carry no signal (spatial semantics, docs/audit.md) are moved into kernels
-that do.
+a move step makes every kept weight functional (spatial semantics, docs/audit.md) while keeping
+the budget: bridges from dead-end channels, then non-functional weights moved into free
+capable slots (effective kernels first), the spatial audit rerun until it finds none.
 
 The program is solved exactly by :func:`solve_layer`, a combinatorial method proved equal to the
 integer program in docs/npb.md (``solver="milp"`` solves the same reduced program with
@@ -42,17 +43,18 @@ import numpy as np
 from .._results import jsonable
 from ..budgets import Budget
 from ..engine import common_scale, renormalise, spatial_engine
-from ..errors import BudgetError, UnknownMethodError
+from ..errors import BudgetError, GraphpaiError, UnknownMethodError
 from ..graph import Layer, NetGraph, as_graph
 from ..masks import MaskSet
 from ._registry import register
 
 __all__ = ["npb", "solve_npb", "solve_layer", "layer_objective", "max_path", "NPBLayer",
-           "NPBResult", "SOLVERS", "PATH_NORMS", "PATH_MASSES"]
+           "NPBResult", "SOLVERS", "PATH_NORMS", "PATH_MASSES", "MOVES"]
 
 SOLVERS = ("exact", "milp")
 PATH_NORMS = ("tight", "reference")
 PATH_MASSES = ("pixels", "channels")
+MOVES = ("bridge", "fill")
 
 
 # ------------------------------------------------------------------------------ results
@@ -72,15 +74,27 @@ class NPBLayer:
     solved : int
         Weights the program kept (n unless the layer cannot hold them).
     removed : int
-        Kept weights that carried no signal and were taken out.
+        Kept weights taken out by the move step: non-functional ones (and, rarely, a surplus
+        trimmed after bridges rescued more than foreseen).
     added : int
-        Weights put in (this layer's dead ones and those carried from the layers before).
+        Weights put in by the move step: bridges, fills and weights put in for other layers.
     kept : int
-        Final kept weights.
+        Final kept weights, ``solved - removed + added``.
     drift : int
         ``kept - budget``.
     seconds : float
         Time spent solving the program and placing taps.
+    bridged : int
+        Bridges: weights from a dead-end input channel (reached, co-reaching nothing) to a
+        co-reached output, which make the weights into that channel functional.
+    filled : int
+        Weights put into free capable slots of this layer for its own removed ones (taps of
+        effective kernels first, then new kernels between functional channels).
+    carried_in : int
+        Weights this layer holds for other layers: put in for layers that had no capable slot
+        left, or bridges and rescued weights above this layer's budget.
+    carried_out : int
+        Weights of this layer's budget held by other layers.
     """
 
     layer: str
@@ -93,15 +107,20 @@ class NPBLayer:
     kept: int
     drift: int
     seconds: float
+    bridged: int = 0
+    filled: int = 0
+    carried_in: int = 0
+    carried_out: int = 0
 
 
 @dataclass(frozen=True)
 class NPBResult:
     """NPB masks with the per-layer program values and the budget drift of the move step.
 
-    ``dropped`` weights could not be placed where they carry signal in any later layer and were
-    left out (``total_drift = -dropped``); ``functional`` is True when every kept weight is
-    functional under the spatial semantics (always, when the move step ran).
+    ``moved`` is the move step (``"bridge"``, ``"fill"`` or False). ``dropped`` weights found no slot where they carry signal in any layer and were left out
+    (``total_drift = -dropped``); ``functional`` is True when the last spatial audit of the move
+    step found every kept weight functional (None without the move step). ``move_seconds``
+    and ``audits``: the move step's time and its number of spatial audits.
     """
 
     masks: MaskSet
@@ -109,10 +128,17 @@ class NPBResult:
     alpha: float
     beta: float
     solver: str
-    moved: bool
+    moved: str | bool
     dropped: int
     functional: bool | None
     seconds: float
+    move_seconds: float = 0.0
+    audits: int = 0
+
+    @property
+    def carried(self) -> int:
+        """Weights held by a layer other than the one whose budget they belong to."""
+        return sum(row.carried_in for row in self.layers)
 
     @property
     def budget(self) -> int:
@@ -136,15 +162,23 @@ class NPBResult:
 
         return "\n".join([
             format_table(self.rows()), "",
-            f"kept {self.kept} of budget {self.budget} (drift {self.total_drift:+d}, "
-            f"dropped {self.dropped}); fully functional: {self.functional}",
+            self.summary(),
         ])
+
+    def summary(self) -> str:
+        """One line: kept vs budget, the drift, what moved between layers, functionality."""
+        drifted = sum(1 for row in self.layers if row.drift)
+        return (f"kept {self.kept:,} of budget {self.budget:,} (drift {self.total_drift:+,}, "
+                f"{100 * self.kept / self.budget if self.budget else 100:.2f}%; dropped "
+                f"{self.dropped:,}); {self.carried:,} weights held by another layer, "
+                f"{drifted} layers off their budget; fully functional: {self.functional}")
 
     def to_dict(self) -> dict:
         return jsonable({
             "alpha": self.alpha, "beta": self.beta, "solver": self.solver, "moved": self.moved,
             "budget": self.budget, "kept": self.kept, "total_drift": self.total_drift,
-            "dropped": self.dropped, "functional": self.functional, "seconds": self.seconds,
+            "dropped": self.dropped, "carried": self.carried, "functional": self.functional,
+            "seconds": self.seconds, "move_seconds": self.move_seconds, "audits": self.audits,
             "layers": self.rows(),
         })
 
@@ -450,8 +484,10 @@ def _solve_layer_masks(layer, budget, mass, max_p, alpha, beta, solver, path_nor
 def _capable(layer: Layer, f_in: np.ndarray, g_out: np.ndarray) -> np.ndarray:
     """Weights of `layer` that would be functional if kept: some output pixel p with
     g_out[o, p] and f_in[i, p*stride + tap*dilation - padding] inside the image (docs/audit.md)."""
-    if layer.kind == "linear":
-        return np.outer(g_out, f_in)
+    if layer.kind == "linear":  # a feature vector, or a linear layer at every position
+        go = np.asarray(g_out, dtype=np.float32).reshape(layer.weight_shape[0], -1)
+        fi = np.asarray(f_in, dtype=np.float32).reshape(layer.weight_shape[1], -1)
+        return (go @ fi.T) > 0.5
     pad = [(0, 0)] + [tuple(p) for p in layer.padding]
     fp = np.pad(f_in, pad).astype(np.float32)
     out = layer.out_size
@@ -471,51 +507,350 @@ def _capable(layer: Layer, f_in: np.ndarray, g_out: np.ndarray) -> np.ndarray:
     return result
 
 
-def _move(graph: NetGraph, masks: dict, rng, device):
-    """Move every kept weight that carries no signal to one that does; returns per-layer
-    (removed, added) and the weights left over at the end.
-
-    One backward pass on the masks as placed, then one forward pass through
-    ``forward_maps(place=...)``, layer by layer from the input: a layer's capable weights
-    (:func:`_capable`) read the forward map of its input as repaired so far and the backward map
-    of its output from the first pass. docs/npb.md proves the result fully functional.
-    """
+def _engine_call(name: str, why: str, fix: str):
+    """``spatial_engine().<name>``, or a one-line error naming the engine, the call and a fix."""
     engine = spatial_engine()
-    backward = engine.activity(graph, masks, device=device).backward
-    stats = {}
-    carry = [0]
+    call = getattr(engine, name, None)
+    if not callable(call):
+        label = getattr(engine, "__name__", type(engine).__name__)
+        raise GraphpaiError(f"the spatial engine {label!r} has no {name}(), which NPB needs for "
+                            f"{why}; {fix}, or graphpai.engine.set_spatial_engine(None) to use "
+                            "the default engine (docs/npb.md)")
+    return call
 
-    def place(layer: Layer, input_map):
-        mask = masks[layer.name]
-        capable = _capable(layer, input_map, backward[layer.target])
-        live = mask & capable
-        dead = int(mask.sum() - live.sum())
-        need = dead + carry[0]
-        free = capable & ~mask
-        added = min(need, int(free.sum()))
-        if added:
-            shape = (layer.out_channels, layer.weight_shape[1], -1)
-            per_kernel = live.reshape(shape).sum(axis=2).reshape(-1)
-            slots = free.reshape(shape)
-            kernel, tap = np.nonzero(slots.reshape(per_kernel.size, -1))
-            # into the kernels with the most live weights first, random order otherwise
-            key = rng.random(per_kernel.size)
-            pick = np.lexsort((rng.random(kernel.size), key[kernel], -per_kernel[kernel]))[:added]
-            flat = live.reshape(per_kernel.size, -1)
-            flat[kernel[pick], tap[pick]] = True
-            live = flat.reshape(mask.shape)
-        carry[0] = need - added
-        stats[layer.name] = (dead, added)
-        masks[layer.name] = live
-        return live
 
-    engine.forward_maps(graph, None, place=place, device=device)
-    return stats, carry[0]
+def _global_inputs(layer: Layer) -> np.ndarray:
+    """(C_out, C_in_g) index of the input channel of every kernel (grouped convs offset)."""
+    c_out, c_in_g = layer.weight_shape[:2]
+    group = np.arange(c_out) // (c_out // layer.groups)
+    return group[:, None] * c_in_g + np.arange(c_in_g)[None, :]
+
+
+def _kernel_matrix(layer: Layer, mask: np.ndarray) -> np.ndarray:
+    """Dense (C_out, C_in) kept taps per kernel (grouped convs spread to their channels)."""
+    per = mask.reshape(mask.shape[0], mask.shape[1], -1).sum(axis=2)
+    out = np.zeros((layer.out_channels, layer.in_channels), dtype=np.int64)
+    np.add.at(out, (np.repeat(np.arange(layer.out_channels), per.shape[1]),
+                    _global_inputs(layer).reshape(-1)), per.reshape(-1))
+    return out
+
+
+def _lineage(graph: NetGraph) -> dict:
+    """Group -> {upstream group G: bool (C_group, C_G) matrix}: which channels of G flow into
+    which channels of the group through links only (the group itself included). Co-reaching a
+    channel of the group co-reaches those channels of G. Links without a channel map (gated
+    kinds) pass nothing: this only ranks bridges, the spatial audit decides."""
+    import scipy.sparse as sp
+
+    lineage = {name: {name: sp.identity(graph.groups[name].channels, format="csr", dtype=bool)}
+               for name in graph.groups}
+    for op in graph.order:
+        if isinstance(op, Layer) or op.kind in ("norm", "mul", "attention"):
+            continue
+        mine = lineage[op.target]
+        for pos, source in enumerate(op.sources):
+            try:
+                link = graph.link_matrix(op, pos).astype(bool)
+            except GraphpaiError:
+                continue
+            for group, matrix in lineage[source].items():
+                step = (link @ matrix).astype(bool)
+                mine[group] = (mine[group] + step).astype(bool) if group in mine else step
+    return lineage
+
+
+@dataclass
+class _Moves:
+    """Per-layer counts of the move step (see NPBLayer)."""
+
+    removed: int = 0
+    bridged: int = 0
+    filled: int = 0
+    carried_in: int = 0
+    carried_out: int = 0
+    placed_in: int = 0  # the part of carried_in put in by _fill (the rest: bridges' surplus)
+
+    @property
+    def added(self) -> int:
+        return self.bridged + self.filled + self.placed_in
+
+
+class _Slots:
+    """The free capable slots of one layer, taken in fill order: taps of effective kernels
+    (those that keep a weight) first, the kernels with the most kept taps first, then new
+    kernels; random (seeded) among equal kernels and among the taps of a kernel."""
+
+    def __init__(self, mask: np.ndarray, free: np.ndarray, rng):
+        n_kernels = mask.shape[0] * mask.shape[1]
+        self.mask = mask.reshape(n_kernels, -1)  # a view: writes go to the layer's mask
+        self.free = free.reshape(n_kernels, -1).copy()
+        per_kernel = self.mask.sum(axis=1)
+        count = self.free.sum(axis=1)
+        self.kernels = np.lexsort((rng.random(n_kernels), -per_kernel))
+        self.kernels = self.kernels[count[self.kernels] > 0]
+        self.rng = rng
+        self.next = 0
+        self.left = int(count.sum())
+
+    def put(self, count: int) -> int:
+        """Keep the next `count` slots (fewer if there are not as many); returns how many."""
+        take = min(count, self.left)
+        done = 0
+        while done < take:  # a loop over the (few) kernels this takes from
+            k = self.kernels[self.next]
+            taps = np.flatnonzero(self.free[k])
+            pick = taps if taps.size <= take - done else self.rng.choice(
+                taps, take - done, replace=False)
+            self.mask[k, pick] = True
+            self.free[k, pick] = False
+            done += pick.size
+            if not self.free[k].any():
+                self.next += 1
+        self.left -= take
+        return take
+
+
+def _bridge(graph, masks, act, lineage, writers, rng, min_value: int) -> dict:
+    """One pass of bridges: for every layer from the output back to the input, connect input
+    channels that are reached but co-reach nothing (dead ends) and whose kept weights upstream
+    would become functional (at least `min_value` of them) to a co-reached output, one weight
+    per channel, on a tap that reads a reached pixel and writes a co-reached one. A layer places
+    at most as many bridges as its own non-functional weights that no bridge downstream is
+    expected to rescue (the weights it would lose anyway). Returns layer -> bridges placed."""
+    reached = {name: m.reshape(m.shape[0], -1).any(axis=1) for name, m in act.forward.items()}
+    marked = {name: m.reshape(m.shape[0], -1).any(axis=1) for name, m in act.backward.items()}
+    dead = {}
+    for name, layer in graph.layers.items():
+        m = masks[name] & ~act.functional[name]
+        m = m & reached[layer.source][_global_inputs(layer)].reshape(
+            m.shape[:2] + (1,) * (m.ndim - 2))  # a dead weight reading nothing stays dead
+        dead[name] = _kernel_matrix(layer, m)
+    allowance = {name: int(d.sum()) for name, d in dead.items()}
+    placed = {}
+
+    def rescue(group, chans):  # chans of `group` become co-reached: what that rescues upstream
+        stack = [(group, chans)]
+        while stack:
+            group, chans = stack.pop()
+            for up, matrix in lineage[group].items():
+                hit = np.asarray(matrix[np.flatnonzero(chans)].sum(axis=0)).reshape(-1) > 0
+                new = hit & ~marked[up]
+                if not new.any():
+                    continue
+                marked[up] |= new
+                for w in writers.get(up, ()):
+                    rows = dead[w][new]
+                    if rows.any():
+                        allowance[w] -= int(rows.sum())
+                        src = graph.layers[w].source
+                        stack.append((src, rows.any(axis=0)))
+                        dead[w][new] = 0
+
+    for layer in reversed(list(graph.layers.values())):
+        src, name = layer.source, layer.name
+        if allowance[name] <= 0:
+            continue
+        cand = reached[src] & ~marked[src]
+        if not cand.any():
+            continue
+        value = np.zeros(cand.size, dtype=np.int64)
+        for up, matrix in lineage[src].items():
+            live = [dead[w].sum(axis=1) for w in writers.get(up, ())]
+            if live:
+                per = np.where(marked[up], 0, np.sum(live, axis=0))
+                value += np.asarray(matrix @ per).reshape(-1).astype(np.int64)
+        cand &= value >= min_value
+        if not cand.any():
+            continue
+        f_in = act.forward[src] & cand.reshape((-1,) + (1,) * (act.forward[src].ndim - 1))
+        slots = _capable(layer, f_in, act.backward[layer.target]) & ~masks[name]
+        kernel_in = _global_inputs(layer)
+        o, i = np.nonzero(slots.reshape(slots.shape[0], slots.shape[1], -1).any(axis=2))
+        if o.size == 0:
+            continue
+        chans = kernel_in[o, i]
+        # the channels of largest value first (random among equal), one random slot each
+        shuffle = rng.permutation(o.size)
+        o, i, chans = o[shuffle], i[shuffle], chans[shuffle]
+        first = np.unique(chans, return_index=True)[1]
+        rank = np.lexsort((rng.random(first.size), -value[chans[first]]))
+        first = first[rank][:allowance[name]]
+        flat = masks[name].reshape(slots.shape[0], slots.shape[1], -1)
+        free = slots.reshape(flat.shape)
+        for k in first:  # a loop over the few bridges of one layer
+            taps = np.flatnonzero(free[o[k], i[k]])
+            flat[o[k], i[k], taps[rng.integers(taps.size)]] = True
+        placed[name] = int(first.size)
+        allowance[name] -= int(first.size)
+        chosen = np.zeros(cand.size, dtype=bool)
+        chosen[chans[first]] = True
+        rescue(src, chosen)
+    return placed
+
+
+def _fill(graph, masks, act, need: dict, moves: dict, rng, carry: bool) -> int:
+    """Put `need[layer]` weights into free capable slots of each layer (:class:`_Slots`: taps of
+    effective kernels first, then new kernels between a functional input and a functional
+    output channel); with `carry`, what a layer cannot hold goes to the free capable slots of
+    the layers after it in topological order (then those before it). Every slot reads a pixel
+    the forward map reaches and writes one the backward map co-reaches, so a fully functional
+    mask stays fully functional. Returns the number of weights placed."""
+    names = list(graph.layers)
+    slots = {}
+
+    def put(name, count):
+        if name not in slots:  # capable slots of a layer only when it is asked to hold some
+            layer = graph.layers[name]
+            free = _capable(layer, act.forward[layer.source], act.backward[layer.target])
+            slots[name] = _Slots(masks[name], free & ~masks[name], rng)
+        return slots[name].put(count)
+
+    total, pending = 0, {}
+    for name in names:
+        if need.get(name, 0) > 0:
+            got = put(name, need[name])
+            moves[name].filled += got
+            total += got
+            if need[name] > got:
+                pending[name] = need[name] - got
+    if carry:
+        for name, rest in pending.items():
+            k = names.index(name)
+            for other in names[k + 1:] + names[:k]:  # the layers after it first
+                if rest == 0:
+                    break
+                got = put(other, rest)
+                if got:
+                    moves[other].carried_in += got
+                    moves[other].placed_in += got
+                    moves[name].carried_out += got
+                    total += got
+                    rest -= got
+    return total
+
+
+def _move_mode(move):
+    """`move` as "bridge", "fill" or False (True is "bridge")."""
+    if move is True:
+        return "bridge"
+    if move is False or move is None or (isinstance(move, str) and move.lower() in
+                                         ("false", "off", "none", "no", "0")):
+        return False
+    if isinstance(move, str) and move.lower() in ("true", "on", "yes", "1"):
+        return "bridge"
+    if move not in MOVES:
+        raise UnknownMethodError(f"unknown NPB move {move!r}; use True, False or one of "
+                                 f"{list(MOVES)}")
+    return move
+
+
+def _move(graph: NetGraph, masks: dict, counts: Mapping[str, int], rng, device,
+          bridges: bool = True, max_rounds: int = 12) -> tuple[dict, bool, int]:
+    """Make every kept weight functional under the spatial semantics, keeping the budget.
+
+    Rounds of the spatial audit (docs/npb.md, "Making every weight functional"): with
+    `bridges`, bridges first (:func:`_bridge`: one weight from a dead-end channel to a
+    co-reached output makes the weights into that channel functional), then every weight still
+    non-functional is removed and as many are put into free capable slots of the same layer,
+    then of other layers (:func:`_fill`); the audit is rerun after every batch and the loop ends
+    on an audit, so the result is verified. Returns (layer -> _Moves, fully functional,
+    number of audits).
+    """
+    activity = _engine_call("activity", "the move step (the spatial audit)",
+                            "pass move=False")
+    moves = {name: _Moves() for name in graph.layers}
+    lineage = None
+    writers = {}
+    for name, layer in graph.layers.items():
+        writers.setdefault(layer.target, []).append(name)
+    audits = 0
+
+    def audit():
+        nonlocal audits
+        audits += 1
+        return activity(graph, masks, device=device)
+
+    act = audit()
+    for _ in range(max_rounds if bridges else 0):  # bridges while they pay
+        if all(not (masks[n] & ~act.functional[n]).any() for n in masks):
+            break
+        lineage = _lineage(graph) if lineage is None else lineage
+        placed = _bridge(graph, masks, act, lineage, writers, rng, min_value=2)
+        if not placed:
+            break
+        for name, count in placed.items():
+            moves[name].bridged += count
+        act = audit()
+    functional = False
+    for _ in range(2 * max_rounds):
+        changed = False
+        for name in masks:  # non-functional weights out
+            off = masks[name] & ~act.functional[name]
+            if off.any():
+                moves[name].removed += int(off.sum())
+                masks[name] = masks[name] & act.functional[name]
+                changed = True
+        if changed:
+            act = audit()  # the maps of what is left (fully functional: the audit is monotone)
+            continue
+        kept = {name: int(masks[name].sum()) for name in masks}
+        need = {name: counts[name] - kept[name] + moves[name].carried_in
+                - moves[name].carried_out for name in masks}
+        over = _settle(need, moves)
+        if over > 0:  # bridges rescued more than foreseen: take the surplus out again
+            _trim(masks, need, over, moves, rng)
+            act = audit()
+            continue
+        if not any(v > 0 for v in need.values()):
+            functional = True
+            break
+        if not _fill(graph, masks, act, need, moves, rng, carry=True):
+            functional = True  # no free capable slot anywhere: the rest is dropped
+            break
+        act = audit()
+    else:
+        functional = all(not (masks[n] & ~act.functional[n]).any() for n in masks)
+    return moves, functional, audits
+
+
+def _settle(need: dict, moves: dict) -> int:
+    """Count the surplus of layers above their share (need < 0, after bridges) as weights of
+    the layers below theirs (need > 0) carried over; `need` is updated. Returns the surplus
+    left (the mask's total above the total budget)."""
+    givers = [name for name, v in need.items() if v < 0]
+    for name in need:
+        while need[name] > 0 and givers:
+            giver = givers[0]
+            x = min(need[name], -need[giver])
+            need[name] -= x
+            need[giver] += x
+            moves[name].carried_out += x
+            moves[giver].carried_in += x
+            if need[giver] == 0:
+                givers.pop(0)
+    return -sum(v for v in need.values() if v < 0)
+
+
+def _trim(masks, need, over, moves, rng) -> None:
+    """Remove `over` weights from the layers above their share (need < 0), from their
+    fullest kernels (a kernel that keeps other taps still connects its channels)."""
+    for name in sorted(need, key=need.get):
+        surplus = min(over, -need[name])
+        if surplus <= 0:
+            break
+        m = masks[name]
+        flat = m.reshape(m.shape[0] * m.shape[1], -1)
+        per = flat.sum(axis=1)
+        kernel, tap = np.nonzero(flat)
+        order = np.lexsort((rng.random(kernel.size), -per[kernel]))[:surplus]
+        flat[kernel[order], tap[order]] = False
+        moves[name].removed += int(order.size)
+        over -= int(order.size)
 
 
 def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: float = 1.0,
               max_p=None, solver: str = "exact", path_norm: str = "tight",
-              path_mass: str = "pixels", move: bool = True, progress: bool = False,
+              path_mass: str = "pixels", move="bridge", progress: bool = False,
               device="cpu", input_shape=None) -> NPBResult:
     """NPB masks for a network, with the program values and the drift of the move step.
 
@@ -524,10 +859,13 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
     already placed: by default (``path_mass="pixels"``, [NPB]'s definition) the number of
     paths from the input pixels to every pixel of channel i, summed over those pixels (the
     counting pass of the spatial engine, ``path_mass``); ``path_mass="channels"`` the path count
-    of the channel multigraph whose multiplicities are the kernel counts (docs/npb.md). Kept taps are placed at random in each kernel; then, with
-    ``move=True``, every kept weight that carries no signal under the spatial semantics moves
-    into a kernel of the same layer that does (the kernels with the most live weights first),
-    or, if the layer has no room left, on to the next layer.
+    of the channel multigraph whose multiplicities are the kernel counts (docs/npb.md). Kept taps
+    are placed at random in each kernel; then the move step (``move``, docs/npb.md) makes every
+    kept weight functional under the spatial semantics while keeping the budget: bridges from
+    dead-end channels (``move="bridge"``, the default), then every weight still non-functional
+    is removed and as many are put into free capable slots of the same layer (taps of effective
+    kernels first, then new kernels between functional channels), of other layers only when a
+    layer has none left; the spatial audit is rerun after every batch and has the last word.
 
     Parameters
     ----------
@@ -547,8 +885,10 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
     path_mass : {"pixels", "channels"}
         P_i summed over the pixels of the real geometry (taps placed at random, padding,
         stride, pools) or counted on the channel multigraph of the kernel counts.
-    move : bool
-        Move dead weights (off: the program's masks with random taps, as they come).
+    move : {"bridge", "fill", True, False}
+        The move step: ``"bridge"`` (or True) bridges dead-end channels first, ``"fill"`` only
+        removes and fills (it may drop weights where the functional part is too small to hold
+        them), False keeps the program's masks with random taps as they come.
     progress : bool
         A bar over the layers on stderr (when it is a terminal).
     device : str
@@ -565,6 +905,7 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
     if path_mass not in PATH_MASSES:
         raise UnknownMethodError(f"unknown NPB path_mass {path_mass!r}; use one of "
                                  f"{list(PATH_MASSES)}")
+    move = _move_mode(move)
     start = time.perf_counter()
     graph = as_graph(net, input_shape)
     counts = budget.check(graph).counts
@@ -584,7 +925,8 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
         return mask
 
     if path_mass == "pixels":
-        spatial_engine().path_mass(graph, None, place=place, device=device)
+        _engine_call("path_mass", "the pixel path mass (path_mass='pixels')",
+                     "pass path_mass='channels'")(graph, None, place=place, device=device)
     else:
         state = _path_state(graph)
         for op in graph.order:
@@ -596,26 +938,32 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
             out = graph.multiplicity(op, mask) @ values
             state[op.target] = renormalise(np.asarray(out, dtype=np.float64), scale)
     bar.close()
-    solved = {name: masks[name].sum() for name in masks}
-    stats, dropped = ({name: (0, 0) for name in masks}, 0)
-    functional = None
+    solved = {name: int(masks[name].sum()) for name in masks}
+    moves = {name: _Moves() for name in masks}
+    functional, audits, t_move = None, 0, time.perf_counter()
     if move:
-        stats, dropped = _move(graph, masks, rng, device)
-        functional = True
-    rows = tuple(
-        NPBLayer(name, counts[name], info[name][0], info[name][1], int(solved[name]),
-                 stats[name][0], stats[name][1], int(masks[name].sum()),
-                 int(masks[name].sum()) - counts[name], info[name][3])
-        for name in graph.layers
-    )
-    return NPBResult(MaskSet({name: masks[name] for name in graph.layers}), rows, alpha, beta,
-                     solver, move, dropped, functional, time.perf_counter() - start)
+        from ..spectral.solvers import one_blas_thread  # small products: threads only spin
+
+        with one_blas_thread():
+            moves, functional, audits = _move(graph, masks, counts, rng, device,
+                                              bridges=move == "bridge")
+    t_move = time.perf_counter() - t_move if move else 0.0
+    rows = []
+    for name in graph.layers:
+        m, kept = moves[name], int(masks[name].sum())
+        rows.append(NPBLayer(name, counts[name], info[name][0], info[name][1], solved[name],
+                             m.removed, m.added, kept, kept - counts[name], info[name][3],
+                             m.bridged, m.filled, m.carried_in, m.carried_out))
+    kept = sum(row.kept for row in rows)
+    return NPBResult(MaskSet({name: masks[name] for name in graph.layers}), tuple(rows), alpha,
+                     beta, solver, move, max(0, sum(counts.values()) - kept), functional,
+                     time.perf_counter() - start, t_move, audits)
 
 
 @register("npb", exact_budget=False)
 def npb(graph, budget, *, seed=None, alpha: float = 0.01, beta: float = 1.0, max_p=None,
         solver: str = "exact", path_norm: str = "tight", path_mass: str = "pixels",
-        move: bool = True, progress: bool = False, device="cpu") -> MaskSet:
+        move="bridge", progress: bool = False, device="cpu") -> MaskSet:
     """NPB masks ([NPB]): :func:`solve_npb` without the report (docs/npb.md).
 
     Examples

@@ -1,7 +1,9 @@
 """NPB (docs/npb.md): the exact layer solver against brute-force enumeration of the program and
-against HiGHS on the full (unreduced) program, full functionality under the spatial audit on
-VGG-16, ResNet-20 and a concat DAG, kept counts and drift, same seed same mask, and [NPB]'s
-balance claim against RPI-ERK on ResNet-20."""
+against HiGHS on the full (unreduced) program, full functionality under the spatial audit and
+under the autograd oracle (tests/oracles.py) on VGG-16, ResNet-20 and a concat DAG with the
+whole budget kept, the move step on hand-sized nets (bridges; a case whose budget cannot all be
+functional), ResNet-18 at 99.9%, same seed same mask, and [NPB]'s balance claim against RPI-ERK
+on ResNet-20."""
 
 import itertools
 import json
@@ -387,3 +389,198 @@ def test_npb_solves_each_layer_with_the_pixel_path_mass():
         assert (max(gaps) > 1e-9) is differs, (mass, gaps)
     with pytest.raises(UnknownMethodError, match="path_mass"):
         solve_npb(g, budget, path_mass="pixel")
+
+
+# ------------------------------------------------------------------------------ the move step
+_MODELS = {}
+
+
+def model_of(name):
+    """(model, input shape) of the graphs of graph_of (same seed, same layer names)."""
+    if name not in _MODELS:
+        if name == "inception_dag":
+            from strategies import custom_dag
+            _MODELS[name] = custom_dag()
+        else:
+            from graphpai.torch.models import build
+            _MODELS[name] = (build(name, seed=0), (3, 32, 32))
+    return _MODELS[name]
+
+
+@pytest.mark.parametrize("name,compression", [
+    ("vgg16", 100), ("vgg16", 10 ** 3.5), ("resnet20", 100), ("resnet20", 1000),
+    ("inception_dag", 100), ("inception_dag", 1000)])
+def test_every_kept_weight_functional_by_audit_and_gradient_oracle(name, compression):
+    # the issue's acceptance: fully functional under the spatial audit AND under the independent
+    # oracle (float64 autograd of the linearised model: positive random weights on the mask, an
+    # all-ones input; a weight is functional iff d(sum of outputs)/dw != 0), with the whole
+    # budget kept (these points have room for it: measured, every layer keeps its budget or
+    # hands a few weights to another layer, and the total is exact)
+    from oracles import vk_functional
+
+    g = graph_of(name)
+    budget = erk(g, compression)
+    r = solve_npb(g, budget, seed=3)
+    f = functional_edges(g, r.masks, semantics="spatial")
+    assert all(np.array_equal(f[k], r.masks[k]) for k in r.masks)
+    model, shape = model_of(name)
+    oracle = vk_functional(model, r.masks, shape)
+    assert {k: int((r.masks[k] & ~oracle[k]).sum()) for k in r.masks
+            if (r.masks[k] & ~oracle[k]).any()} == {}
+    assert r.functional is True and r.kept == budget.total and r.total_drift == 0
+    assert r.dropped == 0
+    rows = {row.layer: row for row in r.layers}
+    assert sum(row.carried_in for row in r.layers) == sum(row.carried_out for row in r.layers)
+    for k, row in rows.items():  # a layer off its budget holds (or lent) exactly that many
+        assert row.drift == row.carried_in - row.carried_out, k
+        assert row.solved - row.removed + row.added == row.kept
+        assert row.bridged + row.filled <= row.added <= row.bridged + row.filled + row.carried_in
+
+
+def _linear_chain():
+    """x(2) -a-> h(4) -b-> k(2) -c-> y(1), all linear."""
+    from graphpai.graph import Group, Layer, NetGraph
+
+    return NetGraph([Group("x", 2), Group("h", 4), Group("k", 2), Group("y", 1)],
+                    [Layer("a", "linear", (4, 2), "x", "h"), Layer("b", "linear", (2, 4), "h", "k"),
+                     Layer("c", "linear", (1, 2), "k", "y")], [], ["x"], ["y"])
+
+
+def test_bridges_rescue_dead_end_channels_by_hand():
+    # a keeps all 8 weights, b: k0 <- h0 and k1 <- h1, h2, h3, c: y <- k0. Functional: x -> h0
+    # (2), h0 -> k0, k0 -> y: 4 of 13. h1..h3 are dead ends (reached, co-reaching nothing),
+    # each with 2 weights of a into it; b's 3 weights into k1 are dead and cannot be rescued
+    # (c has no weight to spare). Without bridges nothing has room: every capable slot (x -> h0,
+    # h0 -> k0, k0 -> y) is taken, so 9 weights are dropped. With bridges b spends its 3 dead
+    # weights on h1 -> k0, h2 -> k0, h3 -> k0 (k0 is the only co-reached output), which makes
+    # a's 6 weights functional: everything kept, every layer on its budget.
+    from graphpai.generators.npb import _move
+
+    g = _linear_chain()
+    start = {"a": np.ones((4, 2), bool), "b": np.array([[1, 0, 0, 0], [0, 1, 1, 1]], bool),
+             "c": np.array([[1, 0]], bool)}
+    counts = {"a": 8, "b": 4, "c": 1}
+    for bridges, kept_b in ((True, [[1, 1, 1, 1], [0, 0, 0, 0]]), (False, [[1, 0, 0, 0], [0] * 4])):
+        masks = {k: v.copy() for k, v in start.items()}
+        moves, functional, _ = _move(g, masks, counts, np.random.default_rng(0), "cpu",
+                                     bridges=bridges)
+        assert functional is True
+        assert masks["b"].astype(int).tolist() == kept_b
+        f = functional_edges(g, masks, semantics="spatial")
+        assert all(np.array_equal(f[k], masks[k]) for k in masks)
+        if bridges:
+            assert masks["a"].all() and masks["c"].tolist() == [[True, False]]
+            assert (moves["b"].bridged, moves["b"].removed) == (3, 3)
+            assert sum(int(m.sum()) for m in masks.values()) == 13
+        else:  # x -> h0, h0 -> k0, k0 -> y: the 4 weights functional from the start
+            assert sum(int(m.sum()) for m in masks.values()) == 4
+            assert masks["a"].astype(int).tolist() == [[1, 1], [0, 0], [0, 0], [0, 0]]
+
+
+def test_budget_that_cannot_be_functional_drifts_by_hand():
+    # x(1 channel, 1x1) -c1 (3x3, pad 1)-> h(2, 1x1) -c2 (3x3, pad 1)-> y(1, 1x1): on a one-pixel
+    # map every tap but the centre one reads only padding, so at most 2 + 2 weights (the centre
+    # taps) can ever be functional. With budgets 18 (c1 dense: both centre taps, so h0 and h1
+    # are reached) and 9 (c2), NPB keeps exactly the 4 centre taps, whatever taps c2's program
+    # drew: drift -23, -16 and -7 per layer, and says so.
+    from graphpai.budgets import from_mask
+    from graphpai.graph import Group, Layer, NetGraph
+
+    def conv(name, shape, src, dst):
+        return Layer(name, "conv", shape, src, dst, (1, 1), ((1, 1), (1, 1)), (1, 1),
+                     in_size=(1, 1), out_size=(1, 1))
+
+    g = NetGraph([Group("x", 1, (1, 1)), Group("h", 2, (1, 1)), Group("y", 1, (1, 1))],
+                 [conv("c1", (2, 1, 3, 3), "x", "h"), conv("c2", (1, 2, 3, 3), "h", "y")],
+                 [], ["x"], ["y"])
+    c2 = np.zeros((1, 2, 3, 3), bool)
+    c2.reshape(-1)[:9] = True
+    budget = from_mask({"c1": np.ones((2, 1, 3, 3), bool), "c2": c2}, g)
+    assert budget.counts == {"c1": 18, "c2": 9}
+    centre = np.zeros((3, 3), bool)
+    centre[1, 1] = True
+    for seed in range(6):
+        r = solve_npb(g, budget, seed=seed)
+        assert r.masks["c1"].tolist() == [[centre.tolist()]] * 2
+        assert r.masks["c2"].tolist() == [[centre.tolist()] * 2]
+        assert (r.kept, r.total_drift, r.dropped) == (4, -23, 23) and r.functional is True
+        assert [row.drift for row in r.layers] == [-16, -7]
+        assert "kept 4 of budget 27 (drift -23" in r.summary()
+
+
+def test_resnet18_at_999_keeps_its_budget():
+    # ResNet-18 (CIFAR stem, 100 classes) at 99.9% with the pixel path mass: the program piles
+    # every layer onto a few input channels, so ~9% of its 11,208 weights are functional as
+    # placed and the functional part has free capable slots for only ~4.9k more (measured):
+    # removing and filling alone ("fill") keeps ~5.4k. Bridges from the dead-end channels make
+    # the program's weights into them functional: measured, the whole budget is kept at seeds
+    # 0-3 with no layer off its budget. Asserted: every kept weight functional and at least 99%
+    # of the budget kept (the issue's bar), and the "fill" mode below the "bridge" mode.
+    from graphpai.torch.extract import to_graph
+    from graphpai.torch.models import build
+
+    g = to_graph(build("resnet18", num_classes=100, seed=0, cifar_stem=True), (3, 32, 32))
+    budget = erk(g, 1000)
+    r = solve_npb(g, budget, seed=0)
+    f = functional_edges(g, r.masks, semantics="spatial")
+    assert all(np.array_equal(f[k], r.masks[k]) for k in r.masks) and r.functional is True
+    assert r.kept >= 0.99 * budget.total and r.kept <= budget.total
+    assert r.total_drift == r.kept - budget.total == -r.dropped
+    assert r == solve_npb(g, budget, seed=0) or r.masks == solve_npb(g, budget, seed=0).masks
+    fill = solve_npb(g, budget, seed=0, move="fill")
+    f = functional_edges(g, fill.masks, semantics="spatial")
+    assert all(np.array_equal(f[k], fill.masks[k]) for k in fill.masks)
+    assert fill.kept < r.kept
+
+
+def test_same_seed_same_mask_through_the_move_step():
+    g = graph_of("inception_dag")
+    budget = erk(g, 300)
+    a = solve_npb(g, budget, seed=5)
+    b = solve_npb(g, budget, seed=5)
+    assert a.masks == b.masks and a.rows() != [] and [
+        {k: v for k, v in row.items() if k != "seconds"} for row in a.rows()] == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in b.rows()]
+    assert a.masks != solve_npb(g, budget, seed=6).masks
+
+
+def test_move_modes_and_summary():
+    g = graph_of("resnet20")
+    budget = erk(g, 1000)
+    r = solve_npb(g, budget, seed=0, move="fill")
+    assert r.moved == "fill" and all(row.bridged == 0 for row in r.layers)
+    assert solve_npb(g, budget, seed=0, move=True).masks == solve_npb(g, budget, seed=0).masks
+    assert solve_npb(g, budget, seed=0, move="false").functional is None
+    with pytest.raises(UnknownMethodError, match="move"):
+        solve_npb(g, budget, move="teleport")
+    r = solve_npb(g, budget, seed=0)
+    line = r.table().splitlines()[-1]
+    assert line == r.summary()
+    assert f"kept {r.kept:,} of budget {r.budget:,} (drift {r.total_drift:+,}" in line
+    assert f"{r.carried:,} weights held by another layer" in line
+    d = r.to_dict()
+    assert d["carried"] == r.carried and d["audits"] == r.audits >= 1
+
+
+def test_an_engine_without_a_call_gets_a_clear_error():
+    from graphpai.engine import set_spatial_engine, spatial_engine
+    from graphpai.errors import GraphpaiError
+
+    g = _linear_chain()
+    budget = uniform(g, 2)
+
+    class Partial:  # an engine that can audit but not count path masses
+        activity = staticmethod(spatial_engine().activity)
+
+    before = set_spatial_engine(Partial())
+    try:
+        with pytest.raises(GraphpaiError, match=r"no path_mass\(\).*path_mass='channels'"):
+            solve_npb(g, budget, seed=0)
+        r = solve_npb(g, budget, seed=0, path_mass="channels")  # the fix the message names
+        assert r.functional is True
+        set_spatial_engine(object())
+        with pytest.raises(GraphpaiError, match=r"no activity\(\).*move=False"):
+            solve_npb(g, budget, seed=0, path_mass="channels")
+        assert solve_npb(g, budget, seed=0, path_mass="channels", move=False).functional is None
+    finally:
+        set_spatial_engine(before)
