@@ -23,7 +23,10 @@ def wanda(model, compression, *, seed=None, data=None, input_shape=None, nm=None
     """Wanda masks from the calibration batches in `data` (tensors, (inputs, labels) pairs or
     dicts of keyword arguments): each output row keeps its largest ``|w| * ||x||``; with
     ``nm="2:4"`` each group of 4 input weights keeps its 2 best (compression must be 2).
-    `seed` and `input_shape` are not used. See :func:`graphpai.torch.wanda.wanda_masks`.
+    Scored: Conv1d/2d and Linear modules, Hugging Face ``Conv1D`` weights (transposed: the
+    masks are in the layer's (out, in) order) and ``nn.MultiheadAttention``'s
+    ``in_proj_weight`` and ``out_proj``. `seed` and `input_shape` are not used. See
+    :func:`graphpai.torch.wanda.wanda_masks`.
     """
     from ..torch.wanda import wanda_masks
 

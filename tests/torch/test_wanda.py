@@ -152,11 +152,149 @@ def test_nm_wanda_on_a_cnn_keeps_ungroupable_layers_dense():
         assert k.sum() == 2 and g[k].min() >= g[~k].max()
 
 
-def test_layers_wanda_cannot_score_stay_dense():
-    torch.manual_seed(5)
+def _softmax(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
-    model = mha_encoder()
-    masks = graphpai.prune(model, "wanda", compression=2, data=[torch.randn(2, 3, 8)])
-    assert masks["attn.in_proj_weight"].shape == (24, 8) and masks["attn.in_proj_weight"].all()
-    assert masks.kept("fc") == 4 * 4
+
+def _attention_by_hand(q_in, kv_in, w_in, heads, key_mask=None):
+    """The concatenated head outputs of a bias-free nn.MultiheadAttention, in numpy: rows of
+    w_in (3E, E) project query, key, value; softmax(q k^T / sqrt(d)) v per head; `key_mask`
+    (batch, keys) True where a key is left out."""
+    e = w_in.shape[1]
+    d = e // heads
+    q, k, v = q_in @ w_in[:e].T, kv_in @ w_in[e:2 * e].T, kv_in @ w_in[2 * e:].T
+    out = np.zeros(q.shape)
+    for h in range(heads):
+        cols = slice(h * d, (h + 1) * d)
+        logits = q[..., cols] @ np.swapaxes(k[..., cols], -1, -2) / np.sqrt(d)
+        if key_mask is not None:
+            logits = np.where(key_mask[:, None, :], -np.inf, logits)
+        out[..., cols] = _softmax(logits) @ v[..., cols]
+    return out
+
+
+def _norms(*arrays):
+    """||x_j|| over every token of every array (features on the last axis), by numpy."""
+    return np.sqrt(sum((a.reshape(-1, a.shape[-1]) ** 2).sum(axis=0) for a in arrays))
+
+
+def test_multihead_attention_in_proj_and_out_proj_scores_by_hand():
+    """in_proj_weight rows are scored with the norms of the input they multiply; out_proj (whose
+    forward never runs) with the norms of the concatenated head outputs."""
+    torch.manual_seed(5)
+    model = mha_encoder().double()
+    batches = [torch.randn(2, 3, 8, dtype=torch.float64), torch.randn(1, 5, 8, dtype=torch.float64)]
+    scores = wanda_scores(model, batches)
+    assert set(scores) == {"attn.in_proj_weight", "attn.out_proj", "fc"}
+    w_in = model.attn.in_proj_weight.detach().numpy()
+    w_out = model.attn.out_proj.weight.detach().numpy()
+    xs = [b.numpy() for b in batches]
+    heads = [_attention_by_hand(x, x, w_in, 2) for x in xs]
+    np.testing.assert_allclose(scores["attn.in_proj_weight"],
+                               np.abs(w_in) * _norms(*xs)[None, :], rtol=1e-12)
+    np.testing.assert_allclose(scores["attn.out_proj"],
+                               np.abs(w_out) * _norms(*heads)[None, :], rtol=1e-10)
+    fc_in = [z @ w_out.T for z in heads]
+    np.testing.assert_allclose(scores["fc"], np.abs(model.fc.weight.detach().numpy())
+                               * _norms(*fc_in)[None, :], rtol=1e-10)
+    masks = graphpai.prune(model, "wanda", compression=2, data=batches)
     assert set(masks) == set(graphpai.to_graph(model, input_shape=(3, 8)).layers)
+    for name in scores:  # no layer left dense: each row keeps its best half
+        s, m = scores[name], masks[name]
+        assert (m.sum(axis=1) == s.shape[1] // 2).all()
+        assert all(row_s[row_m].min() >= row_s[~row_m].max() for row_s, row_m in zip(s, m))
+
+
+class _CrossAttention(nn.Module):
+    """Query from one sequence, key and value from another, sequence-first, with a key padding
+    mask: the rows of in_proj_weight read different inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 4, bias=False)
+
+    def forward(self, x):
+        q, kv = x[:, :3].transpose(0, 1), x[:, 3:].transpose(0, 1)  # (tokens, batch, 8)
+        pad = torch.zeros(x.shape[0], x.shape[1] - 3, dtype=torch.bool)
+        pad[:, -1] = True  # the last key of every sequence is padding
+        return self.attn(q, kv, kv, key_padding_mask=pad)[0]
+
+
+def test_cross_attention_scores_each_row_block_with_its_own_input():
+    torch.manual_seed(6)
+    model = _CrossAttention().double()
+    batches = [torch.randn(2, 7, 8, dtype=torch.float64)]
+    scores = wanda_scores(model, batches)
+    x = batches[0].numpy()
+    q_in, kv_in = x[:, :3], x[:, 3:]
+    w_in = model.attn.in_proj_weight.detach().numpy()
+    per_row = np.concatenate([np.repeat(_norms(q_in)[None], 8, axis=0),
+                              np.repeat(_norms(kv_in)[None], 16, axis=0)])
+    np.testing.assert_allclose(scores["attn.in_proj_weight"], np.abs(w_in) * per_row,
+                               rtol=1e-12)
+    key_mask = np.zeros((2, 4), dtype=bool)
+    key_mask[:, -1] = True
+    heads = _attention_by_hand(q_in, kv_in, w_in, 4, key_mask)
+    np.testing.assert_allclose(
+        scores["attn.out_proj"],
+        np.abs(model.attn.out_proj.weight.detach().numpy()) * _norms(heads)[None, :], rtol=1e-10)
+
+
+def test_transformer_encoder_layers_run_their_modules_in_eval():
+    """nn.TransformerEncoderLayer's fused eval path skips its submodules; Wanda turns it off,
+    scores every layer and restores the flag."""
+    torch.manual_seed(7)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    model = nn.Sequential(layer, nn.Linear(8, 4))
+    before = torch.backends.mha.get_fastpath_enabled()
+    scores = wanda_scores(model, [torch.randn(2, 5, 8)])
+    assert torch.backends.mha.get_fastpath_enabled() == before
+    assert set(scores) == {"0.self_attn.in_proj_weight", "0.self_attn.out_proj", "0.linear1",
+                           "0.linear2", "1"}
+    masks = graphpai.prune(model, "wanda", compression=2, data=[torch.randn(2, 5, 8)])
+    assert all(masks.kept(name) == masks.numel(name) // 2 for name in scores)
+
+
+def test_gpt2_conv1d_scores_use_the_transposed_weight():
+    """Hugging Face Conv1D holds (in, out) and computes x @ W: the layer-order score (o, j) is
+    |W[j, o]| * ||x_j||, checked against the inputs captured by plain hooks."""
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed "
+                                       "(pip install -e '.[dev]')")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=40,
+                                     n_positions=16, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).double()
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"input_ids": torch.randint(0, 40, (2, 5), generator=gen)},
+               {"input_ids": torch.randint(0, 40, (1, 7), generator=gen)}]
+    captured = {}
+    hooked = {name: m for name, m in model.named_modules()
+              if type(m).__name__ == "Conv1D" or name == "lm_head"}
+
+    def keep(name):
+        def hook(module, args):
+            captured.setdefault(name, []).append(args[0].detach().numpy().copy())
+        return hook
+
+    handles = [m.register_forward_pre_hook(keep(n)) for n, m in hooked.items()]
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            model(**batch)
+    for h in handles:
+        h.remove()
+    scores = wanda_scores(model, batches)
+    assert set(scores) == set(hooked)
+    for name, module in hooked.items():
+        w = module.weight.detach().numpy()
+        layer_w = w if name == "lm_head" else w.T  # Conv1D: (in, out) -> the layer's (out, in)
+        np.testing.assert_allclose(scores[name], np.abs(layer_w) * _norms(*captured[name])[None],
+                                   rtol=1e-10, err_msg=name)
+    assert scores["transformer.h.0.attn.c_attn"].shape == (48, 16)
+    masks = graphpai.prune(model, "wanda", compression=2, data=batches, nm="2:4")
+    for name in hooked:
+        assert nm_compliant(masks[name], "2:4")
+        groups = scores[name].reshape(-1, 4)
+        kept = masks[name].reshape(-1, 4)
+        assert all(g[k].min() >= g[~k].max() for g, k in zip(groups, kept))
