@@ -32,6 +32,17 @@ fixed size:
   then dense mat-vecs, ``"gram-lanczos"``), whichever the cost model says is cheapest; same
   1e-13 residual rule (:mod:`.lanczos`). ARPACK (then the Gram method) is its fallback.
 
+:func:`singular_values_pair` solves a layer's 0/1 and weighted matrices in one call (the
+components computed once when the patterns are equal, the two solves in two threads on big
+layers); the numbers are those of two separate calls. Tried for issue 15 and not used, by
+measured cost on ImageNet VGG-16's classifier layers: block Lanczos (blocks of 4-16 vectors
+need 2-5 times the Krylov dimension of one vector to reach the same residual at the bulk edge,
+248-624 against 122, and scipy's multi-vector sparse product costs 1.5-3 mat-vecs at 4-8
+vectors: 1.4 s or more against 0.6 s on the 4096 x 4096 fc2), deflating ``sigma_1`` first
+(alone it meets the tolerance within 12 steps, the pair needs 78-114: the steps go to the
+bulk-edge ``sigma_2``, and full reorthogonalisation already keeps the converged vector out) and
+float32 matrix data (scipy converts it to float64 on every product: 15 against 7.6 ms).
+
 None builds the dense ``(n_l + n_r)^2`` bipartite adjacency, and neither uses LOBPCG or
 ``eigsh(which="LM")`` on that adjacency (docs/definitions.md#spectral explains why).
 
