@@ -26,6 +26,7 @@ from .._results import jsonable
 from ..errors import MaskError, SolverError
 from .formulas import (FS_SUBGRAPH_GATE, Spectrum, delta_r, delta_s, delta_s_undefined, get_gate,
                        narc_value)
+from .batched import batchable, column_block_values
 from .solvers import (DENSE_MAX, as_matrix, dense_to_sparse, singular_values_compact,
                       singular_values_pair)
 
@@ -89,7 +90,8 @@ class LayerSpectrum:
 class _Sorted:
     """One layer's ``M`` (C_out x fan_in: the transpose of B) with its isolated fan-in positions
     dropped and the rest sorted by degree, so each degree group K_d is a contiguous block of
-    columns; 0/1 as float32 (dense) or CSC (sparse layers), and ``|W * M|`` alike."""
+    columns; 0/1 as float32 (dense) or CSC (sparse layers), and ``|W * M|`` alike (for CSC,
+    ``x_on_m`` holds its values on ``m``'s stored entries, kept zeros included)."""
 
     def __init__(self, mask2d, weights2d):
         self.n_out, self.n_in = mask2d.shape
@@ -105,11 +107,11 @@ class _Sorted:
         self.sparse = density < _SPARSE_BELOW or (min(mask2d.shape) > _BIG_SIDE
                                                   and density < _BIG_SPARSE_BELOW)
         mask_sorted = np.take(mask2d, keep, axis=1)
-        self.x = None
+        self.x = self.x_on_m = None
         if self.sparse:
             self.m = dense_to_sparse(mask_sorted).tocsc()  # one pass, not scipy's
             if weights2d is not None:  # gather the kept weights only, not a sorted dense copy
-                self.x = _weighted_csc(self.m, weights2d, keep)
+                self.x, self.x_on_m = _weighted_csc(self.m, weights2d, keep)
         else:
             self.m = mask_sorted.astype(np.float32)
             if weights2d is not None:
@@ -159,12 +161,14 @@ class _Sorted:
 
 
 def _weighted_csc(m, w, keep):
-    """``|w[:, keep]|`` on the pattern of the 0/1 CSC `m`, as CSC without explicit zeros."""
+    """``|w[:, keep]|`` on the pattern of the 0/1 CSC `m`, as CSC without explicit zeros, and
+    its values on `m`'s entries (aligned with ``m.data``)."""
     rows = m.indices
     cols = np.repeat(keep, np.diff(m.indptr))
-    x = sp.csc_array((np.abs(w[rows, cols]), rows.copy(), m.indptr.copy()), shape=m.shape)
+    values = np.abs(w[rows, cols])
+    x = sp.csc_array((values.copy(), rows.copy(), m.indptr.copy()), shape=m.shape)
     x.eliminate_zeros()
-    return x
+    return x, values
 
 
 def _sv2(a, binary, name, dense_max, nnz=None):
@@ -179,6 +183,43 @@ def _values(result):
     if isinstance(result, SolverError):
         raise result
     return float(result[0]), float(result[1])
+
+
+def _group_values(lay, scored, s, w, name, dense_max):
+    """(0/1, weighted) ``(sigma_1, sigma_2)`` of each scored K_d (weighted: only [FS]'s, and
+    None where not needed). A K_d that is the whole layer reuses the layer's values; the others
+    go together to :func:`.batched.column_block_values` (stacked Gram eigen-solves for the
+    small ones, batched Lanczos for the large sparse ones), except the large K_d of a dense
+    layer, solved one by one on their dense slices."""
+    n_l = len(lay.degrees)
+    weighted = lay.x is not None
+    sigmas = [None] * len(scored)
+    wsigmas = [None] * len(scored)
+    batch = []
+    for i, (d, start, n_d, n_out_d, _, _, fs) in enumerate(scored):
+        whole = n_d == n_l  # one group holds every fan-in position: K_d is the layer
+        if whole and s is not None:
+            sigmas[i] = (s.sigma_1, s.sigma_2)
+        if whole and w is not None and fs:
+            wsigmas[i] = (w.sigma_1, w.sigma_2)
+        need_w = weighted and fs and wsigmas[i] is None
+        if sigmas[i] is None and (lay.sparse or batchable(min(n_d, n_out_d))):
+            batch.append((i, need_w))
+            continue
+        if sigmas[i] is None:
+            sigmas[i] = _sv2(lay.m[:, start:start + n_d], True, name, dense_max, n_d * d)
+        if need_w:
+            wsigmas[i] = _sv2(lay.x[:, start:start + n_d], False, name, dense_max)
+    if batch:
+        blocks = [scored[i][1:3] for i, _ in batch]
+        values, wvalues = column_block_values(lay.m, lay.x, lay.x_on_m, blocks, 2, layer=name,
+                                              dense_max=dense_max,
+                                              want_weighted=[need for _, need in batch])
+        for (i, need), v, wv in zip(batch, values.tolist(), wvalues.tolist()):
+            sigmas[i] = (v[0], v[1])
+            if need:
+                wsigmas[i] = (wv[0], wv[1])
+    return sigmas, wsigmas
 
 
 QUANTITIES = ("all", "fs")
@@ -266,41 +307,34 @@ def layer_row(name, mask2d, weights2d, gate, dense_max, quantities="all") -> Lay
     ram_raw, ram_norm, fs_r, fs_lam = [], [], [], []
     ram_s, ram_s_norm, ram_ep = [], [], []
     group_error = None
-    touched = lay.touched()
-    for (d, start, n_d), n_out_d in zip(lay.groups, touched.tolist()):
+    scored = []  # (d, start, n_d, n_out_d, d_R, ram, fs): the gates decide before any solve
+    for (d, start, n_d), n_out_d in zip(lay.groups, lay.touched().tolist()):
         if n_d < 2:
             continue
         d_R = n_d * d / n_out_d
         ram = not fs_only and n_d >= 3 and gate.passes(d, d_R)
         fs = FS_SUBGRAPH_GATE.passes(d, d_R)
-        if not (ram or fs):
-            continue
-        whole = n_d == n_l  # one group holds every fan-in position: K_d is the layer
-        try:
-            if whole and s is not None:
-                sigma = (s.sigma_1, s.sigma_2)
-            else:
-                sigma = _sv2(lay.m[:, start:start + n_d], True, name, dense_max, n_d * d)
-            k = Spectrum(n_d, n_out_d, n_d * d, float(d), d_R, *sigma)
-            if ram:
-                ram_raw.append(delta_r(k, False))
-                ram_norm.append(delta_r(k, True))
-                ram_ep.append(n_out_d / n_d)
-                if delta_s_undefined(k, True) is None:  # always: sigma_1 >= sqrt(d) >= sqrt(3)
-                    ram_s.append(delta_s(k, False))
-                    ram_s_norm.append(delta_s(k, True))
-            if fs:
-                c_d = max(n_d, n_out_d) / (n_d + n_out_d - 1)
-                fs_r.append(c_d * delta_r(k, False))
-                if lay.x is not None:
-                    if whole and w is not None:
-                        ws = (w.sigma_1, w.sigma_2)
-                    else:
-                        ws = _sv2(lay.x[:, start:start + n_d], False, name, dense_max)
-                    fs_lam.append(c_d * (ws[0] - ws[1]))
-        except SolverError as exc:
-            group_error = f"solver failed: {exc.reason}"
-            break
+        if ram or fs:
+            scored.append((d, start, n_d, n_out_d, d_R, ram, fs))
+    try:
+        sigmas, wsigmas = _group_values(lay, scored, s, w, name, dense_max)
+    except SolverError as exc:
+        group_error = f"solver failed: {exc.reason}"
+        scored = []
+    for (d, start, n_d, n_out_d, d_R, ram, fs), sigma, ws in zip(scored, sigmas, wsigmas):
+        k = Spectrum(n_d, n_out_d, n_d * d, float(d), d_R, *sigma)
+        if ram:
+            ram_raw.append(delta_r(k, False))
+            ram_norm.append(delta_r(k, True))
+            ram_ep.append(n_out_d / n_d)
+            if delta_s_undefined(k, True) is None:  # always: sigma_1 >= sqrt(d) >= sqrt(3)
+                ram_s.append(delta_s(k, False))
+                ram_s_norm.append(delta_s(k, True))
+        if fs:
+            c_d = max(n_d, n_out_d) / (n_d + n_out_d - 1)
+            fs_r.append(c_d * delta_r(k, False))
+            if lay.x is not None:
+                fs_lam.append(c_d * (ws[0] - ws[1]))
     ram_fields = ("imdb", "imdb_raw", "ism", "ism_norm", "imax_ep", "i_mean_ep")
     if group_error:
         for f in ram_fields + ("imdb_r", "imdb_lambda"):
