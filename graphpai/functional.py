@@ -34,6 +34,12 @@ is the MiCA code's behaviour on its own models, whose biases start at zero.
 Channel functional weights always contain the mica ones, and those the spatial ones; they differ
 only where a tap only ever sees padding or a channel is active on too few pixels.
 
+A weight applied at two places (weight tying: an embedding and its LM head, a module called
+twice; docs/graph.md#weight-tying) is one layer with one mask, and its ops are the graph's
+*uses* of it. Reach and co-reach run over every use; a kept tied weight is functional iff it is
+functional at one of its uses (the gradient of the outputs is the sum of the uses' gradients,
+non-zero almost surely iff one is), and the counts count it once.
+
 A **functional node** is a hidden channel (an output channel of a layer that does not produce the
 logits) with at least one functional incoming weight in that layer and one functional outgoing
 weight downstream (through adds, concat, pooling and flatten). A logit counts as functional with
@@ -110,7 +116,7 @@ def prepare_masks(net, masks=None, input_shape=None):
             found, source = model_masks(net, graph)
             if found is not None:
                 return graph, found.validate(graph), f"model: {source}"
-        return graph, MaskSet.dense(graph), "dense"
+        return graph, MaskSet.dense(graph).validate(graph), "dense"
     masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
     return graph, masks.validate(graph), "given"
 
@@ -321,9 +327,19 @@ def _surviving(layer: Layer, mask, fan_in) -> np.ndarray:
 class _Activity:
     reached: dict      # group -> bool (channels,)
     coreached: dict    # group -> bool (channels,)
-    functional: dict   # layer -> bool mask
-    incoming: dict     # layer -> bool (C_out,): outputs with a functional weight in the layer
-    outgoing: dict     # layer -> bool (C_in,): inputs with a functional weight in the layer
+    functional: dict   # layer -> bool mask (a tied weight: functional at one of its uses)
+    incoming: dict     # use -> bool (C_out,): outputs with a functional weight in the use
+    outgoing: dict     # use -> bool (C_in,): inputs with a functional weight in the use
+
+
+def _per_layer(graph: NetGraph, per_use: dict) -> dict:
+    """Layer -> functional mask from use -> functional mask: a tied weight is functional where
+    it is at one of its uses (each read back into the layer's order)."""
+    out = {name: per_use[name] for name in graph.layers}
+    for name, op in graph.uses.items():
+        if op.param is not None:
+            out[op.param] = out[op.param] | graph.param_mask(op, per_use[name])
+    return out
 
 
 def _pixels_to_channels(maps):
@@ -334,7 +350,7 @@ def _activity(graph, masks, semantics, device, active=None, progress: bool = Fal
     """Reach, co-reach and functional weights under `semantics`, with each layer's functional
     in- and out-channels (work done once per layer and shared by the audit's columns)."""
     active = check_active(graph, active)
-    layers = graph.layers
+    layers = graph.uses  # every op that applies a weight; a tied weight's uses each
     if semantics == "channel":
         (reached, fed), (coreached, back) = _reach(graph, masks, active), _coreach(graph, masks)
         functional = {name: _functional_channel(layer, masks[name], reached[layer.source],
@@ -343,7 +359,7 @@ def _activity(graph, masks, semantics, device, active=None, progress: bool = Fal
         # functional (o, i) = kept & i reached & o co-reached: no second pass over the masks
         incoming = {name: fed[name] & coreached[layer.target] for name, layer in layers.items()}
         outgoing = {name: back[name] & reached[layer.source] for name, layer in layers.items()}
-        return _Activity(reached, coreached, functional, incoming, outgoing)
+        return _Activity(reached, coreached, _per_layer(graph, functional), incoming, outgoing)
     if semantics == "spatial":
         engine = spatial_engine()
         act = engine.activity(graph, masks, active=active, device=device,
@@ -365,7 +381,7 @@ def _activity(graph, masks, semantics, device, active=None, progress: bool = Fal
                       for name, layer in layers.items()}
     incoming = {name: _rows(layer, functional[name]).any(axis=1) for name, layer in layers.items()}
     outgoing = {name: _backward_layer(layer, functional[name]) for name, layer in layers.items()}
-    return _Activity(reached, coreached, functional, incoming, outgoing)
+    return _Activity(reached, coreached, _per_layer(graph, functional), incoming, outgoing)
 
 
 def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape=None,
@@ -397,7 +413,9 @@ def functional_edges(net, masks=None, *, semantics: str = "channel", input_shape
     """
     _check_semantics(semantics)
     graph, masks = prepare(net, masks, input_shape)
-    return MaskSet(_activity(graph, masks, semantics, device, active, progress).functional)
+    # bound to the graph: ``f[use]`` of a tied use reads its layer's functional mask
+    return MaskSet(_activity(graph, masks, semantics, device, active, progress).functional
+                   ).validate(graph)
 
 
 # ---------------------------------------------------------------------------------- audit
@@ -614,13 +632,20 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
     graph, masks, source = prepare_masks(net, masks, input_shape)
     act = _activity(graph, masks, semantics, device, active, progress)
     outgoing = _has_outgoing(graph, act.outgoing)
+    # functional output channels of every op that applies a weight (a tied weight's uses each)
+    channels_of = {name: int(np.count_nonzero(act.incoming[name] & outgoing[op.target]))
+                   for name, op in graph.uses.items()}
     rows = []
     nodes = functional_nodes = 0
+    for op in graph.uses.values():
+        if op.param is not None and op.target not in graph.outputs:
+            nodes += op.out_channels
+            functional_nodes += channels_of[op.name]
     for name, layer in bar(graph.layers.items(), progress, total=len(graph.layers),
                            desc="audit", unit="layer"):
         mask, func = masks[name], act.functional[name]
         kept, n_func = int(np.count_nonzero(mask)), int(np.count_nonzero(func))
-        channels = int(np.count_nonzero(act.incoming[name] & outgoing[layer.target]))
+        channels = channels_of[name]
         used = _backward_layer(layer, mask)
         rows.append(LayerAudit(
             layer=name, kind=layer.kind, weights=layer.numel, kept=kept, functional=n_func,
@@ -645,6 +670,6 @@ def audit(net, masks=None, *, semantics: str = "channel", input_shape=None,
         nodes=nodes, functional_nodes=functional_nodes,
         functional_node_ratio=functional_nodes / nodes if nodes else None,
         disconnected=functional == 0,
-        functional_masks=MaskSet(act.functional),
+        functional_masks=MaskSet(act.functional).validate(graph),
         masks_source=source,
     )

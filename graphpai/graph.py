@@ -106,6 +106,13 @@ class Layer:
     and has ``in_size == out_size`` (its positions). ``transposed``: the model holds this weight
     as the transpose of ``weight_shape`` (Hugging Face ``Conv1D``, ``x @ W``, an ``nn.Embedding``
     made prunable); masks are always in ``weight_shape`` order (docs/graph.md#transposed-weights).
+
+    Weight tying (docs/graph.md#weight-tying): ``param`` names the layer whose weight this op
+    applies again (None: its own weight, the mask key is ``name``). Such a *use* is in
+    ``graph.order`` but not in ``graph.layers`` (one entry per prunable weight); its mask is
+    the mask of ``param``, transposed when ``param_transposed`` (an embedding and its tied LM
+    head apply the same ``(vocab, features)`` weight as ``(features, vocab)`` and
+    ``(vocab, features)`` matrices).
     """
 
     name: str
@@ -121,6 +128,13 @@ class Layer:
     in_size: tuple[int, ...] = ()
     out_size: tuple[int, ...] = ()
     transposed: bool = False
+    param: str | None = None
+    param_transposed: bool = False
+
+    @property
+    def mask_key(self) -> str:
+        """The name of the mask this op reads: ``param`` for a tied use, else ``name``."""
+        return self.param or self.name
 
     @property
     def kernel(self) -> tuple[int, ...]:
@@ -225,7 +239,29 @@ class NetGraph:
                 raise GraphpaiError(f"input/output group {name!r} is not a group")
         self._producer = producer
         self.order: tuple[Op, ...] = self._toposort(ops)
-        self.layers: dict[str, Layer] = {op.name: op for op in self.order if isinstance(op, Layer)}
+        # every op that applies a prunable weight, and one layer per weight (the masks' keys):
+        # a tied use (``param`` set) is in ``uses`` only (docs/graph.md#weight-tying)
+        self.uses: dict[str, Layer] = {op.name: op for op in self.order if isinstance(op, Layer)}
+        self.layers: dict[str, Layer] = {name: op for name, op in self.uses.items()
+                                         if op.param is None}
+        tied: dict[str, list[str]] = {}
+        for op in self.uses.values():
+            if op.param is None:
+                continue
+            primary = self.layers.get(op.param)
+            if primary is None:
+                raise GraphpaiError(f"layer {op.name!r} ties its weight to {op.param!r}, which is "
+                                    "not a layer of its own weight")
+            expected = (tuple(reversed(primary.weight_shape)) if op.param_transposed
+                        else tuple(primary.weight_shape))
+            if tuple(op.weight_shape) != expected or (op.param_transposed
+                                                      and len(expected) != 2):
+                raise GraphpaiError(
+                    f"layer {op.name!r} applies the weight of {op.param!r} "
+                    f"{tuple(primary.weight_shape)} as {tuple(op.weight_shape)}; a tied use has "
+                    "the same shape, or the transpose of a 2-D weight (param_transposed)")
+            tied.setdefault(op.param, [op.param]).append(op.name)
+        self._uses_of = {name: tuple(tied.get(name, (name,))) for name in self.layers}
         self.links: tuple[Link, ...] = tuple(op for op in self.order if isinstance(op, Link))
         consumers: dict[str, list[Op]] = {name: [] for name in self.groups}
         for op in self.order:
@@ -272,19 +308,45 @@ class NetGraph:
         return sum(layer.numel for layer in self.layers.values())
 
     def layer(self, name: str) -> Layer:
+        """The layer `name`, or the tied use of that name (docs/graph.md#weight-tying)."""
         try:
-            return self.layers[name]
+            return self.uses[name]
         except KeyError:
             raise MaskError(f"unknown layer {name!r}; layers are {list(self.layers)}") from None
+
+    def uses_of(self, name: str) -> tuple[Layer, ...]:
+        """The ops that apply layer `name`'s weight: the layer itself first, then its tied uses
+        in graph order (one op for an untied weight)."""
+        self.layer(name)
+        return tuple(self.uses[n] for n in self._uses_of[name])
+
+    @property
+    def tied(self) -> bool:
+        """Whether some weight is applied at two or more places."""
+        return len(self.uses) != len(self.layers)
+
+    def use_masks(self, masks) -> dict[str, np.ndarray]:
+        """Op name -> mask of every layer op, in the op's own ``weight_shape`` order: a tied
+        use reads its layer's mask (transposed where ``param_transposed``)."""
+        return {name: self._mask_of(op, masks) for name, op in self.uses.items()}
+
+    def param_mask(self, use: Layer, array) -> np.ndarray:
+        """An array in the order of `use` (a layer or tied use) in its layer's order."""
+        array = np.asarray(array)
+        return array.T if use.param_transposed else array
 
     # ------------------------------------------------------------------ views
     def _mask_of(self, layer: Layer, mask) -> np.ndarray:
         if mask is None:
             return np.ones(layer.weight_shape, dtype=bool)
         if isinstance(mask, Mapping):
-            if layer.name not in mask:
-                raise MaskError(f"no mask for layer {layer.name!r}; pass one or use MaskSet.dense")
-            mask = mask[layer.name]
+            if layer.name in mask:
+                mask = mask[layer.name]
+            elif layer.param is not None and layer.param in mask:  # a tied use: its layer's mask
+                mask = self.param_mask(layer, _as_bool(layer.param, mask[layer.param]))
+            else:
+                raise MaskError(f"no mask for layer {layer.mask_key!r}; pass one or use "
+                                "MaskSet.dense")
         mask = _as_bool(layer.name, mask)  # a 0.5 or NaN must not count as kept
         if mask.shape != layer.weight_shape:
             raise MaskError(
@@ -472,8 +534,9 @@ class NetGraph:
             return mapping.get(name, name)
 
         groups = [replace(g, name=r(g.name)) for g in self.groups.values()]
-        layers = [replace(l, name=r(l.name), source=r(l.source), target=r(l.target))
-                  for l in self.layers.values()]
+        layers = [replace(l, name=r(l.name), source=r(l.source), target=r(l.target),
+                          param=None if l.param is None else r(l.param))
+                  for l in self.uses.values()]
         links = [replace(k, name=r(k.name), sources=tuple(r(s) for s in k.sources), target=r(k.target))
                  for k in self.links]
         return NetGraph(groups, layers, links, [r(i) for i in self.inputs],
@@ -487,10 +550,14 @@ class NetGraph:
                 mult = self.multiplicity(op, mask).tocoo()
                 attrs = {"multiplicity": mult.data, "layer": op.name}
                 if weights is not None:
-                    if op.name not in weights:
-                        raise MaskError(f"no weights for layer {op.name!r}; pass one array per "
-                                        "layer, e.g. graphpai.torch.layer_weights(model)")
-                    w = np.abs(np.asarray(weights[op.name], dtype=np.float64))
+                    if op.name in weights:
+                        w = weights[op.name]
+                    elif op.mask_key in weights:  # a tied use: its layer's weight
+                        w = self.param_mask(op, weights[op.mask_key])
+                    else:
+                        raise MaskError(f"no weights for layer {op.mask_key!r}; pass one array "
+                                        "per layer, e.g. graphpai.torch.layer_weights(model)")
+                    w = np.abs(np.asarray(w, dtype=np.float64))
                     if w.shape != op.weight_shape:
                         raise MaskError(f"weights for {op.name!r} have shape {w.shape} but the "
                                         f"layer is {op.weight_shape}")
@@ -569,6 +636,8 @@ class NetGraph:
                 "groups": layer.groups, "weights": layer.numel, "kept": kept,
                 "density": kept / layer.numel,
             })
+            if len(self._uses_of[layer.name]) > 1:  # a tied weight: where it is applied again
+                layers[-1]["tied_uses"] = list(self._uses_of[layer.name][1:])
         return {
             "inputs": list(self.inputs), "outputs": list(self.outputs),
             "groups": [{"name": g.name, "channels": g.channels, "size": list(g.size)}
@@ -581,7 +650,8 @@ class NetGraph:
         }
 
     def __repr__(self):
-        return (f"NetGraph({len(self.groups)} groups, {len(self.layers)} layers, "
+        tied = f", {len(self.uses) - len(self.layers)} tied uses" if self.tied else ""
+        return (f"NetGraph({len(self.groups)} groups, {len(self.layers)} layers{tied}, "
                 f"{len(self.links)} links, {self.num_weights} weights)")
 
 

@@ -1,7 +1,8 @@
 """MaskSet: one boolean keep-mask per prunable layer (docs/definitions.md#masks).
 
 Keys are layer names (module paths such as ``features.3`` or ``layer1.0.conv1``), the names
-:class:`~graphpai.graph.NetGraph` uses. True keeps a weight.
+:class:`~graphpai.graph.NetGraph` uses: one mask per prunable weight, so a weight applied at two
+places (weight tying, docs/graph.md#weight-tying) has one mask. True keeps a weight.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class MaskSet(Mapping[str, np.ndarray]):
 
     def __init__(self, masks: Mapping):
         self._masks: dict[str, np.ndarray] = {}
+        self._tied: dict[str, tuple[str, bool]] = {}   # tied use -> (layer, transposed)
+        self._views: dict[str, np.ndarray] = {}
         if not isinstance(masks, Mapping):
             raise MaskError(f"masks must be a mapping of layer name to array, got "
                             f"{type(masks).__name__}; e.g. MaskSet({{'features.0': mask}})")
@@ -100,7 +103,20 @@ class MaskSet(Mapping[str, np.ndarray]):
         try:
             return self._masks[name]
         except KeyError:
+            if name in self._tied:
+                return self._tied_mask(name)
             raise MaskError(f"no mask for layer {name!r}; masks exist for {list(self._masks)}") from None
+
+    def _tied_mask(self, name: str) -> np.ndarray:
+        """The mask a tied use reads: its layer's, transposed (a C-ordered copy, made once)
+        where the use applies the weight the other way round."""
+        layer, transposed = self._tied[name]
+        if not transposed:
+            return self._masks[layer]
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = np.ascontiguousarray(self._masks[layer].T)
+        return view
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._masks)
@@ -109,7 +125,7 @@ class MaskSet(Mapping[str, np.ndarray]):
         return len(self._masks)
 
     def __contains__(self, name) -> bool:
-        return name in self._masks
+        return name in self._masks or name in self._tied
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Mapping) or set(self) != set(other):
@@ -158,7 +174,11 @@ class MaskSet(Mapping[str, np.ndarray]):
 
     # relation to a graph
     def validate(self, graph) -> "MaskSet":
-        """Check the masks cover exactly the graph's layers with the right shapes; return self."""
+        """Check the masks cover exactly the graph's layers with the right shapes; return self.
+
+        For a graph with tied weights (docs/graph.md#weight-tying) it returns a MaskSet with the
+        same arrays and keys that also answers ``masks[use]`` for every tied use of the graph:
+        the mask of its layer, in the use's order."""
         unknown = [k for k in self._masks if k not in graph.layers]
         if unknown:
             raise MaskError(
@@ -178,7 +198,13 @@ class MaskSet(Mapping[str, np.ndarray]):
                     f"mask for {name!r} has shape {shape} but the weight is "
                     f"{tuple(layer.weight_shape)}; regenerate the mask for this model"
                 )
-        return self
+        tied = {name: (op.param, op.param_transposed)
+                for name, op in getattr(graph, "uses", {}).items() if op.param is not None}
+        if not tied or tied == self._tied:
+            return self
+        bound = MaskSet.__new__(MaskSet)  # the same arrays, and the graph's tied uses
+        bound._masks, bound._tied, bound._views = self._masks, tied, {}
+        return bound
 
     def rename(self, mapping: Mapping[str, str]) -> "MaskSet":
         """A copy with layers renamed by `mapping` (names not in it are kept)."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -695,6 +695,8 @@ class _Builder:
         self.links: list[Link] = []
         self.names: set[str] = set()
         self.used_layers: set[str] = set()
+        self.uses: dict[int, list[int]] = {}  # id of a weight tensor -> indices in self.layers
+        self.embedding_uses: set[int] = set()   # indices of layers that are embeddings
         self.inputs: list[str] = []
         self.params = {name for name, _ in gm.named_parameters(remove_duplicate=False)}
         self.buffers = {name for name, _ in gm.named_buffers()}
@@ -705,7 +707,7 @@ class _Builder:
         self.layer_tensors = set()  # ids of the parameters used as weights of layers
         for n in gm.graph.nodes:
             if n.op == "call_function" and _canonical(n, gm) in layer_ops:
-                for a in n.args:
+                for a in map(_through_transposes(gm), n.args):
                     if isinstance(a, fx.Node) and a.op == "get_attr" and str(a.target) in self.params:
                         self.reserved.add(self._strip(str(a.target)).removesuffix(".weight"))
                         if _canonical(n, gm) != "embedding":
@@ -783,8 +785,74 @@ class _Builder:
             raise ModelError("the model returns no activation tensor")
         if not self.inputs:
             raise ModelError("no input reaches the outputs")
-        return NetGraph(self.groups.values(), self.layers, self.links, self.inputs,
-                        list(dict.fromkeys(outputs)), tuple(dict.fromkeys(self.notes)))
+        layers, swaps = self._tie()
+        graph = NetGraph(self.groups.values(), layers, self.links, self.inputs,
+                         list(dict.fromkeys(outputs)), tuple(dict.fromkeys(self.notes)))
+        return graph.rename(swaps) if swaps else graph
+
+    def _use_name(self, name, tensor):
+        """The op name of a layer applying weight `tensor` (docs/graph.md#weight-tying): `name`,
+        or ``name@2``, ``name@3`` for later calls of the same weight under the same name."""
+        if name not in self.used_layers:
+            self.used_layers.add(name)
+            return name
+        holders = [self.layers[i].name for i in self.uses.get(id(tensor), ())]
+        if name not in holders:
+            raise UnsupportedOpError(f"two different weights would both be layer {name!r}")
+        k = 2
+        while f"{name}@{k}" in self.used_layers:
+            k += 1
+        self.used_layers.add(f"{name}@{k}")
+        return f"{name}@{k}"
+
+    def _add_layer(self, layer, tensor, embedding=False):
+        if tensor is not None:
+            self.uses.setdefault(id(tensor), []).append(len(self.layers))
+        if embedding:
+            self.embedding_uses.add(len(self.layers))
+        self.layers.append(layer)
+
+    def _tie(self):
+        """The layers, with every later use of a weight tied to one layer of that weight: the
+        first use that is not an embedding (the LM head, whose name the masks of an untied-embedding
+        graph use too), else the first use. That layer holds the mask; the others read it
+        (``param``), transposed where they apply the weight the other way round. Returns the
+        layers and the renaming that gives the mask key the plain name (``embed`` rather than
+        ``embed@2`` when the head ``F.linear(h, embed.weight)`` follows the embedding ``embed``):
+        a swap of two layer names and of the groups named after them."""
+        layers = list(self.layers)
+        swaps = {}
+        for indices in self.uses.values():
+            if len(indices) < 2:
+                continue
+            heads = [i for i in indices if i not in self.embedding_uses]
+            first = heads[0] if heads else indices[0]
+            name = layers[first].name
+            base = name.split("@")[0]
+            holder = next((i for i in indices if layers[i].name == base), None)
+            if holder is not None and holder != first:  # the mask key is the plain name
+                swaps.update({base: name, name: base})
+            primary = layers[first]
+            for i in indices:
+                if i == first:
+                    continue
+                use = layers[i]
+                flipped = use.transposed != primary.transposed
+                expected = tuple(reversed(primary.weight_shape)) if flipped else primary.weight_shape
+                if (flipped and len(use.weight_shape) != 2) or use.weight_shape != expected \
+                        or use.groups != primary.groups:
+                    raise UnsupportedOpError(
+                        f"layers {primary.name!r} and {use.name!r} share one weight but apply it "
+                        f"as {primary.weight_shape} and {use.weight_shape} (groups "
+                        f"{primary.groups}, {use.groups}); graphpai ties a weight used the same "
+                        "way twice, or a 2-D weight and its transpose")
+                layers[i] = replace(use, param=primary.name, param_transposed=flipped)
+        return layers, swaps
+
+    def _tensor(self, param_name):
+        full = self.prefix + param_name if self.prefix and not param_name.startswith(self.prefix) \
+            else param_name
+        return self.gm.get_parameter(full)
 
     def _placeholder(self, node, count):
         r = self.rec.get(node.name)
@@ -1030,22 +1098,24 @@ class _Builder:
             weight = module.weight if weight is None else weight
             if isinstance(module, nn.Linear):
                 return self._linear(node, v, self._strip(node.target), tuple(weight.shape),
-                                    module.bias is not None, False)
+                                    module.bias is not None, False, weight)
             if module.padding_mode != "zeros":
                 raise UnsupportedOpError(
                     f"{type(module).__name__} at module path {node.target!r} uses padding_mode="
                     f"{module.padding_mode!r}; graphpai models zero padding only")
             return self._conv(node, v, self._strip(node.target), tuple(weight.shape),
                               module.stride, module.padding, module.dilation, module.groups,
-                              module.bias is not None)
+                              module.bias is not None, tensor=weight)
         if isinstance(module, _CONV_TRANSPOSE):
             if module.padding_mode != "zeros":
                 raise UnsupportedOpError(
                     f"{type(module).__name__} at module path {node.target!r} uses padding_mode="
                     f"{module.padding_mode!r}; graphpai models zero padding only")
+            weight = getattr(module, "weight_orig", None)
+            weight = module.weight if weight is None else weight
             return self._conv(node, v, self._strip(node.target), tuple(module.weight.shape),
                               module.stride, module.padding, module.dilation, module.groups,
-                              module.bias is not None, transposed=True)
+                              module.bias is not None, transposed=True, tensor=weight)
         if isinstance(module, tuple(_POOL_MODULES)):
             mode = _POOL_MODULES.get(type(module)) or (
                 "max" if "Max" in type(module).__name__ else "avg")
@@ -1167,12 +1237,8 @@ class _Builder:
             return
         return self._unary(node, v, "identity")  # softmax of logits: folded, as before
 
-    def _linear(self, node, v, name, weight_shape, bias, transposed):
-        if name in self.used_layers:
-            raise UnsupportedOpError(
-                f"module {name!r} is called more than once; weight sharing between two calls "
-                "is not supported (use a separate module per call)")
-        self.used_layers.add(name)
+    def _linear(self, node, v, name, weight_shape, bias, transposed, tensor=None):
+        name = self._use_name(name, tensor)
         if not isinstance(v, (_Act, _Moved)):
             raise UnsupportedOpError(f"{self._describe(node)} does not read an activation")
         act = self._act(v, node, (-1,))
@@ -1183,9 +1249,9 @@ class _Builder:
             raise UnsupportedOpError(f"{self._describe(node)} reads {src_group.channels} "
                                      f"features but its weight is {weight_shape}")
         shape_c = tuple(reversed(weight_shape)) if transposed else tuple(weight_shape)
-        self.layers.append(Layer(name, "linear", shape_c, act.group, tgt.group, bias=bias,
-                                 in_size=src_group.size, out_size=self.groups[tgt.group].size,
-                                 transposed=transposed))
+        self._add_layer(Layer(name, "linear", shape_c, act.group, tgt.group, bias=bias,
+                              in_size=src_group.size, out_size=self.groups[tgt.group].size,
+                              transposed=transposed), tensor)
         self.val[node.name] = tgt
 
     def _linear_function(self, node, name, args):
@@ -1202,19 +1268,15 @@ class _Builder:
         transposed = transposed != w.param.transposed
         shape = self._param_shape(w.param.name)
         layer = w.param.name.removesuffix(".weight")
-        return self._linear(node, x, layer, shape, b is not None, transposed)
+        return self._linear(node, x, layer, shape, b is not None, transposed,
+                            self._tensor(w.param.name))
 
     def _param_shape(self, name):
-        full = self.prefix + name if self.prefix and not name.startswith(self.prefix) else name
-        return tuple(self.gm.get_parameter(full).shape)
+        return tuple(self._tensor(name).shape)
 
     def _conv(self, node, v, name, weight_shape, stride, padding, dilation, groups, bias,
-              transposed=False):
-        if name in self.used_layers:
-            raise UnsupportedOpError(
-                f"module {name!r} is called more than once; weight sharing between two calls "
-                "is not supported (use a separate module per call)")
-        self.used_layers.add(name)
+              transposed=False, tensor=None):
+        name = self._use_name(name, tensor)
         act = self._act(v, node, (0,))
         src = self.groups[act.group]
         ndim = len(weight_shape) - 2
@@ -1233,11 +1295,11 @@ class _Builder:
             g = int(groups)
             c_in, per_out = weight_shape[:2]
             weight_shape = (per_out * g, c_in // g) + tuple(weight_shape[2:])
-        self.layers.append(Layer(
+        self._add_layer(Layer(
             name, "conv", tuple(weight_shape), act.group, tgt.group,
             stride=_tuple(stride, ndim), padding=padding, dilation=dilation, groups=int(groups),
             bias=bias, in_size=src.size, out_size=self.groups[tgt.group].size,
-            transposed=transposed))
+            transposed=transposed), tensor)
         self.val[node.name] = tgt
 
     def _conv_function(self, node, args):
@@ -1253,7 +1315,7 @@ class _Builder:
             return self._conv(node, x, w.param.name.removesuffix(".weight"), shape,
                               get(3, "stride", 1) or 1, get(4, "padding", 0), get(7, "dilation", 1),
                               get(6, "groups", 1) or 1, get(2, "bias", None) is not None,
-                              transposed=True)
+                              transposed=True, tensor=self._tensor(w.param.name))
         if _canonical(node, self.gm) == "convolution" and get(6, "transposed", False):
             raise UnsupportedOpError(f"{self._describe(node)} is a transposed convolution; "
                                      f"supported ops: {_SUPPORTED}")
@@ -1261,12 +1323,13 @@ class _Builder:
         groups_at = 8 if _canonical(node, self.gm) == "convolution" else 6
         return self._conv(node, x, w.param.name.removesuffix(".weight"), shape,
                           get(3, "stride", 1) or 1, get(4, "padding", 0), get(5, "dilation", 1),
-                          get(groups_at, "groups", 1) or 1, bias)
+                          get(groups_at, "groups", 1) or 1, bias, tensor=self._tensor(w.param.name))
         del nd
 
     def _embedding_module(self, node):
         module = self.gm.get_submodule(node.target)
-        return self._embedding(node, self._strip(node.target), tuple(module.weight.shape))
+        return self._embedding(node, self._strip(node.target), tuple(module.weight.shape),
+                               module.weight)
 
     def _embedding_function(self, node):
         # aten.embedding(weight, ids) or F.embedding(ids, weight)
@@ -1282,12 +1345,13 @@ class _Builder:
             raise UnsupportedOpError(f"{self._describe(node)} looks up a weight that is not a "
                                      "parameter")
         path = self._path(node) or wv.param.name.removesuffix(".weight")
-        return self._embedding(node, path, self._param_shape(wv.param.name))
+        return self._embedding(node, path, self._param_shape(wv.param.name),
+                               self._tensor(wv.param.name))
 
     def _note(self, node, text):
         self.notes.append(f"{self._describe(node)}: {text}")
 
-    def _embedding(self, node, path, weight_shape):
+    def _embedding(self, node, path, weight_shape, tensor=None):
         vals = self._kinds(node)
         if not any(isinstance(v, _Tok) for v in vals):
             self.val[node.name] = self._constant(node)
@@ -1296,7 +1360,8 @@ class _Builder:
         if not self.prune_embeddings:
             if any(_tied_layer(self, node)):
                 self._note(node, "the embedding shares its weight with a layer; the graph takes "
-                                 "every embedding entry as kept")
+                                 "every embedding entry as kept (to_graph(..., "
+                                 "prune_embeddings=True) applies the layer's mask to it too)")
             name = "input" if "input" not in self.names else path
             act = self._new_act(name, full, PLAIN, (len(full) - 2,))
             self.inputs.append(act.group)
@@ -1307,13 +1372,12 @@ class _Builder:
         src = self._new_act("input" if "input" not in self.names else f"{path}.ids",
                             onehot_full, PLAIN, (len(full) - 2,))
         self.inputs.append(src.group)
-        if path in self.used_layers:
-            raise UnsupportedOpError(f"embedding {path!r} is used more than once")
-        self.used_layers.add(path)
-        tgt = self._new_act(path, full, PLAIN, (len(full) - 2,), layer=True)
+        name = self._use_name(path, tensor)
+        tgt = self._new_act(name, full, PLAIN, (len(full) - 2,), layer=True)
         g = self.groups[src.group]
-        self.layers.append(Layer(path, "linear", (dim, vocab), src.group, tgt.group,
-                                 in_size=g.size, out_size=g.size, transposed=True))
+        self._add_layer(Layer(name, "linear", (dim, vocab), src.group, tgt.group,
+                              in_size=g.size, out_size=g.size, transposed=True), tensor,
+                        embedding=True)
         self.val[node.name] = tgt
 
     def _norm(self, node, v, ndims, centred):
@@ -1568,7 +1632,7 @@ class _Builder:
             shape = self._param_shape(b.param.name)
             transposed = not b.param.transposed
             return self._linear(node, a, b.param.name.removesuffix(".weight"), shape, False,
-                                transposed)
+                                transposed, self._tensor(b.param.name))
         if isinstance(a, (_Act, _Moved)) and isinstance(b, (_Act, _Moved)):
             self.val[node.name] = _Score(a, b)
             return
@@ -1717,6 +1781,21 @@ def _full(v):
     if isinstance(v, _Score):
         return None
     raise UnsupportedOpError("internal: not an activation")
+
+
+def _through_transposes(gm):
+    """`node` -> the node it transposes (``w.T``, ``w.t()``, ``w.transpose(0, 1)``), repeatedly:
+    a weight used as ``x @ w.T`` is still that parameter."""
+    def walk(node):
+        for _ in range(4):
+            if not (isinstance(node, fx.Node) and node.op in ("call_function", "call_method")
+                    and node.args and isinstance(node.args[0], fx.Node)
+                    and _canonical(node, gm) in ("transpose", "permute", "t", "getattr",
+                                                  "identity")):
+                break
+            node = node.args[0]
+        return node
+    return walk
 
 
 def _tied_layer(builder, node):

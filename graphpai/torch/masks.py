@@ -153,6 +153,10 @@ def apply_masks(model: nn.Module, masks, *, graph=None) -> nn.Module:
     leaves the model unchanged. A layer that already carries a mask gets the new one in its place
     (not the product of both). A mask for a module that forward never calls is skipped with an
     :class:`UncalledModuleWarning` (:func:`layer_modules`).
+
+    A tied weight (docs/graph.md#weight-tying) has one mask, and every module that holds the
+    same parameter gets it: the ``nn.Embedding`` whose weight is the LM head's reads the pruned
+    weight too (torch prune alone would mask the head only).
     """
     masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
     every = prunable_modules(model)
@@ -175,23 +179,55 @@ def apply_masks(model: nn.Module, masks, *, graph=None) -> nn.Module:
         if mask.shape != shape:
             raise MaskError(f"mask for {name!r} has shape {mask.shape} but the weight is {shape}; "
                             "regenerate the mask for this model")
+    holders = _weight_holders(model)
     for name, mask in masks.items():
-        module = modules[name]
-        if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
-            with torch.no_grad():  # already pruned: swap the buffer, keep the original weights
-                module.weight_mask.copy_(torch.as_tensor(mask))
-            module.weight = module.weight_orig * module.weight_mask
-        else:
-            weight = module.weight
-            prune.custom_from_mask(module, "weight", torch.as_tensor(mask, device=weight.device))
+        for module in holders.get(id(_weight(modules[name])), [modules[name]]):
+            _attach(module, mask)
     return model
 
 
+def _weight_holders(model: nn.Module) -> dict[int, list[nn.Module]]:
+    """id of a weight parameter -> the modules that hold it as ``weight`` (a tied weight: more
+    than one)."""
+    out: dict[int, list[nn.Module]] = {}
+    for module in model.modules():
+        if isinstance(getattr(module, "weight_orig", None), torch.Tensor) or isinstance(
+                getattr(module, "weight", None), nn.Parameter):
+            out.setdefault(id(_weight(module)), []).append(module)
+    return out
+
+
+def _attach(module: nn.Module, mask) -> None:
+    if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
+        with torch.no_grad():  # already pruned: swap the buffer, keep the original weights
+            module.weight_mask.copy_(torch.as_tensor(mask))
+        module.weight = module.weight_orig * module.weight_mask
+    else:
+        weight = module.weight
+        prune.custom_from_mask(module, "weight", torch.as_tensor(mask, device=weight.device))
+
+
+def _remove_pruning(modules, only_weight: bool = False) -> None:
+    """``prune.remove`` on every pruned weight of `modules`, keeping tied weights tied: the
+    modules that shared one ``weight_orig`` share the one pruned parameter afterwards."""
+    tied: dict[int, list[nn.Module]] = {}
+    for module in modules:
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                if hook._tensor_name == "weight":
+                    tied.setdefault(id(module.weight_orig), []).append(module)
+                elif only_weight:
+                    continue
+                prune.remove(module, hook._tensor_name)
+    for group in tied.values():
+        for module in group[1:]:
+            module.weight = group[0].weight
+
+
 def remove_masks(model: nn.Module) -> nn.Module:
-    """Make every mask permanent (``prune.remove``): pruned weights stay zero, buffers go."""
-    for module in prunable_modules(model).values():
-        if hasattr(module, "weight_orig"):
-            prune.remove(module, "weight")
+    """Make every mask permanent (``prune.remove``): pruned weights stay zero, buffers go; a
+    tied weight stays tied."""
+    _remove_pruning([m for m in model.modules() if hasattr(m, "weight_orig")], only_weight=True)
     return model
 
 
@@ -207,10 +243,8 @@ def masked_copy(model: nn.Module) -> nn.Module:
                 if isinstance(tensor, torch.Tensor) and not tensor.is_leaf:
                     memo[id(tensor)] = tensor.detach().clone()
     clone = copy.deepcopy(model, memo)
+    _remove_pruning(list(clone.modules()))
     for module in clone.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
                 with torch.no_grad():

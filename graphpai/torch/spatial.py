@@ -789,7 +789,7 @@ def activity(graph: NetGraph, masks=None, *, active=None, device="cpu") -> Activ
     return Activity(
         forward={name: _numpy(t) for name, t in f.items()},
         backward={name: _numpy(g[name]) for name in graph.groups},
-        functional={name: functional[name] for name in graph.layers},
+        functional={name: functional[name] for name in getattr(graph, "uses", graph.layers)},
     )
 
 
