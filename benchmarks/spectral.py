@@ -187,9 +187,9 @@ def bench_points(points, repeat, seed, skip=()):
             continue
         worst = 0.0
         for row in report.layers:
-            ours = (row.sigma_1, row.sigma_2, row.weighted_sigma_1, row.weighted_sigma_2)
+            mine = (row.sigma_1, row.sigma_2, row.weighted_sigma_1, row.weighted_sigma_2)
             scale = max(ref[row.layer][0], 1e-300), max(ref[row.layer][2], 1e-300)
-            for j, (a, b) in enumerate(zip(ours, ref[row.layer])):
+            for j, (a, b) in enumerate(zip(mine, ref[row.layer])):
                 worst = max(worst, abs((a or 0.0) - b) / scale[j // 2])
         print(f"| {point} | {len(graph.layers)} | {ours:.2f} | {cpu:.2f} | {base:.2f} "
               f"| {floor:.2f} | {base / ours:.1f}x | {ours / floor:.1f}x | {worst:.1e} |",
