@@ -336,8 +336,22 @@ def _solve(problems, k):
         stack = np.zeros((len(members), mp_, sp_), dtype=np.float32 if is32 else np.float64)
         e = entry_order[entry_bounds[t]:entry_bounds[t + 1]]
         stack[slot[p.pid[e]], i[e], j[e]] = p.value[e]
-        gram = np.matmul(stack.transpose(0, 2, 1), stack)
-        grams.setdefault(sp_, []).append((members, gram.astype(np.float64, copy=False)))
+        grams.setdefault(sp_, []).append((members, _grams(stack)))
+    return _eig_top(grams, s, k)
+
+
+def _grams(stack):
+    """``A^T A`` of every tall matrix of a stack, in float64 (formed in the stack's dtype)."""
+    return np.matmul(stack.transpose(0, 2, 1), stack).astype(np.float64, copy=False)
+
+
+def _eig_top(grams, s, k):
+    """One stacked ``eigvalsh`` per padded size, then the Gram method's accuracy rule.
+
+    `grams` maps a padded size to ``[(problem ids, Gram stack), ...]``, `s` is every problem's
+    true smaller side. Returns ``(values, safe)`` as :func:`_solve`."""
+    values = np.zeros((len(s), k))
+    safe = np.ones(len(s), dtype=bool)
     for sp_, parts in grams.items():
         members = np.concatenate([ids for ids, _ in parts])
         w = np.linalg.eigvalsh(np.concatenate([g for _, g in parts]))[:, ::-1]
@@ -350,6 +364,45 @@ def _solve(problems, k):
         values[members, :w.shape[1]] = np.sqrt(w)
         safe[members] = ok
     return values, safe
+
+
+def _dense_blocks(m, x, starts, counts, want_weighted, k, layer, dense_max):
+    """:func:`column_block_values` for a dense `m` (and `x`): the blocks' slices are copied
+    straight into zero-padded stacks of equal height (the matrix's rows: zero rows change no Gram
+    entry), 0/1 and weighted solved in one :func:`_eig_top`."""
+    n_rows, g = m.shape[0], len(starts)
+    wanted = np.flatnonzero(want_weighted)
+    sources = [(m, n, True) for n in range(g)] + [(x, n, False) for n in wanted.tolist()]
+    s = np.array([min(counts[n], n_rows) for _, n, _ in sources], dtype=np.int64)
+    pads = np.array([_pad(v) for v in s.tolist()], dtype=np.int64)
+    grams = {}
+    for binary in (True, False):
+        for sp_ in np.unique(pads).tolist():
+            ids = [q for q, (_, _, b) in enumerate(sources) if b == binary and pads[q] == sp_]
+            if not ids:
+                continue
+            f32 = binary and n_rows < _F32_EXACT
+            tall = [counts[sources[q][1]] <= n_rows for q in ids]
+            stack = np.zeros((len(ids), max(n_rows, max(counts[sources[q][1]] for q in ids)),
+                              sp_), dtype=np.float32 if f32 else np.float64)
+            for t, q in enumerate(ids):
+                a, n, _ = sources[q]
+                block = a[:, starts[n]:starts[n] + counts[n]]
+                if tall[t]:
+                    stack[t, :n_rows, :counts[n]] = block
+                else:
+                    stack[t, :counts[n], :n_rows] = block.T
+            grams.setdefault(sp_, []).append((np.array(ids), _grams(stack)))
+    values, safe = _eig_top(grams, s, k)
+    for q in np.flatnonzero(~safe).tolist():  # the exact one-matrix solver decides these
+        a, n, binary = sources[q]
+        values[q] = singular_values_compact(a[:, starts[n]:starts[n] + counts[n]], k,
+                                            binary=binary, layer=layer, dense_max=dense_max)
+    values = _finish(values, np.stack([np.full(len(s), n_rows),
+                                       [counts[n] for _, n, _ in sources]], axis=1))
+    out_w = np.zeros((g, k))
+    out_w[wanted] = values[g:]
+    return values[:g], out_w
 
 
 def _finish(values, shapes):
@@ -454,30 +507,18 @@ def column_block_values(m, x, x_on_m, blocks, k=2, *, layer=None, dense_max=DENS
         want_weighted = np.full(g, x is not None)
     want_weighted = np.asarray(want_weighted, dtype=bool) & (x is not None)
     n_rows = m.shape[0]
-    if sp.issparse(m):
-        lo, hi = m.indptr[starts], m.indptr[starts + counts]
-        lens = (hi - lo).astype(np.int64)
-        total = int(lens.sum())
-        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
-        idx = np.repeat(lo.astype(np.int64) - offsets, lens) + np.arange(total)
-        block = np.repeat(np.arange(g), lens)
-        row = m.indices[idx].astype(np.int64)
-        col = np.searchsorted(m.indptr, idx, side="right") - 1 - starts[block]
-        bvalue = m.data[idx]
-        wvalue = None if x_on_m is None else x_on_m[idx]
-    else:
-        cols = np.concatenate([np.arange(a, a + c) for a, c in zip(starts, counts)]
-                              or [np.zeros(0, np.int64)])
-        sub = np.ascontiguousarray(m[:, cols].T)  # block columns as rows, in block order
-        flat_col, row = np.nonzero(sub)
-        row = row.astype(np.int64)
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        block = np.searchsorted(bounds, flat_col, side="right") - 1
-        col = flat_col - bounds[block]
-        bvalue = sub[flat_col, row]
-        wvalue = None
-        if x is not None and want_weighted.any():
-            wvalue = np.asarray(x[:, cols].T)[flat_col, row]
+    if not sp.issparse(m):
+        return _dense_blocks(m, x, starts, counts, want_weighted, k, layer, dense_max)
+    lo, hi = m.indptr[starts], m.indptr[starts + counts]
+    lens = (hi - lo).astype(np.int64)
+    total = int(lens.sum())
+    offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    idx = np.repeat(lo.astype(np.int64) - offsets, lens) + np.arange(total)
+    block = np.repeat(np.arange(g), lens)
+    row = m.indices[idx].astype(np.int64)
+    col = np.searchsorted(m.indptr, idx, side="right") - 1 - starts[block]
+    bvalue = m.data[idx]
+    wvalue = None if x_on_m is None else x_on_m[idx]
     # rows numbered within each block (only the rows it touches)
     key = block * n_rows + row
     used, local = np.unique(key, return_inverse=True)

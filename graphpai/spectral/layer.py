@@ -203,7 +203,7 @@ def _group_values(lay, scored, s, w, name, dense_max):
         if whole and w is not None and fs:
             wsigmas[i] = (w.sigma_1, w.sigma_2)
         need_w = weighted and fs and wsigmas[i] is None
-        if sigmas[i] is None and (lay.sparse or batchable(min(n_d, n_out_d))):
+        if sigmas[i] is None and (lay.sparse or batchable(min(n_d, lay.n_out))):
             batch.append((i, need_w))
             continue
         if sigmas[i] is None:
