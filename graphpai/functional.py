@@ -60,6 +60,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ._memory import require_layers
 from ._progress import bar, option
 from ._results import jsonable
 from .engine import check_active, spatial_engine
@@ -116,6 +117,9 @@ def prepare_masks(net, masks=None, input_shape=None):
             found, source = model_masks(net, graph)
             if found is not None:
                 return graph, found.validate(graph), f"model: {source}"
+        require_layers(graph.layers, 1, "the all-ones masks of the dense network",
+                       "free memory or run on a machine with more",
+                       extra=max((layer.numel for layer in graph.layers.values()), default=0))
         return graph, MaskSet.dense(graph).validate(graph), "dense"
     masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
     return graph, masks.validate(graph), "given"
@@ -349,6 +353,9 @@ def _pixels_to_channels(maps):
 def _activity(graph, masks, semantics, device, active=None, progress: bool = False):
     """Reach, co-reach and functional weights under `semantics`, with each layer's functional
     in- and out-channels (work done once per layer and shared by the audit's columns)."""
+    require_layers(graph.layers, 3 if semantics == "mica" else 2,  # + the MaskSet of them
+                   f"the functional masks of a {semantics} audit",
+                   "free memory or run on a machine with more")
     active = check_active(graph, active)
     layers = graph.uses  # every op that applies a weight; a tied weight's uses each
     if semantics == "channel":

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._callable import callable_module
+from ._memory import fits, require
 from ._progress import option
 from ._results import jsonable
 from .engine import common_scale, renormalise, spatial_engine
@@ -65,6 +66,10 @@ __all__ = [
 ]
 
 PROFILES = ("default", "npb")
+
+# graph.multiplicity's peak per nonzero (o, i) pair: int64 flat indices, rows, columns and
+# counts with their temporaries, then the CSR arrays (measured: 37-38 bytes on a linear layer)
+_PAIR_BYTES = 40
 
 
 def _check_profile(profile: str) -> None:
@@ -112,6 +117,20 @@ def effective_paths(net, masks=None, *, profile: str = "default", input_shape=No
                               **option(engine.log10_paths, progress))
 
 
+def _check_channel_paths(graph: NetGraph, masks) -> None:
+    """One error naming the layer whose sparse channel matrix cannot fit, before any is built:
+    a first bound from the shape (every (o, i) pair kept), the kept count only if that fails."""
+    for layer in graph.layers.values():
+        pairs = layer.out_channels * layer.weight_shape[1]
+        counts = pairs if layer.fan_in > layer.weight_shape[1] else 0  # a conv's tap counts
+        need = _PAIR_BYTES * pairs + counts
+        if not fits(need):
+            need = _PAIR_BYTES * min(pairs, int(np.count_nonzero(masks[layer.name]))) + counts
+            require(need, f"the sparse channel matrix of layer {layer.name!r} "
+                          f"{tuple(layer.weight_shape)} (channel paths)",
+                    "free memory, run on a machine with more, or prune the layer further")
+
+
 def channel_paths(net, masks=None, *, input_shape=None) -> float:
     """log10 of ``1^T (prod of channel multiplicity matrices) 1`` through the DAG
     (docs/definitions.md#paths).
@@ -126,6 +145,7 @@ def channel_paths(net, masks=None, *, input_shape=None) -> float:
     3
     """
     graph, masks = prepare(net, masks, input_shape)
+    _check_channel_paths(graph, masks)
     state = {name: (np.ones(graph.groups[name].channels), 0.0) for name in graph.inputs}
     for op in graph.order:
         if isinstance(op, Layer):
@@ -318,6 +338,7 @@ def paths(net, masks=None, *, profile: str = "default", semantics: str = "spatia
     """
     _check_profile(profile)
     graph, masks = prepare(net, masks, input_shape)
+    _check_channel_paths(graph, masks)  # before the other counts run, not after
     functional = _effective_weights(graph, masks, profile, semantics, device, progress)
     rows = _node_rows(graph, functional)
     return PathsResult(

@@ -22,6 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .._memory import human, require
 from .._progress import bar
 from .._results import jsonable
 from ..errors import GraphpaiError, MaskError
@@ -291,6 +292,79 @@ def _default_workers() -> int:
     return max(1, min(4, cpus))
 
 
+# bytes one layer's row allocates at its peak (tracemalloc around layer_row at 0a127b3 on
+# 1500 x 3000 to 8000 x 2048 layers at densities 0.02-1, 5-25% above what was measured, except
+# small layers, where the Gram term is high): a dense layer's sorted float32 copy, its CSR and
+# the float64 products per weight, and per kept weight its degree-group subgraphs solved
+# together (none when every column has one degree: a dense mask); a sparse layer's sorted mask
+# per weight, its CSR/CSC copies and subgraphs per kept weight; the weighted |W * M| and its
+# solves on top (with weights); the Gram matrix of the smaller side s when s <= dense_max
+_DENSE_PER_WEIGHT, _DENSE_PER_EDGE, _DENSE_WEIGHTED, _DENSE_WEIGHTED_PER_EDGE = 24, 170, 32, 200
+_SPARSE_PER_WEIGHT, _SPARSE_PER_EDGE, _SPARSE_WEIGHTED = 2, 185, 220
+_GRAM_PER_ENTRY = 8
+
+
+def _row_need(layer, mask, weighted: bool, dense_max: int) -> int:
+    """Bytes :func:`layer_row` allocates for `layer` (see the constants above)."""
+    from .layer import _BIG_SIDE, _BIG_SPARSE_BELOW, _SPARSE_BELOW
+
+    n = layer.numel
+    kept = n if mask is None else int(np.count_nonzero(mask))
+    side = min(layer.out_channels, layer.fan_in)
+    density = kept / max(n, 1)
+    if density < _SPARSE_BELOW or (side > _BIG_SIDE and density < _BIG_SPARSE_BELOW):
+        need = _SPARSE_PER_WEIGHT * n + (_SPARSE_PER_EDGE + weighted * _SPARSE_WEIGHTED) * kept
+    else:
+        groups = kept < n  # a dense mask is one degree group: the layer itself
+        need = ((_DENSE_PER_WEIGHT + weighted * _DENSE_WEIGHTED) * n
+                + groups * (_DENSE_PER_EDGE + weighted * _DENSE_WEIGHTED_PER_EDGE) * kept)
+    return need + (_GRAM_PER_ENTRY * side * side if side <= dense_max else 0)
+
+
+def _check_memory(net, graph, masks, weights, workers: int, dense_max: int) -> None:
+    """One error before anything is allocated when the report cannot fit: the float64 weights
+    and all-ones masks it holds for every layer, plus the rows of the `workers` largest layers
+    computed at the same time."""
+    n = graph.num_weights
+    held, parts = 0, []
+    if masks is None:
+        held += n
+        parts.append("all-ones masks")
+    if (weights is None and not isinstance(net, NetGraph)) or isinstance(weights, str):
+        held += (12 if isinstance(weights, str) else 8) * n  # float64 copies (+ the init model)
+        parts.append("float64 weights")
+    elif isinstance(weights, Mapping):
+        copies = sum(layer.numel for name, layer in graph.layers.items()
+                     if not (isinstance(weights.get(name), np.ndarray)
+                             and weights[name].dtype == np.float64))
+        if copies:
+            held += 8 * copies
+            parts.append("float64 weights")
+    weighted = weights is not None or not isinstance(net, NetGraph)
+    needs = sorted(((_row_need(layer, None if masks is None else masks[name], weighted,
+                               dense_max), name) for name, layer in graph.layers.items()),
+                   reverse=True)
+    if not needs:
+        return
+    at_once = sum(need for need, _ in needs[:max(1, workers)])
+    big, name = needs[0]
+    layer = graph.layers[name]
+    fixes = ["free memory"]
+    if workers > 1:
+        fixes.append("workers=1 (one layer at a time)")
+    side = min(layer.out_channels, layer.fan_in)
+    if side <= dense_max and _GRAM_PER_ENTRY * side * side > big / 4:
+        fixes.append(f"a smaller dense_max (now {dense_max}; its Gram matrix)")
+    if "float64 weights" in parts:
+        fixes.append("weights you hold as float64 arrays (or none: a NetGraph)")
+    require(held + at_once,
+            f"the spectral report (layer {name!r} {tuple(layer.weight_shape)} alone "
+            f"{human(big)}, {min(workers, len(needs))} layer(s) at a time"
+            + (f", plus {human(held)} of {' and '.join(parts)} for {n:,} weights"
+               if held else "") + ")",
+            ("use " + ", ".join(fixes[1:]) + " or " + fixes[0]) if len(fixes) > 1 else fixes[0])
+
+
 def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, input_shape=None,
              dense_max=DENSE_MAX, workers=None, progress=False) -> SpectralReport:
     r"""Every spectral quantity (docs/definitions.md#spectral) for every layer of a (masked) network.
@@ -388,6 +462,8 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
                 masks, masks_source = found, f"model: {described}"
     if masks is not None:
         masks = (masks if isinstance(masks, MaskSet) else MaskSet(masks)).validate(graph)
+    workers = _default_workers() if workers is None else int(workers)
+    _check_memory(net, graph, masks, weights, workers, dense_max)
     weight_map, source = _resolve_weights(net, graph, weights, seed)
     jobs = []
     for name, layer in graph.layers.items():
@@ -408,7 +484,6 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
                     raise MaskError(f"weights for {name!r} have {bad} nan or inf kept entries; "
                                     "pass finite weights (or prune those entries)")
         jobs.append((name, mask, w2d))
-    workers = _default_workers() if workers is None else int(workers)
     with one_blas_thread(), bar(None, progress, total=len(jobs), desc="spectral",
                                 unit="layer") as shown:
         def row(job):  # parallel over layers: LAPACK, BLAS and sparse products release the GIL
