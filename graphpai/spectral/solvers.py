@@ -297,8 +297,8 @@ def singular_values_pair(b, x, k=2, *, layer=None, dense_max=DENSE_MAX, seed=0, 
       components are computed once, from `b`;
     - when both have at least ``2**20`` nonzeros (a sparse Lanczos solve of a few tenths of a
       second or more) and ``workers > 1``, the two run in two threads (scipy's sparse products
-      release the GIL): on a big layer, such as ImageNet VGG-16's fc1, the report's critical path
-      is that one layer.
+      release the GIL), with BLAS on one thread meanwhile (:func:`one_blas_thread`): on a big
+      layer, such as ImageNet VGG-16's fc1, the report's critical path is that one layer.
 
     `solve` replaces :func:`singular_values_compact` for each matrix (same signature; a caller's
     module-level reference, so that tests can patch it there).
@@ -328,7 +328,9 @@ def singular_values_pair(b, x, k=2, *, layer=None, dense_max=DENSE_MAX, seed=0, 
     if x is None:
         return [one(b, True, nb), None]
     if workers > 1 and min(nb or 0, nx or 0) >= _PARALLEL_NNZ:
-        with ThreadPoolExecutor(2) as pool:
+        # one BLAS thread each (as the report's layer pool): two threads that each start BLAS
+        # threads of their own would oversubscribe the cores (see one_blas_thread)
+        with one_blas_thread(), ThreadPoolExecutor(2) as pool:
             jobs = [pool.submit(one, b, True, nb), pool.submit(one, x, False, nx)]
             return [job.result() for job in jobs]
     return [one(b, True, nb), one(x, False, nx)]

@@ -278,3 +278,25 @@ def test_eager_path_of_the_solver_matches_dense_svd(force, monkeypatch, name, a)
     ref = dense_top_singular_values(a, 3)
     for matrix in (sp.csr_array(a), sp.csc_array(a)):
         _close(top_singular_values(matrix, 3, dense_max=0), ref)
+
+
+def test_pair_threads_run_on_one_blas_thread_and_restore_it(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    seen = []
+
+    def spy(a, k, **kwargs):
+        seen.append(blas_threads())
+        return singular_values_compact(a, k, **kwargs)
+
+    monkeypatch.setattr(solvers, "_PARALLEL_NNZ", 0)
+    b = sp.csr_array((np.random.default_rng(2).random((40, 30)) < 0.3).astype(float))
+    got = solvers.singular_values_pair(b, b * 2.0, 2, solve=spy)
+    assert len(seen) == 2 and all(s == {1} for s in seen)
+    assert blas_threads() == before
+    _close(got[1], 2.0 * dense_top_singular_values(b.toarray(), 2))
