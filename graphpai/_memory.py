@@ -63,8 +63,9 @@ def require(nbytes: float, what: str, fix: str) -> None:
 def require_layers(layers, per_weight: float, what: str, fix: str, extra: float = 0) -> None:
     """:func:`require` for `per_weight` bytes per weight of every layer (a mapping name ->
     Layer) plus `extra` bytes; the message names the layers as :func:`layers_summary` does."""
-    weights = sum(layer.numel for layer in layers.values())
-    require(per_weight * weights + extra, f"{what} ({layers_summary(layers)})", fix)
+    need = per_weight * sum(layer.numel for layer in layers.values()) + extra
+    if not fits(need):  # the message only when it is needed
+        require(need, f"{what} ({layers_summary(layers)})", fix)
 
 
 def layers_summary(layers) -> str:
