@@ -27,8 +27,7 @@ from ..errors import MaskError, SolverError
 from .formulas import (FS_SUBGRAPH_GATE, Spectrum, delta_r, delta_s, delta_s_undefined, get_gate,
                        narc_value)
 from .batched import batchable, column_block_values
-from .solvers import (DENSE_MAX, as_matrix, dense_to_sparse, singular_values_compact,
-                      singular_values_pair)
+from .solvers import DENSE_MAX, as_matrix, singular_values_compact, singular_values_pair
 
 __all__ = ["LayerSpectrum", "layer_spectrum", "layer_row"]
 
@@ -95,24 +94,41 @@ class _Sorted:
 
     def __init__(self, mask2d, weights2d):
         self.n_out, self.n_in = mask2d.shape
-        col_degree = np.count_nonzero(mask2d, axis=0)
-        self.row_degree = np.count_nonzero(mask2d, axis=1)
+        E = int(np.count_nonzero(mask2d))
+        density = E / max(mask2d.size, 1)
+        # big layers below a quarter density are sparse too: Lanczos on sparse products wins
+        self.sparse = density < _SPARSE_BELOW or (min(mask2d.shape) > _BIG_SIDE
+                                                  and density < _BIG_SPARSE_BELOW)
+        self.x = self.x_on_m = None
+        if self.sparse:  # from the kept entries alone: one pass over the mask
+            flat = np.flatnonzero(mask2d)
+            rows, cols = np.divmod(flat, self.n_in)
+            col_degree = np.bincount(cols, minlength=self.n_in)
+            self.row_degree = np.bincount(rows, minlength=self.n_out)
+        else:
+            col_degree = np.count_nonzero(mask2d, axis=0)
+            self.row_degree = np.count_nonzero(mask2d, axis=1)
         order = np.argsort(col_degree, kind="stable")
         degrees = col_degree[order]
         first = int(np.searchsorted(degrees, 1))
         keep, self.degrees = order[first:], degrees[first:]
         self.E = int(self.degrees.sum())
-        density = self.E / max(mask2d.size, 1)
-        # big layers below a quarter density are sparse too: Lanczos on sparse products wins
-        self.sparse = density < _SPARSE_BELOW or (min(mask2d.shape) > _BIG_SIDE
-                                                  and density < _BIG_SPARSE_BELOW)
-        mask_sorted = np.take(mask2d, keep, axis=1)
-        self.x = self.x_on_m = None
         if self.sparse:
-            self.m = dense_to_sparse(mask_sorted).tocsc()  # one pass, not scipy's
-            if weights2d is not None:  # gather the kept weights only, not a sorted dense copy
-                self.x, self.x_on_m = _weighted_csc(self.m, weights2d, keep)
+            rank = np.empty(self.n_in, dtype=np.int64)
+            rank[order] = np.arange(self.n_in) - first  # sorted position of each column
+            by_column = np.argsort(rank[cols], kind="stable")  # rows stay ascending
+            indptr = np.zeros(len(keep) + 1, dtype=np.int64)
+            np.cumsum(self.degrees, out=indptr[1:])
+            index = np.int32 if max(mask2d.shape) < 2 ** 31 and E < 2 ** 31 else np.int64
+            self.m = sp.csc_array((np.ones(E), rows[by_column].astype(index),
+                                   indptr.astype(index)), shape=(self.n_out, len(keep)))
+            if weights2d is not None:  # the kept weights only, not a sorted dense copy
+                self.x_on_m = np.abs(weights2d.reshape(-1)[flat[by_column]])
+                self.x = sp.csc_array((self.x_on_m.copy(), self.m.indices.copy(),
+                                       self.m.indptr.copy()), shape=self.m.shape)
+                self.x.eliminate_zeros()
         else:
+            mask_sorted = np.take(mask2d, keep, axis=1)
             self.m = mask_sorted.astype(np.float32)
             if weights2d is not None:
                 self.x = np.abs(np.take(weights2d, keep, axis=1))
@@ -158,17 +174,6 @@ class _Sorted:
             cols = int(np.count_nonzero(nz.any(axis=0)))
             rows = int(np.count_nonzero(nz.any(axis=1)))
         return nnz, cols, rows
-
-
-def _weighted_csc(m, w, keep):
-    """``|w[:, keep]|`` on the pattern of the 0/1 CSC `m`, as CSC without explicit zeros, and
-    its values on `m`'s entries (aligned with ``m.data``)."""
-    rows = m.indices
-    cols = np.repeat(keep, np.diff(m.indptr))
-    values = np.abs(w[rows, cols])
-    x = sp.csc_array((values.copy(), rows.copy(), m.indptr.copy()), shape=m.shape)
-    x.eliminate_zeros()
-    return x, values
 
 
 def _sv2(a, binary, name, dense_max, nnz=None):
