@@ -3,14 +3,15 @@
 Times ``graphpai.generators.npb.solve_npb`` (the exact program per layer, random taps and the move
 step through the spatial engine) on ResNet-20 at 90%, 99% and 99.9% sparsity and on ResNet-18
 (CIFAR stem, 100 classes, as [NPB]'s ResNet-18 runs) with the ERK budget, on CPU with 2 torch
-threads. Reports the median wall time, the time per layer, the share spent solving the programs
-(``seconds`` of the per-layer rows) and in the move step (``move_seconds``, with its number of
-spatial audits), the budget drift (kept vs budget, weights held by another layer, layers off
-their budget), and [NPB]'s balance measures next to RPI-ERK's with the same budget: effective
-nodes and log10 effective paths (graphpai.paths, default profile), for both max_path
-normalisations (``tight``, the definition, and ``reference``, [NPB]'s code) and for the move
-step without bridges (``move="fill"``, tight). ``--path-mass channels`` runs NPB with the
-channel-level P_i instead of [NPB]'s pixel sums (the default).
+threads (``--threads``). Reports the median wall and process CPU time, the time per layer, the
+share spent solving the programs (``seconds`` of the per-layer rows) and in the move step
+(``move_seconds``, with its number of spatial audits), the budget drift (kept vs budget,
+weights held by another layer, layers off their budget), and [NPB]'s balance measures next to
+RPI-ERK's with the same budget: effective nodes and log10 effective paths (graphpai.paths,
+default profile), for both max_path normalisations (``tight``, the definition, and
+``reference``, [NPB]'s code) and for the move step without bridges (``move="fill"``, tight).
+``--path-mass channels`` runs NPB with the channel-level P_i instead of [NPB]'s pixel sums (the
+default).
 
     python benchmarks/npb.py                    # resnet20 and resnet18
     python benchmarks/npb.py --models resnet20 --repeat 3 --json
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import time
 
 import torch
 
@@ -57,9 +60,11 @@ def bench(name, repeat, seed=0, balance=True, path_mass="pixels"):
         budget = erk(graph, 1 / (1 - sparsity))
         run(budget)  # warm-up
         seconds = median_time(lambda: run(budget), repeat)
+        cpu = median_time(lambda: run(budget), repeat, clock=time.process_time)
         result = run(budget)
         row = {"model": name, "path_mass": path_mass, "sparsity": sparsity, "seconds": seconds,
-               "ms_per_layer": 1000 * seconds / len(graph.layers),
+               "cpu_seconds": cpu, "ms_per_layer": 1000 * seconds / len(graph.layers),
+               "cpu_ms_per_layer": 1000 * cpu / len(graph.layers),
                "solve_seconds": sum(r.seconds for r in result.layers),
                "move_seconds": result.move_seconds, "audits": result.audits,
                "budget": result.budget, "kept": result.kept, "drift": result.total_drift,
@@ -98,7 +103,8 @@ def main():
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"# {platform.processor() or platform.machine()}, torch threads {args.threads}")
+    print(f"# {platform.processor() or platform.machine()}, torch threads {args.threads}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     keys = list(rows[0])
     print(" | ".join(keys))
     for row in rows:

@@ -759,6 +759,8 @@ def _move(graph: NetGraph, masks: dict, counts: Mapping[str, int], rng, device,
     activity = _engine_call("activity", "the move step (the spatial audit)",
                             "pass move=False")
     moves = {name: _Moves() for name in graph.layers}
+    for name in masks:  # bridges and fills write through reshaped views
+        masks[name] = np.ascontiguousarray(masks[name], dtype=bool)
     lineage = None
     writers = {}
     for name, layer in graph.layers.items():
