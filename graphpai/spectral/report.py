@@ -492,8 +492,12 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
             return out
 
         if workers > 1 and len(jobs) > 1:
+            # the most kept weights first (a VGG's classifier is most of the work: started last,
+            # it would run alone at the end), the rows then back in graph order
+            order = sorted(range(len(jobs)), key=lambda i: -int(np.count_nonzero(jobs[i][1])))
             with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-                layers = list(pool.map(row, jobs))
+                done = dict(zip(order, pool.map(row, [jobs[i] for i in order])))
+            layers = [done[i] for i in range(len(jobs))]
         else:
             layers = [row(job) for job in jobs]
     means = {f: _mean([getattr(r, f) for r in layers]) for f in MEAN_FIELDS}

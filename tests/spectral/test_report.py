@@ -254,6 +254,16 @@ def test_renaming_layers_changes_no_number():
         assert da == db
 
 
+def test_rows_come_back_in_graph_order_whatever_the_workers():
+    # layers are handed to the pool by decreasing kept weights; the rows are in graph order
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=4)
+    masks = MaskSet({n: m if n != "fc2" else np.ones_like(m) for n, m in masks.items()})
+    one = spectral(g, masks, weights, workers=1)
+    assert [r.layer for r in one.layers] == list(g.layers)
+    assert spectral(g, masks, weights, workers=3).rows() == one.rows()
+
+
 def _blas_threads():
     from threadpoolctl import threadpool_info
 
