@@ -260,28 +260,36 @@ def _lanczos_chunk(p, k, layer, dense_max):
     failed = np.zeros(count, dtype=bool)
     scale = np.zeros(count)
     vectors = np.zeros((count, s_max, k))
+    live = np.arange(count)  # the problems still in `q` (converged ones leave it)
     for step in range(steps):
-        w = (a_t @ (a @ q[:, step].reshape(-1))).reshape(count, s_max)
+        if len(live) == count:
+            x = q[:, step].reshape(-1)
+        else:
+            x = np.zeros((count, s_max))
+            x[live] = q[:, step]
+            x = x.reshape(-1)
+        w = (a_t @ (a @ x)).reshape(count, s_max)[live]
         basis = q[:, : step + 1]
         c = np.matmul(basis, w[:, :, None])[:, :, 0]
         w -= np.matmul(c[:, None, :], basis)[:, 0]
         c2 = np.matmul(basis, w[:, :, None])[:, :, 0]
         w -= np.matmul(c2[:, None, :], basis)[:, 0]
-        alpha[step] = c[:, step] + c2[:, step]
+        alpha[step, live] = c[:, step] + c2[:, step]
         b = np.linalg.norm(w, axis=1)
-        scale = np.maximum(scale, np.abs(alpha[step]) + b)
-        broke = b <= 1e3 * _EPS * scale * np.sqrt(s)
+        scale[live] = np.maximum(scale[live], np.abs(alpha[step, live]) + b)
+        broke = b <= 1e3 * _EPS * scale[live] * np.sqrt(s[live])
         n = step + 1
-        due = active & (n >= k) & (broke | (n == limit) | (n >= check))
-        for t in np.flatnonzero(due).tolist():
+        due = active[live] & (n >= k) & (broke | (n == limit[live]) | (n >= check[live]))
+        for u in np.flatnonzero(due).tolist():
+            t = live[u]
             theta, y = _tridiagonal_top(alpha[:n, t], beta[: n - 1, t], k)
-            resid = (0.0 if broke[t] else b[t]) * np.abs(y[-1])
+            resid = (0.0 if broke[u] else b[u]) * np.abs(y[-1])
             floor = 1e3 * _EPS * max(theta[0], 0.0) * np.sqrt(s[t])
             bound = np.maximum(_KRYLOV_TOL * np.maximum(theta, 0.0), floor)
             if np.all(resid <= bound) or n == s[t]:
-                vectors[t] = basis[t].T @ y
+                vectors[t] = basis[u].T @ y
                 active[t] = False
-            elif broke[t] or n == limit[t]:  # an invariant subspace, or out of steps
+            elif broke[u] or n == limit[t]:  # an invariant subspace, or out of steps
                 failed[t], active[t] = True, False
             else:  # next check where the residuals' rate of fall says they meet the bound
                 worst = float(np.max(resid / bound))
@@ -293,10 +301,15 @@ def _lanczos_chunk(p, k, layer, dense_max):
                 check[t] = n + gap
         if not active.any() or n == steps:
             break
-        w[~active] = 0.0
-        b[~active] = 1.0
+        going = active[live]
+        w[~going] = 0.0
+        b[~going] = 1.0
         q[:, n] = w / b[:, None]
-        beta[step] = np.where(active, b, 0.0)
+        beta[step, live] = np.where(going, b, 0.0)
+        if 3 * np.count_nonzero(going) <= 2 * len(live):  # a third converged: drop them
+            kept = np.empty((np.count_nonzero(going), steps + 1, s_max))
+            kept[:, : n + 1] = q[going, : n + 1]
+            q, live = kept, live[going]
     failed |= active
     av = a @ vectors.reshape(count * s_max, k)
     out = np.zeros((count, k))
