@@ -68,10 +68,16 @@ def test_zero_and_one_by_n_values_are_exact():
 
 
 @pytest.mark.parametrize("max_side", [4, 16])
-def test_batched_lanczos_on_components_matches_dense_svd(max_side):
-    # max_side below the matrices' sides sends the non-negative ones to the component split and
-    # batched Lanczos: equal components (repeated sigma_1), one-column and one-row components,
-    # kept zero weights, rank-deficient components; signed ones to singular_values_compact
+def test_batched_lanczos_on_components_matches_dense_svd(monkeypatch, max_side):
+    # max_side below the matrices' sides, and the cost model told to prefer Lanczos, send the
+    # non-negative ones to the component split and batched Lanczos: equal components (repeated
+    # sigma_1), one-column and one-row components, kept zero weights, rank-deficient
+    # components; signed ones to singular_values_compact
+    chunks = []
+    run = batched._lanczos_chunk
+    monkeypatch.setattr(batched, "_lanczos_pays", lambda *a: True)
+    monkeypatch.setattr(batched, "_lanczos_chunk",
+                        lambda p, *a: chunks.append(len(p)) or run(p, *a))
     rng = np.random.default_rng(max_side)
     mats = []
     for shape, density in [((60, 40), 0.05), ((80, 30), 0.1), ((40, 90), 0.08), ((50, 50), 0.3)]:
@@ -90,6 +96,7 @@ def test_batched_lanczos_on_components_matches_dense_svd(max_side):
     for a, g in zip(mats, got):
         _close(g, dense_top_singular_values(a, 3))
     assert got[-5][0] == pytest.approx(got[-5][1], rel=1e-12)  # the equal blocks
+    assert chunks and sum(chunks) >= 8  # the Lanczos batch ran, on many components at once
 
 
 def test_batched_lanczos_on_large_sparse_layers():
