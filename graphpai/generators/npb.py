@@ -458,12 +458,33 @@ def _place_taps(counts, taps: int, rng) -> np.ndarray:
     return mask
 
 
+def _group_split(budget: int, mass, groups: int, cap: int, rng) -> np.ndarray:
+    """A grouped conv's budget per group: evenly over the groups that some path reaches
+    (total P > 0; the remainder to those of largest mass first, ties at random), then, if they
+    are full, evenly over the others. A depthwise conv at high sparsity keeps a few groups:
+    these must be channels the layers before it feed. One group: the whole budget."""
+    if groups == 1:
+        return np.array([budget])
+    masses = np.asarray(mass, dtype=np.float64).reshape(groups, -1).sum(axis=1)
+    order = np.lexsort((rng.random(groups), -masses))  # largest mass first
+    fed = masses[order] > 0
+    parts = (order[fed], order[~fed]) if fed.any() else (order,)
+    split = np.zeros(groups, dtype=np.int64)
+    left = int(budget)
+    for part in parts:
+        n = min(left, cap * part.size)
+        if part.size and n:
+            split[part] = n // part.size + (np.arange(part.size) < n % part.size)
+            left -= n
+    return split
+
+
 def _solve_layer_masks(layer, budget, mass, max_p, alpha, beta, solver, path_norm, rng):
     g = layer.groups
     c_out_g, c_in_g = layer.out_channels // g, layer.weight_shape[1]
     taps = prod(layer.kernel) if layer.kind == "conv" else 1
     k = _max_p_of(layer, max_p)
-    split = budget // g + (np.arange(g) < budget % g)
+    split = _group_split(budget, mass, g, taps * c_in_g * c_out_g, rng)
     counts = np.zeros((layer.out_channels, c_in_g), dtype=np.int64)
     objective = 0.0
     used_k = k
