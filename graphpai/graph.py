@@ -25,6 +25,10 @@ Conventions, stated once:
   elementwise product of two branches) and ``attention`` (heads of a score product, softmax and
   value product) have their own reach rules, in :meth:`NetGraph.link_forward` and
   :meth:`NetGraph.link_backward`.
+- Weight tying (docs/graph.md#weight-tying): ``layers`` has one :class:`Layer` per prunable
+  weight (the masks' keys, counted once in N); ``uses`` has every op that applies a weight, and
+  a tied use (``Layer.param`` set) reads its layer's mask, transposed where
+  ``param_transposed`` (an embedding and its LM head).
 """
 
 from __future__ import annotations

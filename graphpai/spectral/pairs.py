@@ -64,8 +64,8 @@ def layer_pairs(graph: NetGraph) -> list[tuple[str, str, sp.csr_array]]:
     """Every (producer, consumer, Q) of `graph`: Q (consumer input channels x producer output
     channels) is the 0/1 channel map through the links between them; in graph order."""
     out = []
-    order = {c: i for i, c in enumerate(graph.layers)}
-    for name, layer in graph.layers.items():
+    order = {c: i for i, c in enumerate(graph.uses)}   # a tied weight's uses each (graph.md)
+    for name, layer in graph.uses.items():
         # one topological sweep from the layer's output: each group's map is the sum over the
         # links that feed it, so every group is visited once (a depth-first walk would follow
         # every path, 2^depth of them through residual streams and hand-written norms)
@@ -142,7 +142,7 @@ def pair_scores(graph: NetGraph, masks=None) -> tuple[LayerPair, ...]:
 
     def stats_of(name):
         if name not in stats:
-            layer = graph.layers[name]
+            layer = graph.uses[name]
             mask = graph._mask_of(layer, masks)
             m2d = mask.reshape(layer.out_channels, -1)
             stats[name] = (m2d.sum(axis=1), int(np.count_nonzero(m2d.any(axis=0))),
@@ -151,7 +151,7 @@ def pair_scores(graph: NetGraph, masks=None) -> tuple[LayerPair, ...]:
 
     out = []
     for producer, consumer, q in layer_pairs(graph):
-        p_layer = graph.layers[producer]
+        p_layer = graph.uses[producer]
         in_deg, n_l, _, _ = stats_of(producer)
         _, _, n_r, out_deg = stats_of(consumer)  # out_deg: (C's in_channels, K)
         if n_l == 0 or n_r == 0:

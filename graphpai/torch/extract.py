@@ -697,6 +697,7 @@ class _Builder:
         self.used_layers: set[str] = set()
         self.uses: dict[int, list[int]] = {}  # id of a weight tensor -> indices in self.layers
         self.embedding_uses: set[int] = set()   # indices of layers that are embeddings
+        self.alive: list = []
         self.inputs: list[str] = []
         self.params = {name for name, _ in gm.named_parameters(remove_duplicate=False)}
         self.buffers = {name for name, _ in gm.named_buffers()}
@@ -807,6 +808,7 @@ class _Builder:
 
     def _add_layer(self, layer, tensor, embedding=False):
         if tensor is not None:
+            self.alive.append(tensor)  # its id names it only while it lives
             self.uses.setdefault(id(tensor), []).append(len(self.layers))
         if embedding:
             self.embedding_uses.add(len(self.layers))
@@ -1094,8 +1096,7 @@ class _Builder:
         module = self.gm.get_submodule(node.target)
         v = self.val[node.args[0].name] if node.args and isinstance(node.args[0], fx.Node) else None
         if isinstance(module, PRUNABLE):
-            weight = getattr(module, "weight_orig", None)
-            weight = module.weight if weight is None else weight
+            weight = _stored_weight(module)
             if isinstance(module, nn.Linear):
                 return self._linear(node, v, self._strip(node.target), tuple(weight.shape),
                                     module.bias is not None, False, weight)
@@ -1111,8 +1112,7 @@ class _Builder:
                 raise UnsupportedOpError(
                     f"{type(module).__name__} at module path {node.target!r} uses padding_mode="
                     f"{module.padding_mode!r}; graphpai models zero padding only")
-            weight = getattr(module, "weight_orig", None)
-            weight = module.weight if weight is None else weight
+            weight = _stored_weight(module)
             return self._conv(node, v, self._strip(node.target), tuple(module.weight.shape),
                               module.stride, module.padding, module.dilation, module.groups,
                               module.bias is not None, transposed=True, tensor=weight)
@@ -1329,7 +1329,7 @@ class _Builder:
     def _embedding_module(self, node):
         module = self.gm.get_submodule(node.target)
         return self._embedding(node, self._strip(node.target), tuple(module.weight.shape),
-                               module.weight)
+                               _stored_weight(module))
 
     def _embedding_function(self, node):
         # aten.embedding(weight, ids) or F.embedding(ids, weight)
@@ -1781,6 +1781,20 @@ def _full(v):
     if isinstance(v, _Score):
         return None
     raise UnsupportedOpError("internal: not an activation")
+
+
+def _stored_weight(module):
+    """The tensor a module stores its weight in: ``weight_orig`` under torch prune, the
+    original of a ``torch.ao``/``parametrize`` parametrization (``module.weight`` is then
+    computed anew at every access), else ``weight``. Two uses of one weight store it in one
+    tensor."""
+    orig = getattr(module, "weight_orig", None)
+    if isinstance(orig, torch.Tensor):
+        return orig
+    parametrizations = getattr(module, "parametrizations", None)
+    if parametrizations is not None and "weight" in parametrizations:
+        return parametrizations["weight"].original
+    return module.weight
 
 
 def _through_transposes(gm):

@@ -358,6 +358,38 @@ def test_spectral_has_one_row_per_weight():
     assert np.linalg.svd(m.T, compute_uv=False)[:2] == pytest.approx(top)
 
 
+class Branch(nn.Module):
+    """The first call of `shared` feeds its second call and another layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.shared = nn.Linear(6, 8), nn.Linear(8, 8)
+        self.b, self.out = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        p = torch.relu(self.shared(torch.relu(self.a(x))))
+        return self.out(torch.relu(self.shared(p)) + torch.relu(self.b(p)))
+
+
+def test_layer_pairs_are_between_uses():
+    """[RAM]'s layer pairs join the places weights are applied: the first call of `shared`
+    feeds the second and `b`, and the second call feeds `out`."""
+    from graphpai.spectral.pairs import pair_scores
+
+    graph = to_graph(Branch(), (6,))
+    masks = random_masks(graph, 0.5, 0)
+    pairs = {(p.producer, p.consumer): p for p in pair_scores(graph, masks)}
+    assert set(pairs) == {("a", "shared"), ("shared", "shared@2"), ("shared", "b"),
+                          ("shared@2", "out"), ("b", "out")}
+    # the pair of the two calls: compatibility = share of the first call's fed outputs that
+    # the second call reads (the same mask, read as producer rows and consumer columns)
+    m = masks["shared"]
+    fed, read = m.any(axis=1), m.any(axis=0)
+    assert pairs["shared", "shared@2"].compatibility == pytest.approx(
+        np.count_nonzero(fed & read) / np.count_nonzero(fed))
+    assert [row.layer for row in spectral(graph, masks).layers] == list(graph.layers)
+
+
 def test_exports_and_channel_graph_follow_each_use():
     model = TwiceLinear()
     graph = to_graph(model, (TOKENS, 6))
@@ -371,6 +403,15 @@ def test_exports_and_channel_graph_follow_each_use():
     m = random_masks(dec, 0.5, 1)
     assert (dec.multiplicity("embed@2", m).toarray() == m["embed"].T).all()
     assert (dec.multiplicity("embed", m).toarray() == m["embed"]).all()
+    # a consistent renaming renames the tie too, and every count stays
+    renamed = dec.rename({"embed": "head", "embed@2": "lookup", "block": "mlp"})
+    assert renamed.uses["lookup"].param == "head" and list(renamed.layers) == ["mlp", "head"]
+    moved = m.rename({"embed": "head", "block": "mlp"})
+    for semantics in ("channel", "spatial"):
+        a, b = audit(dec, m, semantics=semantics), audit(renamed, moved, semantics=semantics)
+        assert (a.kept, a.functional, a.functional_nodes) == (b.kept, b.functional,
+                                                              b.functional_nodes)
+        assert np.array_equal(a.functional_masks["embed"], b.functional_masks["head"])
 
 
 # ------------------------------------------------------------------------------ pruning
@@ -396,7 +437,7 @@ def test_prune_gives_one_mask_per_tied_weight():
 
 
 def test_apply_masks_masks_a_tied_weight_once():
-    from graphpai.torch.masks import apply_masks, masks_from_model, remove_masks
+    from graphpai.torch.masks import apply_masks, masked_copy, masks_from_model, remove_masks
 
     gpt = models.build("gpt", seed=0, tie_weights=True)
     graph = to_graph(gpt, prune_embeddings=True)
@@ -407,31 +448,46 @@ def test_apply_masks_masks_a_tied_weight_once():
     row = gpt.embed(torch.tensor([[3]]))[0, 0].detach().numpy()
     assert np.array_equal(row != 0, masks["lm_head"][3])
     assert np.array_equal(gpt.embed.weight_mask.numpy(), masks["lm_head"])
+    clone = masked_copy(gpt)                                     # hooks gone, zeros kept
+    assert clone.lm_head.weight is clone.embed.weight
+    assert np.array_equal(clone.embed.weight.detach().numpy() != 0, masks["lm_head"])
     remove_masks(gpt)
     assert gpt.lm_head.weight is gpt.embed.weight                # still one parameter
     assert np.array_equal(gpt.lm_head.weight.detach().numpy() != 0, masks["lm_head"])
 
 
 # ------------------------------------------------------------------------------ Hugging Face
-def test_gpt2_tied_equals_the_oracle():
+def _hf_tied(name):
     transformers = pytest.importorskip("transformers", reason="transformers is not installed "
                                        "(pip install -e '.[dev]')")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     torch.manual_seed(0)
-    config = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=40,
-                                     n_positions=16, bos_token_id=0, eos_token_id=0,
-                                     tie_word_embeddings=True)
-    model = transformers.GPT2LMHeadModel(config)
-    assert model.lm_head.weight is model.transformer.wte.weight
+    if name == "gpt2":
+        config = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=40,
+                                         n_positions=16, bos_token_id=0, eos_token_id=0,
+                                         tie_word_embeddings=True)
+        return transformers.GPT2LMHeadModel(config), "transformer.wte"
+    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2,
+                                      vocab_size=40, max_position_embeddings=16,
+                                      bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config), "model.embed_tokens"
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_hf_tied_lm_equals_the_oracle(name):
+    model, embedding = _hf_tied(name)
+    table = model.get_input_embeddings()
+    assert model.lm_head.weight is table.weight
     ids = torch.randint(0, 40, (1, 6), generator=torch.Generator().manual_seed(1))
     graph = to_graph(model, example_inputs={"input_ids": ids}, prune_embeddings=True)
-    assert "lm_head" in graph.layers and "transformer.wte" not in graph.layers
-    assert graph.uses["transformer.wte"].param == "lm_head"
+    assert "lm_head" in graph.layers and embedding not in graph.layers
+    assert graph.uses[embedding].param == "lm_head" and graph.uses[embedding].param_transposed
     assert graph.num_weights == to_graph(model, example_inputs={"input_ids": ids}).num_weights
 
     def run(net, gen):
         x = 0.5 + 0.5 * torch.rand((1, 6, 40), generator=gen, dtype=torch.float64)
-        return net(inputs_embeds=x @ net.transformer.wte.weight)
+        return net(inputs_embeds=x @ net.get_input_embeddings().weight)
 
     check_oracle(model, graph, run, densities=(0.1, 0.4), seeds=(0,))
     masks = random_masks(graph, 0.3, 0)
@@ -439,3 +495,10 @@ def test_gpt2_tied_equals_the_oracle():
     assert [row.layer for row in spectral(graph, masks).layers] == list(graph.layers)
     m = graphpai.prune(graph, "rpi", compression=4, seed=0)
     assert set(m) == set(graph.layers)
+    for method, options in (("magnitude", {}), ("nm", {"pattern": "2:4"})):
+        ranked = graphpai.prune(model, method, compression=2, **options)
+        assert "lm_head" in ranked and embedding not in ranked      # one mask for the tied pair
+        if name == "llama":   # (GPT-2's Conv1D layers are not scored from the module list)
+            assert set(ranked) == set(graph.layers)
+            assert audit(graph, ranked, semantics="spatial").kept == ranked.kept()
+    assert nm_compliant(ranked["lm_head"], "2:4")
