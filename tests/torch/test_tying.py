@@ -158,6 +158,9 @@ def check_oracle(model, graph, run, densities=(0.1, 0.3, 0.6), seeds=(0, 1)):
                 layer_parameter(model, n)[1] for n in graph.layers)}.values())
             assert spatial.kept == masks.kept()
             assert spatial.functional == sum(int(t.sum()) for t in truth.values())
+            mica = functional_edges(graph, masks, semantics="mica")   # spatial ⊆ mica ⊆ channel
+            assert all(not (spatial.functional_masks[n] & ~mica[n]).any()
+                       and not (mica[n] & ~channel[n]).any() for n in graph.layers)
             seen.append((density, spatial.functional))
     return seen
 
