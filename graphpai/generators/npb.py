@@ -117,10 +117,11 @@ class NPBLayer:
 class NPBResult:
     """NPB masks with the per-layer program values and the budget drift of the move step.
 
-    ``moved`` is the move step (``"bridge"``, ``"fill"`` or False). ``dropped`` weights found no slot where they carry signal in any layer and were left out
-    (``total_drift = -dropped``); ``functional`` is True when the last spatial audit of the move
-    step found every kept weight functional (None without the move step). ``move_seconds``
-    and ``audits``: the move step's time and its number of spatial audits.
+    ``moved`` is the move step (``"bridge"``, ``"fill"`` or False). ``dropped`` weights found no
+    slot where they carry signal in any layer and were left out (``total_drift = -dropped``);
+    ``functional`` is True when the last spatial audit of the move step found every kept weight
+    functional (None without the move step). ``move_seconds`` and ``audits``: the move step's
+    time and its number of spatial audits.
     """
 
     masks: MaskSet
