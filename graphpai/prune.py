@@ -94,7 +94,7 @@ def prune(net_or_model, method: str, *, budget=None, compression=None, seed=None
         from .torch.masks import layer_modules, layer_names
 
         names = set(layer_modules(net_or_model, input_shape=input_shape, warn=False)) | set(
-            layer_names(net_or_model, input_shape=input_shape) or ())
+            layer_names(net_or_model, input_shape=input_shape))
         n = sum(getattr(m, attr + "_orig", getattr(m, attr)).numel()
                 for name, (m, attr, _) in layer_parameters(net_or_model).items() if name in names)
         compression = check_compression(compression, n)  # before any scoring work

@@ -53,12 +53,15 @@ def layer_modules(model: nn.Module, graph=None, *, input_shape=None,
     return {name: m for name, m in modules.items() if name in called}
 
 
-def layer_names(model: nn.Module, graph=None, *, input_shape=None) -> list[str] | None:
+def layer_names(model: nn.Module, graph=None, *, input_shape=None) -> list[str]:
     """The names of `model`'s graph layers (every weight the forward uses as a layer: Conv and
-    Linear modules, attention ``*.in_proj_weight``, Hugging Face ``Conv1D``, ...), or None when
-    the model cannot be traced (see :func:`layer_modules`)."""
+    Linear modules, attention ``*.in_proj_weight``, Hugging Face ``Conv1D``, ...). A model that
+    cannot be traced without its inputs (a Hugging Face model given no ``input_shape``) keeps
+    every such weight, as :func:`layer_modules` keeps every prunable module."""
+    from .extract import layer_parameters
+
     called = _called(model, graph, input_shape)
-    return None if called is None else sorted(called)
+    return sorted(layer_parameters(model) if called is None else called)
 
 
 def _called(model, graph, input_shape):

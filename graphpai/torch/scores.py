@@ -61,7 +61,7 @@ def _scoring_copy(model, dtype=None, input_shape=None):
     for p in clone.parameters():
         p.requires_grad_(False)
     modules = prunable_modules(clone)
-    extra = set(layer_names(model, input_shape=input_shape) or ()) - set(modules)
+    extra = set(layer_names(model, input_shape=input_shape)) - set(modules)
     weights = _Weights()
     for name, (module, attr, transposed) in layer_parameters(clone).items():
         if name in layers or name in extra:  # Conv/Linear the forward calls, and other layers

@@ -150,6 +150,28 @@ def test_mica_masks_are_fully_functional(name):
             assert all((live[k] == masks[k]).all() for k in masks), (compression, seed)
 
 
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_magnitude_without_an_input_shape_scores_every_layer(name):
+    """A Hugging Face model cannot be traced without its inputs; magnitude still ranks every
+    weight of the graph (GPT-2's Conv1D weights too, held (in, out)), against a hand threshold."""
+    import graphpai
+    from graphpai.torch.extract import layer_parameters
+
+    model, graph = graph_of(name)
+    masks = graphpai.prune(model, "magnitude", compression=4)
+    assert set(masks) == set(graph.layers)
+    weights = {}
+    for layer, (module, attr, transposed) in layer_parameters(model).items():
+        w = getattr(module, attr).detach().abs().numpy()
+        weights[layer] = w.T if transposed else w
+    flat = np.sort(np.concatenate([w.ravel() for w in weights.values()]))[::-1]
+    keep = graph.num_weights // 4
+    for layer in graph.layers:
+        expected = weights[layer] > flat[keep]  # no ties among random float weights
+        assert (masks[layer] == expected).all(), layer
+    assert masks.kept() == keep
+
+
 def test_an_attention_mask_input_is_a_note():
     model = tiny("bert")
     graph = to_graph(model, example_inputs={"input_ids": ids(),
