@@ -88,6 +88,7 @@ from .._progress import bar
 from .._results import jsonable
 from ..budgets import Budget
 from ..engine import spatial_engine
+from ..functional import _per_layer
 from ..errors import BudgetError, UnknownMethodError
 from ..graph import Layer, Link, NetGraph, as_graph
 from ..masks import MaskSet
@@ -305,7 +306,7 @@ def node_counts(graph, counts, *, seed=None, node_selection: str = "rand",
     for op in reversed(graph.order):
         c = request[op.target]
         if isinstance(op, Layer):
-            row = _layer_nodes(graph, op, counts[op.name], c, node_selection, rng)
+            row = _layer_nodes(graph, op, counts[op.mask_key], c, node_selection, rng)
             rows[op.name] = row
             k, _ = _units(graph, op)
             asked = row.passed if op.kind == "conv" or k == 1 else row.passed * k
@@ -331,7 +332,7 @@ def _least_channels(graph: NetGraph, counts: dict[str, int]) -> dict[str, int]:
     least = {name: 0 for name in graph.groups}
     for op in graph.order:
         if isinstance(op, Layer):
-            least[op.target] = -(-counts[op.name] // op.fan_in)
+            least[op.target] = -(-counts[op.mask_key] // op.fan_in)
         elif op.kind == "add":
             least[op.target] = max(least[s] for s in op.sources)
         elif op.kind == "concat":
@@ -558,13 +559,17 @@ def place_edges(graph, counts, nodes: NodeCounts, *, seed=None, repair: bool = T
     def place(layer: Layer, input_map: np.ndarray) -> np.ndarray:
         k, units = _units(graph, layer)
         active = engine.active_fan_in(layer, input_map).reshape(units, k)
-        budget = counts[layer.name]
-        n_out = max(1, min(layer.out_channels, budget, nodes[layer.name].v_out))
+        key = layer.mask_key  # a tied weight is placed at its first use in graph order
+        if key in placed:
+            return graph.param_mask(layer, placed[key])
+        budget = counts[key]
+        n_out = max(1, min(layer.out_channels, budget, nodes[key].v_out))
         mask = place_layer(active, budget, n_out, out_channels=layer.out_channels,
                            groups=layer.groups, random_outputs=layer.name in classifiers, seed=rng)
-        placed[layer.name] = mask.reshape(layer.weight_shape)
+        mask = mask.reshape(layer.weight_shape)
+        placed[key] = graph.param_mask(layer, mask)
         shown.update(1)
-        return placed[layer.name]
+        return mask
 
     with shown:
         engine.forward_maps(graph, None, place=place, device=device)
@@ -589,7 +594,7 @@ def _repair(graph: NetGraph, masks: dict, rng, device, progress: bool = False) -
     engine = spatial_engine()
     moved = {name: 0 for name in graph.layers}
     for round_ in range(_ROUNDS):
-        live = engine.activity(graph, masks, device=device).functional
+        live = _live(engine, graph, masks, device)
         todo = [name for name in graph.layers if (masks[name] & ~live[name]).any()]
         if not todo:
             break
@@ -597,8 +602,7 @@ def _repair(graph: NetGraph, masks: dict, rng, device, progress: bool = False) -
                     unit="layer")
         for name in shown:
             mask = masks[name]
-            capable = engine.activity(graph, {**masks, name: np.ones_like(mask)},
-                                      device=device).functional[name]
+            capable = _live(engine, graph, {**masks, name: np.ones_like(mask)}, device)[name]
             dead = mask & ~capable
             if not dead.any():
                 continue
@@ -617,6 +621,11 @@ def _repair(graph: NetGraph, masks: dict, rng, device, progress: bool = False) -
     return moved
 
 
+def _live(engine, graph: NetGraph, masks: dict, device) -> dict:
+    """Layer -> its kept weights that carry signal (a tied weight: at one of its uses)."""
+    return _per_layer(graph, engine.activity(graph, masks, device=device).functional)
+
+
 _ROUNDS = 10  # repair rounds; a second one only follows moves of coupled weights (docs/mica.md)
 
 
@@ -633,14 +642,13 @@ def _move_coupled(engine, graph: NetGraph, masks: dict, moved: dict, rng, device
     to go this costs one activity pass and changes nothing, so the masks of the VGG/ResNet
     families and the DAGs are those of the per-row moves alone.
     """
-    live = engine.activity(graph, masks, device=device).functional
+    live = _live(engine, graph, masks, device)
     changed = False
     for name in reversed([n for n in graph.layers if (masks[n] & ~live[n]).any()]):
         mask = masks[name]
         if changed:
-            live = engine.activity(graph, masks, device=device).functional
-        capable = engine.activity(graph, {**masks, name: np.ones_like(mask)},
-                                  device=device).functional[name]
+            live = _live(engine, graph, masks, device)
+        capable = _live(engine, graph, {**masks, name: np.ones_like(mask)}, device)[name]
         coupled = np.flatnonzero(mask & capable & ~live[name])
         if not coupled.size:
             continue

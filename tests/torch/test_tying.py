@@ -439,6 +439,33 @@ def test_prune_gives_one_mask_per_tied_weight():
     assert audit(graph, nm, nm="2:4").layers[-1].nm_compliant
 
 
+@pytest.mark.parametrize("case", ["twice-linear", "twice-conv", "decoder", "gpt"])
+def test_mica_places_a_tied_weight_once(case):
+    """MiCA places a tied weight at its first use in graph order (the embedding before its LM
+    head) and every later use reads that mask: exact counts, one mask per weight, and every kept
+    weight functional at one of its uses (the spatial audit, itself checked against the oracle
+    above)."""
+    from graphpai.budgets import erk
+    from graphpai.generators.mica import mica
+
+    if case == "twice-linear":
+        graph = to_graph(TwiceLinear(), (TOKENS, 6))
+    elif case == "twice-conv":
+        graph = to_graph(TwiceConv(), (2, 6, 6))
+    elif case == "decoder":
+        graph = to_graph(TiedDecoder(), example_inputs=_ids(), prune_embeddings=True)
+    else:
+        graph = to_graph(models.build("gpt", seed=0, tie_weights=True), prune_embeddings=True)
+    assert graph.tied
+    for compression in (2, 5):
+        for seed in (0, 1):
+            budget = erk(graph, compression)
+            masks = mica(graph, budget, seed=seed)
+            assert set(masks) == set(graph.layers) and masks.counts() == budget.counts
+            result = audit(graph, masks, semantics="spatial")
+            assert result.functional == masks.kept(), (compression, seed)
+
+
 def test_apply_masks_masks_a_tied_weight_once():
     from graphpai.torch.masks import apply_masks, masked_copy, masks_from_model, remove_masks
 
