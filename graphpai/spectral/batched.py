@@ -54,6 +54,7 @@ scores took 0.317 / 0.305 / 0.302 / 0.307 / 0.328 CPU s per candidate with 48 / 
 256, CIFAR VGG-16 at 0.05 and 0.2 was flat (within 3%) from 64 to 128 and 2-10% slower at 192."""
 
 
+_STACK_MEMORY = 2 ** 26  # bytes of one zero-padded stack (it is split above that)
 _MAX_STEPS = 600  # Lanczos steps per problem at most (then the one-matrix solver decides)
 _LANCZOS_BATCH_MEMORY = 2 ** 26  # bytes of Lanczos vectors per batched run
 _BATCH_STEPS = 60  # Lanczos steps of a degree-group subgraph (40-60 measured on ResNet-18's at
@@ -367,11 +368,22 @@ def _solve(problems, k):
     grams = {}  # padded s -> list of (problem ids, Gram stack in float64)
     for t, (is32, sp_, mp_) in enumerate(uniq.tolist()):
         members = order[first[t]:first[t] + sizes[t]]
-        stack = np.zeros((len(members), mp_, sp_), dtype=np.float32 if is32 else np.float64)
         e = entry_order[entry_bounds[t]:entry_bounds[t + 1]]
-        stack[slot[p.pid[e]], i[e], j[e]] = p.value[e]
-        grams.setdefault(sp_, []).append((members, _grams(stack)))
+        e_slot = slot[p.pid[e]]
+        per = (4 if is32 else 8) * mp_ * sp_
+        for lo, hi in _parts(len(members), per):  # at most _STACK_MEMORY bytes at a time
+            stack = np.zeros((hi - lo, mp_, sp_), dtype=np.float32 if is32 else np.float64)
+            sel = (e_slot >= lo) & (e_slot < hi) if (lo, hi) != (0, len(members)) else slice(None)
+            stack[e_slot[sel] - lo, i[e][sel], j[e][sel]] = p.value[e][sel]
+            grams.setdefault(sp_, []).append((members[lo:hi], _grams(stack)))
     return _eig_top(grams, s, k)
+
+
+def _parts(count, per):
+    """``(lo, hi)`` ranges of ``count`` stacked matrices of ``per`` bytes each, at most
+    :data:`_STACK_MEMORY` bytes (and at least one matrix) per range."""
+    size = max(1, _STACK_MEMORY // max(per, 1))
+    return [(lo, min(lo + size, count)) for lo in range(0, count, size)]
 
 
 def _grams(stack):
@@ -416,17 +428,17 @@ def _dense_blocks(m, x, starts, counts, want_weighted, k, layer, dense_max):
             if not ids:
                 continue
             f32 = binary and n_rows < _F32_EXACT
-            tall = [counts[sources[q][1]] <= n_rows for q in ids]
-            stack = np.zeros((len(ids), max(n_rows, max(counts[sources[q][1]] for q in ids)),
-                              sp_), dtype=np.float32 if f32 else np.float64)
-            for t, q in enumerate(ids):
-                a, n, _ = sources[q]
-                block = a[:, starts[n]:starts[n] + counts[n]]
-                if tall[t]:
-                    stack[t, :n_rows, :counts[n]] = block
-                else:
-                    stack[t, :counts[n], :n_rows] = block.T
-            grams.setdefault(sp_, []).append((np.array(ids), _grams(stack)))
+            height = max(n_rows, max(counts[sources[q][1]] for q in ids))
+            for lo, hi in _parts(len(ids), (4 if f32 else 8) * height * sp_):
+                stack = np.zeros((hi - lo, height, sp_), dtype=np.float32 if f32 else np.float64)
+                for t, q in enumerate(ids[lo:hi]):
+                    a, n, _ = sources[q]
+                    block = a[:, starts[n]:starts[n] + counts[n]]
+                    if counts[n] <= n_rows:  # tall as it is
+                        stack[t, :n_rows, :counts[n]] = block
+                    else:
+                        stack[t, :counts[n], :n_rows] = block.T
+                grams.setdefault(sp_, []).append((np.array(ids[lo:hi]), _grams(stack)))
     values, safe = _eig_top(grams, s, k)
     for q in np.flatnonzero(~safe).tolist():  # the exact one-matrix solver decides these
         a, n, binary = sources[q]

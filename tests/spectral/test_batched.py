@@ -238,3 +238,19 @@ def test_layer_rows_random(seed, n_in, n_out, density, quantities):
 def test_pad_sizes():
     assert [batched._pad(n) for n in (1, 5, 8, 9, 10, 11, 17, 33, 100, 129)] == \
         [1, 5, 8, 10, 10, 12, 20, 40, 112, 160]
+
+
+def test_stacks_split_by_memory(monkeypatch):
+    # a stack above _STACK_MEMORY bytes is split (here: one matrix per stack): same values
+    rng = np.random.default_rng(9)
+    mats = _zoo(rng)[:40]
+    m = (rng.random((60, 200)) < 0.3)
+    x = np.where(m, rng.random(m.shape), 0.0)
+    blocks = [(0, 5), (5, 7), (12, 30), (42, 9), (51, 9)]
+    before = singular_values_many(mats, 2)
+    dense_before = column_block_values(m.astype(np.float32), x, None, blocks, 2)
+    monkeypatch.setattr(batched, "_STACK_MEMORY", 1)
+    np.testing.assert_allclose(singular_values_many(mats, 2), before, rtol=1e-13, atol=1e-13)
+    for got, ref in zip(column_block_values(m.astype(np.float32), x, None, blocks, 2),
+                        dense_before):
+        np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)
