@@ -43,7 +43,7 @@ import numpy as np
 from .._results import jsonable
 from ..budgets import Budget
 from ..engine import common_scale, renormalise, spatial_engine
-from ..errors import BudgetError, GraphpaiError, UnknownMethodError
+from ..errors import BudgetError, GraphpaiError, ModelError, UnknownMethodError
 from ..graph import Layer, NetGraph, as_graph
 from ..masks import MaskSet
 from ._registry import register
@@ -932,6 +932,12 @@ def solve_npb(net, budget: Budget, *, seed=None, alpha: float = 0.01, beta: floa
     move = _move_mode(move)
     start = time.perf_counter()
     graph = as_graph(net, input_shape)
+    if graph.tied:
+        tied = next(op for op in graph.uses.values() if op.param is not None)
+        raise ModelError(f"npb solves one program per place a weight is applied, and layer "
+                         f"{tied.param!r} is applied at two or more ({tied.name!r}: weight "
+                         "tying, docs/graph.md#weight-tying); use mica, rpi or a ranking method "
+                         "for this model, or untie the weight")
     counts = budget.check(graph).counts
     rng = np.random.default_rng(seed)
     from .._progress import bar as progress_bar

@@ -466,6 +466,14 @@ def test_mica_places_a_tied_weight_once(case):
             assert result.functional == masks.kept(), (compression, seed)
 
 
+def test_npb_refuses_a_tied_weight_clearly():
+    from graphpai.errors import ModelError
+
+    graph = to_graph(TwiceLinear(), (TOKENS, 6))
+    with pytest.raises(ModelError, match="'shared' is applied at two or more.*use mica"):
+        graphpai.prune(graph, "npb", compression=2, seed=0)
+
+
 def test_apply_masks_masks_a_tied_weight_once():
     from graphpai.torch.masks import apply_masks, masked_copy, masks_from_model, remove_masks
 
