@@ -292,14 +292,14 @@ def _default_workers() -> int:
     return max(1, min(4, cpus))
 
 
-# bytes one layer's row allocates at its peak (tracemalloc around layer_row at 0a127b3 on
-# 1500 x 3000 to 8000 x 2048 layers at densities 0.02-1, 5-25% above what was measured, except
-# small layers, where the Gram term is high): a dense layer's sorted float32 copy, its CSR and
-# the float64 products per weight, and per kept weight its degree-group subgraphs solved
-# together (none when every column has one degree: a dense mask); a sparse layer's sorted mask
-# per weight, its CSR/CSC copies and subgraphs per kept weight; the weighted |W * M| and its
-# solves on top (with weights); the Gram matrix of the smaller side s when s <= dense_max
-_DENSE_PER_WEIGHT, _DENSE_PER_EDGE, _DENSE_WEIGHTED, _DENSE_WEIGHTED_PER_EDGE = 24, 170, 32, 200
+# bytes one layer's row allocates at its peak (tracemalloc around layer_row, after the batched
+# degree groups of graphpai/spectral/batched.py, on 256 x 2304 to 8000 x 2048 layers at densities
+# 0.02-1; 5-25% above the largest measured): a dense layer's sorted float32 copy, its CSR, the
+# float64 products and the stacked degree-group Grams (capped in size) per weight, about the same
+# at any density; a sparse layer's sorted mask per weight, its CSR/CSC copies and subgraphs per
+# kept weight; the weighted |W * M| and its solves on top (with weights); the Gram matrix of the
+# smaller side s when s <= dense_max
+_DENSE_PER_WEIGHT, _DENSE_WEIGHTED = 38, 20
 _SPARSE_PER_WEIGHT, _SPARSE_PER_EDGE, _SPARSE_WEIGHTED = 2, 185, 220
 _GRAM_PER_ENTRY = 8
 
@@ -315,9 +315,7 @@ def _row_need(layer, mask, weighted: bool, dense_max: int) -> int:
     if density < _SPARSE_BELOW or (side > _BIG_SIDE and density < _BIG_SPARSE_BELOW):
         need = _SPARSE_PER_WEIGHT * n + (_SPARSE_PER_EDGE + weighted * _SPARSE_WEIGHTED) * kept
     else:
-        groups = kept < n  # a dense mask is one degree group: the layer itself
-        need = ((_DENSE_PER_WEIGHT + weighted * _DENSE_WEIGHTED) * n
-                + groups * (_DENSE_PER_EDGE + weighted * _DENSE_WEIGHTED_PER_EDGE) * kept)
+        need = (_DENSE_PER_WEIGHT + weighted * _DENSE_WEIGHTED) * n
     return need + (_GRAM_PER_ENTRY * side * side if side <= dense_max else 0)
 
 
