@@ -19,11 +19,11 @@ __all__ = ["global_threshold", "magnitude", "snip", "grasp", "synflow"]
 
 @register("magnitude", kind="ranking")
 def magnitude(model, compression, *, seed=None, data=None, input_shape=None) -> MaskSet:
-    """Keep the largest |w| globally (docs/definitions.md#ranking). `seed`, `data`,
-    `input_shape` are not used."""
+    """Keep the largest |w| globally (docs/definitions.md#ranking). `seed` and `data` are not
+    used; `input_shape` traces a model that does not carry one, to find its layers."""
     from ..torch.scores import magnitude_scores
 
-    return global_threshold(magnitude_scores(model), compression)
+    return global_threshold(magnitude_scores(model, input_shape=input_shape), compression)
 
 
 @register("snip", kind="ranking", needs_data=True)
@@ -36,7 +36,8 @@ def snip(model, compression, *, seed=None, data=None, input_shape=None,
     """
     from ..torch.scores import snip_scores
 
-    return global_threshold(snip_scores(model, data, seed=seed, progress=progress), compression)
+    return global_threshold(snip_scores(model, data, seed=seed, progress=progress,
+                                        input_shape=input_shape), compression)
 
 
 @register("grasp", kind="ranking", needs_data=True)
@@ -49,7 +50,7 @@ def grasp(model, compression, *, seed=None, data=None, input_shape=None,
     from ..torch.scores import grasp_scores
 
     return global_threshold(grasp_scores(model, data, temperature=temperature, seed=seed,
-                                         progress=progress), compression)
+                                         progress=progress, input_shape=input_shape), compression)
 
 
 @register("synflow", kind="ranking")

@@ -139,7 +139,7 @@ def _device_dtype(model):
 
 
 # ------------------------------------------------------------------------------ scores
-def magnitude_scores(model) -> dict[str, np.ndarray]:
+def magnitude_scores(model, *, input_shape=None) -> dict[str, np.ndarray]:
     """|w| of every prunable weight (docs/definitions.md#ranking).
 
     Examples
@@ -150,11 +150,12 @@ def magnitude_scores(model) -> dict[str, np.ndarray]:
     >>> magnitude_scores(torch.nn.Sequential(layer))["0"].tolist()
     [[3.0, 0.5]]
     """
-    _, weights = _scoring_copy(model)
+    _, weights = _scoring_copy(model, input_shape=input_shape)
     return _numpy({name: w.abs() for name, w in weights.items()}, weights.layouts)
 
 
-def snip_scores(model, data, *, seed=None, progress: bool = False) -> dict[str, np.ndarray]:
+def snip_scores(model, data, *, seed=None, progress: bool = False,
+                input_shape=None) -> dict[str, np.ndarray]:
     r"""SNIP connection sensitivity :math:`|w \odot \sum_b \partial L_b / \partial w|` ([SNIP]).
 
     L_b is the mean cross-entropy of batch b; the gradients of all batches are summed before the
@@ -171,13 +172,16 @@ def snip_scores(model, data, *, seed=None, progress: bool = False) -> dict[str, 
         Seeds torch's RNG during scoring (eval mode draws nothing; the RNG is restored after).
     progress : bool
         A bar over the batches on stderr (:mod:`graphpai._progress`).
+    input_shape : tuple of int, optional
+        One input without the batch dimension, to trace a model that does not carry
+        ``input_shape`` and find its layers (default ``model.input_shape``).
 
     Raises
     ------
     DataError
         If `data` is None, empty or not made of (inputs, labels) pairs.
     """
-    clone, weights = _scoring_copy(model)
+    clone, weights = _scoring_copy(model, input_shape=input_shape)
     batches = _batches(data, "snip", *_device_dtype(clone))
     total = [torch.zeros_like(w) for w in weights.values()]
     with _torch_seed(clone, seed), torch_threads():
@@ -189,7 +193,7 @@ def snip_scores(model, data, *, seed=None, progress: bool = False) -> dict[str, 
 
 
 def grasp_scores(model, data, *, temperature: float = 200.0, seed=None,
-                 progress: bool = False) -> dict[str, np.ndarray]:
+                 progress: bool = False, input_shape=None) -> dict[str, np.ndarray]:
     r"""GraSP score :math:`w \odot Hg` at temperature T, larger is kept ([GraSP], [SF]).
 
     With :math:`L_b` the mean cross-entropy of the logits divided by T on batch b,
@@ -211,6 +215,9 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None,
         Seeds torch's RNG during scoring (restored after).
     progress : bool
         A bar over both passes' batches on stderr (:mod:`graphpai._progress`).
+    input_shape : tuple of int, optional
+        One input without the batch dimension, to trace a model that does not carry
+        ``input_shape`` and find its layers (default ``model.input_shape``).
 
     Raises
     ------
@@ -222,7 +229,7 @@ def grasp_scores(model, data, *, temperature: float = 200.0, seed=None,
     if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
         raise ModelError(f"GraSP temperature {temperature!r} must be a positive number ([GraSP] "
                          "and [SF] use 200)")
-    clone, weights = _scoring_copy(model)
+    clone, weights = _scoring_copy(model, input_shape=input_shape)
     batches = _batches(data, "grasp", *_device_dtype(clone))
     with _torch_seed(clone, seed), torch_threads(), \
             bar(None, progress, total=2 * len(batches), desc="grasp", unit="batch") as shown:

@@ -542,6 +542,30 @@ def test_prune_methods_on_the_zoo_transformers_and_mobilenet(name):
         assert spatial.functional > 0 or (method, name) == ("magnitude", "mobilenetv2")
 
 
+@pytest.mark.parametrize("cls,shape", [(Mixer, (3, 16, 16)), (UNet, (3, 16, 16)),
+                                       (Encoder, (5, 8))])
+def test_prune_methods_on_the_hand_written_models(cls, shape):
+    """Issue 11's hand-written MLP-Mixer, U-Net and nn.TransformerEncoder: every method gives one
+    mask per graph layer (the ranking ones find the layers through input_shape: fx keeps
+    nn.TransformerEncoder whole), and MiCA's and NPB's masks are fully functional."""
+    import graphpai
+
+    torch.manual_seed(0)
+    model = cls()
+    graph = to_graph(model, shape)
+    for method, compression in (("rpi", 10), ("mica", 10), ("npb", 10), ("magnitude", 10),
+                                ("nm", 2)):
+        net = graph if method in ("rpi", "mica", "npb") else model
+        options = {} if net is graph else {"input_shape": shape}
+        masks = graphpai.prune(net, method, compression=compression, seed=0, **options)
+        assert set(masks) == set(graph.layers), method
+        spatial = audit(graph, masks, semantics="spatial")
+        channel = audit(graph, masks, semantics="channel")
+        assert spatial.functional <= channel.functional <= masks.kept(), method
+        if method in ("mica", "npb"):
+            assert spatial.functional == masks.kept(), method
+
+
 @pytest.mark.parametrize("name", ["gpt", "vit", "mobilenetv2", "resnet20"])
 def test_meta_default_device_gives_the_cpu_graph(name):
     cpu = to_graph(models.build(name, seed=0))
