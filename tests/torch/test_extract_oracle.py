@@ -176,6 +176,24 @@ class UNet(nn.Module):
         return self.out(self.shuffle(self.expand(F.relu(u))))
 
 
+class TransposedUNet(nn.Module):
+    """Upsampling by transposed convs (one grouped, with output_padding) and a skip concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.down1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.down2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.fuse = nn.Conv2d(16, 8, 3, padding=1)
+        self.up2 = nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        a = F.relu(self.down1(x))
+        u = self.fuse(torch.cat([F.relu(self.up(F.relu(self.down2(a)))), a], dim=1))
+        return self.out(F.relu(self.up2(F.relu(u))))
+
+
 class GatedConv(nn.Module):
     """a * sigmoid(b) (a gate that is never zero) and a * b of two conv branches."""
 
@@ -543,9 +561,10 @@ def test_prune_methods_on_the_zoo_transformers_and_mobilenet(name):
 
 
 @pytest.mark.parametrize("cls,shape", [(Mixer, (3, 16, 16)), (UNet, (3, 16, 16)),
-                                       (Encoder, (5, 8))])
+                                       (TransposedUNet, (3, 8, 8)), (Encoder, (5, 8))])
 def test_prune_methods_on_the_hand_written_models(cls, shape):
-    """Issue 11's hand-written MLP-Mixer, U-Net and nn.TransformerEncoder: every method gives one
+    """Issue 11's hand-written MLP-Mixer, U-Nets (upsampling, and transposed convs) and
+    nn.TransformerEncoder: every method gives one
     mask per graph layer (the ranking ones find the layers through input_shape: fx keeps
     nn.TransformerEncoder whole), and MiCA's and NPB's masks are fully functional."""
     import graphpai
