@@ -254,3 +254,31 @@ def test_stacks_split_by_memory(monkeypatch):
     for got, ref in zip(column_block_values(m.astype(np.float32), x, None, blocks, 2),
                         dense_before):
         np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape, density", [((1152, 256), 0.012), ((2000, 400), 0.01)])
+def test_many_large_groups_of_a_sparse_layer_go_one_by_one(monkeypatch, shape, density):
+    """Above layer._BATCH_LARGE_EDGES, a sparse layer's large K_d are solved one by one on their
+    slices (the batch's bookkeeping costs more there); same numbers as the batched route, and
+    only the small K_d reach the batch."""
+    rng = np.random.default_rng([shape[0], 7])
+    b = (rng.random(shape) < density).astype(float)
+    x = np.abs(rng.standard_normal(shape)) * b
+    sizes = []
+    real = layer.column_block_values
+
+    def spy(m, x_, x_on_m, blocks, *args, **kwargs):
+        sizes.extend(min(count, m.shape[0]) for _, count in blocks)
+        return real(m, x_, x_on_m, blocks, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(layer, "column_block_values", spy)
+        batched_row = layer_spectrum(b, x, profile="neurips23")
+    assert not all(batched.batchable(s) for s in sizes)  # large K_d batched by default
+    sizes.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(layer, "_BATCH_LARGE_EDGES", 0)
+        patch.setattr(layer, "column_block_values", spy)
+        one_by_one = layer_spectrum(b, x, profile="neurips23")
+    _rows_equal(one_by_one, batched_row)
+    assert all(batched.batchable(s) for s in sizes)
