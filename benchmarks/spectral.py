@@ -40,6 +40,10 @@ import tracemalloc
 
 import numpy as np
 
+# this tree's graphpai first, so that an A/B of two checkouts runs each one's code
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _machine() -> str:
     load = os.getloadavg()
     return (f"{os.cpu_count()} CPUs, load average {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}, "
