@@ -104,10 +104,11 @@ class _Sorted:
                                                   and density < _BIG_SPARSE_BELOW)
         self.x = self.x_on_m = None
         if self.sparse:  # from the kept entries alone: one pass over the mask
-            flat = np.flatnonzero(mask2d)
-            rows, cols = np.divmod(flat, self.n_in)
+            self.row_degree = np.count_nonzero(mask2d, axis=1)
+            flat = np.flatnonzero(mask2d)  # row-major: rows ascending, columns within a row
+            cols = flat - np.repeat(np.arange(self.n_out, dtype=np.int64) * self.n_in,
+                                    self.row_degree)
             col_degree = np.bincount(cols, minlength=self.n_in)
-            self.row_degree = np.bincount(rows, minlength=self.n_out)
         else:
             col_degree = np.count_nonzero(mask2d, axis=0)
             self.row_degree = np.count_nonzero(mask2d, axis=1)
@@ -117,19 +118,28 @@ class _Sorted:
         keep, self.degrees = order[first:], degrees[first:]
         self.E = int(self.degrees.sum())
         if self.sparse:
-            rank = np.empty(self.n_in, dtype=np.int64)
-            rank[order] = np.arange(self.n_in) - first  # sorted position of each column
-            by_column = np.argsort(rank[cols], kind="stable")  # rows stay ascending
-            indptr = np.zeros(len(keep) + 1, dtype=np.int64)
-            np.cumsum(self.degrees, out=indptr[1:])
+            # CSR with each column renamed to its sorted position, then scipy's O(nnz) counting
+            # sort to CSC (rows stay ascending in each column): no argsort of the edges, and the
+            # weights are read in memory order (ImageNet VGG-16's fc1 at 0.1: 4.0 -> 1.2 s)
             index = np.int32 if max(mask2d.shape) < 2 ** 31 and E < 2 ** 31 else np.int64
-            self.m = sp.csc_array((np.ones(E), rows[by_column].astype(index),
-                                   indptr.astype(index)), shape=(self.n_out, len(keep)))
+            rank = np.empty(self.n_in, dtype=index)
+            rank[order] = np.arange(self.n_in, dtype=index) - first  # isolated: no entries
+            indptr = np.zeros(self.n_out + 1, dtype=index)
+            np.cumsum(self.row_degree, out=indptr[1:])
+            values = (np.ones(E) if weights2d is None
+                      else np.abs(weights2d.reshape(-1)[flat]))
+            csc = sp.csr_array((values, rank[cols], indptr),
+                               shape=(self.n_out, len(keep))).tocsc()
+            self.m = sp.csc_array((np.ones(E), csc.indices, csc.indptr), shape=csc.shape)
             if weights2d is not None:  # the kept weights only, not a sorted dense copy
-                self.x_on_m = np.abs(weights2d.reshape(-1)[flat[by_column]])
-                self.x = sp.csc_array((self.x_on_m.copy(), self.m.indices.copy(),
-                                       self.m.indptr.copy()), shape=self.m.shape)
-                self.x.eliminate_zeros()
+                self.x_on_m = csc.data
+                if np.all(self.x_on_m != 0):  # no kept zero weight: x shares m's pattern
+                    self.x = sp.csc_array((self.x_on_m, csc.indices, csc.indptr),
+                                          shape=csc.shape)
+                else:
+                    self.x = sp.csc_array((self.x_on_m.copy(), csc.indices.copy(),
+                                           csc.indptr.copy()), shape=csc.shape)
+                    self.x.eliminate_zeros()
         else:
             mask_sorted = np.take(mask2d, keep, axis=1)
             self.m = mask_sorted.astype(np.float32)

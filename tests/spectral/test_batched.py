@@ -143,6 +143,41 @@ def test_column_blocks_match_one_solve_per_block(sparse):
             assert got_w[n].tolist() == [0.0, 0.0]
 
 
+
+@pytest.mark.parametrize("per_entry", [0.0, 1.0, "mixed"])
+def test_sparse_blocks_as_full_height_slices(monkeypatch, per_entry):
+    """Column blocks of a CSC matrix go as full-height dense slices (_full_height_pays), through
+    the sparse route, or split between the two: the values are the dense SVD's either way,
+    including all-ones (rank 1), one-column, repeated-value, empty-row and kept-zero blocks."""
+    rng = np.random.default_rng(17)
+    m = rng.random((40, 260)) < 0.3
+    m[:, 0:6] = True                                        # an all-ones block: sigma_2 = 0
+    m[:, 6:14] = False
+    m[np.arange(8) * 5, np.arange(6, 14)] = True            # disjoint columns: sigma_1 = sigma_2
+    m[:20, 14:60] = False                                   # half the rows empty
+    w = np.abs(rng.standard_normal(m.shape))
+    w[m & (rng.random(m.shape) < 0.05)] = 0.0               # kept zero weights
+    x = np.where(m, w, 0.0)
+    mm = sp.csc_array(m.astype(float))
+    xx = sp.csc_array(x)
+    xx.eliminate_zeros()
+    x_on_m = w[mm.indices, np.repeat(np.arange(m.shape[1]), np.diff(mm.indptr))]
+    blocks = [(0, 6), (6, 8), (14, 46), (60, 1), (61, 30), (91, 120), (211, 49)]
+    want = [True, True, True, False, True, True, False]
+    if per_entry == "mixed":  # the full route only for blocks of more than 40 entries
+        monkeypatch.setattr(batched, "_full_height_pays",
+                            lambda n_rows, counts, nnz, weighted: np.asarray(nnz) > 40)
+    else:
+        monkeypatch.setattr(batched, "_PER_ENTRY", per_entry)
+    got_b, got_w = column_block_values(mm, xx, x_on_m, blocks, 2, want_weighted=want,
+                                       max_side=64)
+    for n, (start, count) in enumerate(blocks):
+        _close(got_b[n], dense_top_singular_values(m[:, start:start + count].astype(float), 2))
+        if want[n]:
+            _close(got_w[n], dense_top_singular_values(x[:, start:start + count], 2))
+        else:
+            assert got_w[n].tolist() == [0.0, 0.0]
+
 def _per_subgraph(lay, scored, s, w, name, dense_max):
     """The K_d loop before batched.py: one singular_values_compact call per subgraph."""
     n_l = len(lay.degrees)
