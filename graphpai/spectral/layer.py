@@ -17,6 +17,7 @@ References
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,13 +28,15 @@ from ..errors import MaskError, SolverError
 from .formulas import (FS_SUBGRAPH_GATE, Spectrum, delta_r, delta_s, delta_s_undefined, get_gate,
                        narc_value)
 from .batched import batchable, column_block_values
-from .solvers import DENSE_MAX, as_matrix, singular_values_compact, singular_values_pair
+from .solvers import (DENSE_MAX, as_matrix, one_blas_thread, singular_values_compact,
+                      singular_values_pair)
 
 __all__ = ["LayerSpectrum", "layer_spectrum", "layer_row"]
 
 _SPARSE_BELOW = 0.05  # layers sparser than this are handled as scipy.sparse, denser ones densely
 _BIG_SIDE = 2048  # ... and so are layers whose smaller side is above this
 _BIG_SPARSE_BELOW = 0.25  # when sparser than this
+_PARALLEL_EDGES = 2 ** 21  # the K_d solved one by one run in two threads above this many edges
 _BATCH_LARGE_EDGES = 2 ** 20  # a sparse layer's large K_d are batched below this many edges
 # (above it the batch's per-edge bookkeeping costs more than the solves it saves: ImageNet
 # VGG-16's fc1 at density 0.1, 127 K_d of 6-608 columns and 8M edges: report 15.8 -> 9.6 s)
@@ -218,6 +221,7 @@ def _group_values(lay, scored, s, w, name, dense_max):
     large = sum(n_d * d for d, _, n_d, _, _, _, _ in scored
                 if n_d != n_l and not batchable(min(n_d, lay.n_out)))
     batch_large = lay.sparse and large < _BATCH_LARGE_EDGES
+    single = []  # (out, i, matrix, binary, edges): solved one by one on their slices
     for i, (d, start, n_d, n_out_d, _, _, fs) in enumerate(scored):
         whole = n_d == n_l  # one group holds every fan-in position: K_d is the layer
         if whole and s is not None:
@@ -229,9 +233,25 @@ def _group_values(lay, scored, s, w, name, dense_max):
             batch.append((i, need_w))
             continue
         if sigmas[i] is None:
-            sigmas[i] = _sv2(lay.m[:, start:start + n_d], True, name, dense_max, n_d * d)
+            single.append((sigmas, i, lay.m, True, n_d * d))
         if need_w:
-            wsigmas[i] = _sv2(lay.x[:, start:start + n_d], False, name, dense_max)
+            single.append((wsigmas, i, lay.x, False, None))
+    if single:
+        def solve(job):
+            _, i, a, binary, edges = job
+            start, n_d = scored[i][1:3]
+            return _sv2(a[:, start:start + n_d], binary, name, dense_max, edges)
+
+        work = sum(scored[i][0] * scored[i][2] for _, i, _, _, _ in single)
+        if work >= _PARALLEL_EDGES and len(single) > 1:
+            # two threads (scipy's products, BLAS and LAPACK release the GIL; BLAS on one
+            # thread each): a big layer's K_d are most of the report's critical path
+            with one_blas_thread(), ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(solve, single))
+        else:
+            results = [solve(job) for job in single]
+        for (out, i, _, _, _), value in zip(single, results):
+            out[i] = value
     if batch:
         blocks = [scored[i][1:3] for i, _ in batch]
         values, wvalues = column_block_values(lay.m, lay.x, lay.x_on_m, blocks, 2, layer=name,

@@ -491,16 +491,22 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
 
         if workers > 1 and len(jobs) > 1:
             # the most kept weights first (a VGG's classifier is most of the work: started last,
-            # it would run alone at the end), the rows then back in graph order
+            # it would run alone at the end), the rows then back in graph order; the layer
+            # pairs after them, while the biggest layer is still being solved
             order = sorted(range(len(jobs)), key=lambda i: -int(np.count_nonzero(jobs[i][1])))
             with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-                done = dict(zip(order, pool.map(row, [jobs[i] for i in order])))
+                rows = [pool.submit(row, jobs[i]) for i in order]
+                pairs = pool.submit(pair_scores, graph, masks)
+                overlap = pool.submit(channel_overlap, graph, masks)
+                done = {i: future.result() for i, future in zip(order, rows)}
+                pairs, overlap = pairs.result(), overlap.result()
             layers = [done[i] for i in range(len(jobs))]
         else:
             layers = [row(job) for job in jobs]
+            pairs, overlap = pair_scores(graph, masks), channel_overlap(graph, masks)
     means = {f: _mean([getattr(r, f) for r in layers]) for f in MEAN_FIELDS}
     scored = [r.delta_r for r in layers if r.delta_r is not None]
     share = Aggregate(float(np.mean([v > 0 for v in scored])) if scored else None, len(scored),
                       len(layers))
     return SpectralReport(profile, source, gate_table(profile), tuple(layers), means, share,
-                          pair_scores(graph, masks), channel_overlap(graph, masks), masks_source)
+                          pairs, overlap, masks_source)

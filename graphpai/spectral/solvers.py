@@ -95,8 +95,9 @@ _KRYLOV_PER_ORTH = 2e-9  # ARPACK's orthogonalisation, per s * ncv per mat-vec
 _LANCZOS_STEPS = 120  # Lanczos steps to 1e-13 at the bulk edge of a random sparse layer (60-160)
 _LANCZOS_PER_STEP = 2.5e-5  # Python and small-array overhead of one Lanczos step
 _LANCZOS_PER_ORTH = 1.5e-9  # full reorthogonalisation, per s * (steps so far)
-_SPARSE_OVER_BLAS = {True: 160, False: 100}  # one sparse Gram term costs this many m s^2 of
-# sgemm (0/1) / dgemm: degree-group slices of ImageNet VGG-16's fc1 measured 200 and 120
+_SPARSE_OVER_BLAS = {True: 210, False: 160}  # one sparse Gram term costs this many m s^2 of
+# sgemm (0/1) / dgemm: degree-group slices of ImageNet VGG-16's fc1 measured 200 and 120 on the
+# earlier container, 207-218 and 151-166 on the AMD EPYC one (2026-12-03)
 _GEMV_PER_S2 = 2e-10  # dense float64 Gram mat-vec, per s^2
 _LANCZOS_MEMORY = 2 ** 28  # bytes the Lanczos vectors may take (caps the steps)
 _EAGER_WORK = 2 ** 20  # Lanczos checks its tolerance eagerly (lanczos_ritz) where a step

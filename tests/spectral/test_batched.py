@@ -317,3 +317,29 @@ def test_many_large_groups_of_a_sparse_layer_go_one_by_one(monkeypatch, shape, d
         one_by_one = layer_spectrum(b, x, profile="neurips23")
     _rows_equal(one_by_one, batched_row)
     assert all(batched.batchable(s) for s in sizes)
+
+
+def test_single_solves_in_two_threads_give_the_serial_numbers(monkeypatch):
+    """A big layer's K_d solved one by one run in two threads above layer._PARALLEL_EDGES (0
+    here: always); same numbers as one thread, and the dense SVD's IMDB."""
+    rng = np.random.default_rng(23)
+    b = np.zeros((700, 300))  # fan-in degrees 80, 81 or 82: three K_d of ~230 positions, solved
+    for i, d in enumerate(rng.integers(80, 83, 700)):  # one by one (a dense layer's large K_d)
+        b[i, rng.choice(300, d, replace=False)] = 1.0
+    x = np.abs(rng.standard_normal(b.shape)) * b
+    serial = layer_spectrum(b, x, profile="neurips23")
+    monkeypatch.setattr(layer, "_PARALLEL_EDGES", 0)
+    threads = []
+    real = layer.ThreadPoolExecutor
+
+    def spy(n):
+        threads.append(n)
+        return real(n)
+
+    monkeypatch.setattr(layer, "ThreadPoolExecutor", spy)
+    threaded = layer_spectrum(b, x, profile="neurips23")
+    assert threads == [2]
+    _rows_equal(threaded, serial)
+    ref = naive_layer_spectrum(b, x, profile="neurips23")  # dense numpy SVD
+    for key in ("imdb", "imdb_r", "imdb_lambda"):
+        assert getattr(threaded, key) == pytest.approx(ref[key], rel=1e-9), key
