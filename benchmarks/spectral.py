@@ -4,6 +4,7 @@
     python benchmarks/spectral.py --points cifar-vgg16:0.01 llm-mlp:0.5 --repeat 3
     python benchmarks/spectral.py --big                 # peak memory on two very large layers
     python benchmarks/spectral.py --reference-layer     # one layer the way the papers' code does it
+    python benchmarks/spectral.py --policy              # layer pool against BLAS threads
 
 Points (name:density): CIFAR VGG-16 at 0.01/0.05/0.1/0.2/0.4, ImageNet ResNet-50 and ImageNet
 VGG-16 (built here: torchvision is not a dependency) at 0.01 and 0.1, with RPI-ERK masks (ERK
@@ -201,6 +202,37 @@ def bench_points(points, repeat, seed, skip=()):
     print(f"machine after: {_machine()}")
 
 
+def bench_policy(points, repeat, seed):
+    """Layers in parallel against BLAS threads: the default (a pool of layer workers, BLAS on one
+    thread each) against one layer at a time with BLAS on every core, interleaved."""
+    import contextlib
+
+    from graphpai.spectral import report
+    from graphpai.spectral import spectral
+
+    print(f"machine: {_machine()}")
+    print("| point | layers in parallel, 1 BLAS thread each (s) | one layer at a time, BLAS on "
+          f"{os.cpu_count()} threads (s) | ratio |")
+    print("|---|---:|---:|---:|")
+    real = report.one_blas_thread
+    for point in points:
+        name, density = point.split(":")
+        graph, masks, weights = workload(name, float(density), seed)
+        best = [np.inf, np.inf]
+        for _ in range(repeat):
+            for i in range(2):
+                report.one_blas_thread = real if i == 0 else contextlib.nullcontext
+                start = time.perf_counter()
+                try:
+                    spectral(graph, masks, weights, workers=None if i == 0 else 1)
+                finally:
+                    report.one_blas_thread = real
+                best[i] = min(best[i], time.perf_counter() - start)
+        print(f"| {point} | {best[0]:.2f} | {best[1]:.2f} | {best[1] / best[0]:.2f}x |",
+              flush=True)
+    print(f"machine after: {_machine()}")
+
+
 def reference_layer():
     """One VGG-16 layer (4608 x 512) as the papers' code does it: dense adjacency + eigvalsh."""
     from graphpai.spectral import top_singular_values
@@ -272,6 +304,9 @@ def main(argv=None):
     parser.add_argument("--big", action="store_true", help="peak memory on two very large layers")
     parser.add_argument("--big-case", choices=sorted(_BIG), help=argparse.SUPPRESS)
     parser.add_argument("--reference-layer", action="store_true")
+    parser.add_argument("--policy", action="store_true",
+                        help="layers in parallel (1 BLAS thread each) against one layer at a "
+                             "time with BLAS on every core")
     args = parser.parse_args(argv)
     if args.big_case:
         _big_case(args.big_case)
@@ -279,6 +314,8 @@ def main(argv=None):
         bench_big()
     elif args.reference_layer:
         reference_layer()
+    elif args.policy:
+        bench_policy(args.points, args.repeat, args.seed)
     else:
         bench_points(args.points, args.repeat, args.seed, set(args.skip_restatement))
 
