@@ -29,7 +29,9 @@ then simple, see :mod:`.lanczos`) and the large components run Lanczos together
 (:func:`_lanczos_chunk`: one block-diagonal sparse product per step, a recurrence, full
 reorthogonalisation and the 1e-13 residual rule per problem, values from ``svd(A V)``); small
 components go to the stacks, one-row or one-column ones give their norm. The rest go to
-:func:`~.solvers.singular_values_compact` one by one.
+:func:`~.solvers.singular_values_compact` one by one. Column blocks of a sparse matrix that fill
+most of their rows (:func:`_full_height_pays`) skip the per-entry renumbering: they are copied
+as full-height dense slices into the stacks, as the blocks of a dense matrix are.
 """
 
 from __future__ import annotations

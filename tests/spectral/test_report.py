@@ -264,6 +264,30 @@ def test_rows_come_back_in_graph_order_whatever_the_workers():
     assert spectral(g, masks, weights, workers=3).rows() == one.rows()
 
 
+
+def test_default_workers_pool_only_where_it_pays(monkeypatch):
+    """workers=None: one layer at a time when the network keeps fewer than _POOL_MIN_KEPT
+    weights (threads contend for the GIL there), the pool above; an explicit count is kept.
+    The rows are the same either way."""
+    g = _net()
+    masks, weights = _state(g, 0.3, seed=5)
+    pools = []
+    real = report_module.ThreadPoolExecutor
+
+    def spy(n):
+        pools.append(n)
+        return real(n)
+
+    monkeypatch.setattr(report_module, "ThreadPoolExecutor", spy)
+    monkeypatch.setattr(report_module, "_default_workers", lambda: 2)
+    serial = spectral(g, masks, weights)
+    assert pools == []  # a few hundred kept weights: no pool
+    assert spectral(g, masks, weights, workers=2).rows() == serial.rows()
+    assert pools == [2]  # asked for
+    monkeypatch.setattr(report_module, "_POOL_MIN_KEPT", 0)
+    assert spectral(g, masks, weights).rows() == serial.rows()
+    assert pools == [2, 2]
+
 def _blas_threads():
     from threadpoolctl import threadpool_info
 
