@@ -319,7 +319,7 @@ def test_many_large_groups_of_a_sparse_layer_go_one_by_one(monkeypatch, shape, d
     assert all(batched.batchable(s) for s in sizes)
 
 
-def test_single_solves_in_two_threads_give_the_serial_numbers(monkeypatch):
+def test_single_solves_in_two_threads_give_the_serial_numbers(monkeypatch, pool_sizes):
     """A big layer's K_d solved one by one run in two threads above layer._PARALLEL_EDGES (0
     here: always); same numbers as one thread, and the dense SVD's IMDB."""
     rng = np.random.default_rng(23)
@@ -329,14 +329,7 @@ def test_single_solves_in_two_threads_give_the_serial_numbers(monkeypatch):
     x = np.abs(rng.standard_normal(b.shape)) * b
     serial = layer_spectrum(b, x, profile="neurips23")
     monkeypatch.setattr(layer, "_PARALLEL_EDGES", 0)
-    threads = []
-    real = layer.ThreadPoolExecutor
-
-    def spy(n):
-        threads.append(n)
-        return real(n)
-
-    monkeypatch.setattr(layer, "ThreadPoolExecutor", spy)
+    threads = pool_sizes(layer)
     threaded = layer_spectrum(b, x, profile="neurips23")
     assert threads == [2]
     _rows_equal(threaded, serial)

@@ -265,20 +265,13 @@ def test_rows_come_back_in_graph_order_whatever_the_workers():
 
 
 
-def test_default_workers_pool_only_where_it_pays(monkeypatch):
+def test_default_workers_pool_only_where_it_pays(monkeypatch, pool_sizes):
     """workers=None: one layer at a time when the network keeps fewer than _POOL_MIN_KEPT
     weights (threads contend for the GIL there), the pool above; an explicit count is kept.
     The rows are the same either way."""
     g = _net()
     masks, weights = _state(g, 0.3, seed=5)
-    pools = []
-    real = report_module.ThreadPoolExecutor
-
-    def spy(n):
-        pools.append(n)
-        return real(n)
-
-    monkeypatch.setattr(report_module, "ThreadPoolExecutor", spy)
+    pools = pool_sizes(report_module)
     monkeypatch.setattr(report_module, "_default_workers", lambda: 2)
     serial = spectral(g, masks, weights)
     assert pools == []  # a few hundred kept weights: no pool
