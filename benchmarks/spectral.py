@@ -219,16 +219,18 @@ def bench_points(points, repeat, seed, skip=(), restatement_once=False):
 
 
 def bench_policy(points, repeat, seed):
-    """Layers in parallel against BLAS threads: the default (a pool of layer workers, BLAS on one
-    thread each) against one layer at a time with BLAS on every core, interleaved."""
+    """Layers in parallel against BLAS threads: the default (a pool of layer workers where the
+    network keeps enough weights, BLAS on one thread) against one layer at a time with BLAS on
+    every core, interleaved. Inside a layer, the 0/1 and weighted solves of a big layer and its
+    K_d solved one by one still run in two threads of one BLAS thread each, in both."""
     import contextlib
 
     from graphpai.spectral import report
     from graphpai.spectral import spectral
 
     print(f"machine: {_machine()}")
-    print("| point | layers in parallel, 1 BLAS thread each (s) | one layer at a time, BLAS on "
-          f"{os.cpu_count()} threads (s) | ratio |")
+    print("| point | default: layer pool where it pays, 1 BLAS thread (s) | one layer at a time, "
+          f"BLAS on {os.cpu_count()} threads (s) | ratio |")
     print("|---|---:|---:|---:|")
     real = report.one_blas_thread
     for point in points:
