@@ -462,8 +462,8 @@ def _full_height_pays(n_rows, counts, nnz, weighted):
     """Which blocks of a sparse matrix are cheaper as full-height dense slices in
     :func:`_dense_blocks` than through the per-entry bookkeeping of the sparse route (its sorts
     and renumbering cost about ``_PER_ENTRY`` seconds an entry: ImageNet VGG-16's fc2 at density
-    0.1, 123 blocks of 4096 x 2-87 and 2.2M edges, 0/1 and weighted, took 0.94 s that way and
-    0.2 s as slices)."""
+    0.1, 123 blocks of 4096 x 2-87 and 2.2M edges, 0/1 and weighted, took 0.94-0.97 s that way
+    and 0.34-0.38 s as slices)."""
     s = np.array([_pad(v) for v in np.minimum(counts, n_rows).tolist()], dtype=np.float64)
     height = np.maximum(counts, n_rows).astype(np.float64)
     dense = (_BLAS_PER_MS2[True] + weighted * _BLAS_PER_MS2[False]) * height * s * s

@@ -130,9 +130,8 @@ class _Sorted:
             rank[order] = np.arange(self.n_in, dtype=index) - first  # isolated: no entries
             indptr = np.zeros(self.n_out + 1, dtype=index)
             np.cumsum(self.row_degree, out=indptr[1:])
-            values = (np.ones(E) if weights2d is None
-                      else np.abs(weights2d.reshape(-1)[flat]))
-            csc = sp.csr_array((values, rank[cols], indptr),
+            kept = np.ones(E) if weights2d is None else np.abs(weights2d.reshape(-1)[flat])
+            csc = sp.csr_array((kept, rank[cols], indptr),
                                shape=(self.n_out, len(keep))).tocsc()
             self.m = sp.csc_array((np.ones(E), csc.indices, csc.indptr), shape=csc.shape)
             if weights2d is not None:  # the kept weights only, not a sorted dense copy
