@@ -15,7 +15,9 @@ Every matrix of the spectral report is non-negative: the 0/1 biadjacency ``B`` a
   exact Rayleigh-Ritz projection up to rounding. A Ritz value ``theta`` with residual ``r`` has an
   eigenvalue within ``r`` of it (symmetric matrices); it stops when every wanted ``r <= 1e-13
   theta`` (the eigenvalue to 1e-13, the singular value to 5e-14 relative, whatever the gaps), or
-  ``r`` is at rounding level (a zero eigenvalue). Without restarts it needs fewer mat-vecs than
+  ``r`` is at rounding level, ``1e3 eps theta_1 sqrt(s)`` (a zero eigenvalue, or one far below
+  ``theta_1``: there the guaranteed bound is that rounding level, and the true error, of order
+  ``r^2 / gap``, far smaller). Without restarts it needs fewer mat-vecs than
   ARPACK's restarted Lanczos at the bulk edge, where ``sigma_2`` of a random sparse graph sits
   (about 110 against 190-300 on a 4096 x 4096 fc layer at density 0.13).
 - **Rayleigh-Ritz on A.** The values returned are the singular values of ``A V`` (``V`` the
