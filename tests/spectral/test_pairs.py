@@ -210,3 +210,15 @@ def test_hand_written_rmsnorm_passes_channels_as_themselves_and_residuals_are_sw
     assert len(pairs) == 13 + 12 * 12 - 12 * 11 // 2  # inp -> 13 later layers, each block -> later ones
     for q in pairs.values():
         np.testing.assert_array_equal(q.toarray(), np.eye(4, dtype=q.dtype))
+
+
+@pytest.mark.parametrize("shape, axis", [((3, 5, 7, 2), 1), ((2, 70000, 3), 1), ((4, 9), 0)])
+def test_narrow_counts_equal_numpy_sums(shape, axis):
+    # the pair statistics count kept weights in uint16 (int64 from 2^16 entries on): same counts
+    from graphpai.spectral.pairs import _count
+
+    m = np.random.default_rng(len(shape)).random(shape) < 0.6
+    got = _count(m, axis)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, m.sum(axis=axis))
+    np.testing.assert_array_equal(_count(m.astype(np.int64) * 3, axis), m.sum(axis=axis))
