@@ -39,10 +39,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from scipy.linalg import eigh_tridiagonal
-from scipy.linalg.lapack import dstemr as _dstemr
 
-from .lanczos import components
+from .lanczos import components, tridiagonal_top
 from .solvers import (_BLAS_PER_MS2, _EIG_PER_S3, _EPS, _F32_EXACT, _KRYLOV_PER_NNZ,
                       _KRYLOV_TOL, _LANCZOS_PER_ORTH, _SPARSE_GRAM_PER_TERM,
                       _SQRT_SAFE, DENSE_MAX, singular_values_compact)
@@ -287,7 +285,7 @@ def _lanczos_chunk(p, k, layer, dense_max):
         due = active[live] & (n >= k) & (broke | (n == limit[live]) | (n >= check[live]))
         for u in np.flatnonzero(due).tolist():
             t = live[u]
-            theta, y = _tridiagonal_top(alpha[:n, t], beta[: n - 1, t], k)
+            theta, y = tridiagonal_top(alpha[:n, t], beta[: n - 1, t], k)
             resid = (0.0 if broke[u] else b[u]) * np.abs(y[-1])
             floor = 1e3 * _EPS * max(theta[0], 0.0) * np.sqrt(s[t])
             bound = np.maximum(_KRYLOV_TOL * np.maximum(theta, 0.0), floor)
@@ -326,19 +324,6 @@ def _lanczos_chunk(p, k, layer, dense_max):
         else:
             out[t] = np.linalg.svd(av[row0[t]:row0[t + 1]], compute_uv=False)[:k]
     return out
-
-
-def _tridiagonal_top(alpha, beta, k):
-    """Top-k eigenpairs (decreasing) of a symmetric tridiagonal matrix: LAPACK ``dstemr``
-    called directly (~20 us; scipy's ``eigh_tridiagonal`` wrapper takes ~200 us), else
-    ``eigh_tridiagonal``."""
-    n = len(alpha)
-    count, w, z, info = _dstemr(alpha.copy(), np.append(beta, 0.0), 2, 0.0, 0.0, n - k + 1, n,
-                                compute_v=1)
-    if info == 0 and count == k:
-        return w[:k][::-1], z[:, :k][:, ::-1]
-    theta, y = eigh_tridiagonal(alpha, beta, select="i", select_range=(n - k, n - 1))
-    return theta[::-1], y[:, ::-1]
 
 
 def _solve(problems, k):

@@ -300,3 +300,17 @@ def test_pair_threads_run_on_one_blas_thread_and_restore_it(monkeypatch):
     assert len(seen) == 2 and all(s == {1} for s in seen)
     assert blas_threads() == before
     _close(got[1], 2.0 * dense_top_singular_values(b.toarray(), 2))
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (2, 2), (7, 2), (60, 3)])
+def test_tridiagonal_top_against_dense_eigh(n, k):
+    # LAPACK dstemr called directly, as Lanczos and the batched runs use it: numpy's dense eigh
+    from graphpai.spectral.lanczos import tridiagonal_top
+
+    rng = np.random.default_rng(n)
+    alpha, beta = rng.random(n), rng.random(n - 1)
+    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    w, v = np.linalg.eigh(t)
+    theta, y = tridiagonal_top(alpha, beta, k)
+    np.testing.assert_allclose(theta, w[::-1][:k], rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(np.abs(y), np.abs(v[:, ::-1][:, :k]), atol=1e-10)
