@@ -39,7 +39,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-
 from .lanczos import components, tridiagonal_top
 from .solvers import (_BLAS_PER_MS2, _EIG_PER_S3, _EPS, _F32_EXACT, _KRYLOV_PER_NNZ,
                       _KRYLOV_TOL, _LANCZOS_PER_ORTH, _SPARSE_GRAM_PER_TERM,

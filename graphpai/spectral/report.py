@@ -467,9 +467,10 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
                 masks, masks_source = found, f"model: {described}"
     if masks is not None:
         masks = (masks if isinstance(masks, MaskSet) else MaskSet(masks)).validate(graph)
+    kept = {name: layer.numel if masks is None else int(np.count_nonzero(masks[name]))
+            for name, layer in graph.layers.items()}  # the pool policy and its order
     if workers is None:
-        kept = graph.num_weights if masks is None else masks.kept()
-        workers = _default_workers() if kept >= _POOL_MIN_KEPT else 1
+        workers = _default_workers() if sum(kept.values()) >= _POOL_MIN_KEPT else 1
     workers = int(workers)
     _check_memory(net, graph, masks, weights, workers, dense_max)
     weight_map, source = _resolve_weights(net, graph, weights, seed)
@@ -503,7 +504,7 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
             # the most kept weights first (a VGG's classifier is most of the work: started last,
             # it would run alone at the end), the rows then back in graph order; the layer
             # pairs after them, while the biggest layer is still being solved
-            order = sorted(range(len(jobs)), key=lambda i: -int(np.count_nonzero(jobs[i][1])))
+            order = sorted(range(len(jobs)), key=lambda i: -kept[jobs[i][0]])
             with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
                 rows = [pool.submit(row, jobs[i]) for i in order]
                 pairs = pool.submit(pair_scores, graph, masks)

@@ -278,8 +278,12 @@ def test_default_workers_pool_only_where_it_pays(monkeypatch, pool_sizes):
     assert spectral(g, masks, weights, workers=2).rows() == serial.rows()
     assert pools == [2]  # asked for
     monkeypatch.setattr(report_module, "_POOL_MIN_KEPT", 0)
-    assert spectral(g, masks, weights).rows() == serial.rows()
+    pooled = spectral(g, masks, weights)
+    assert pooled.rows() == serial.rows()
     assert pools == [2, 2]
+    # the layer pairs and channel overlap, computed in the pool, are the serial ones
+    assert pooled.pairs == serial.pairs and pooled.channel_overlap == serial.channel_overlap
+    assert serial.pairs and serial.channel_overlap
 
 def _blas_threads():
     from threadpoolctl import threadpool_info
