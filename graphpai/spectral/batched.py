@@ -58,6 +58,8 @@ _MAX_STEPS = 600  # Lanczos steps per problem at most (then the one-matrix solve
 _LANCZOS_BATCH_MEMORY = 2 ** 26  # bytes of Lanczos vectors per batched run
 _BATCH_STEPS = 60  # Lanczos steps of a degree-group subgraph (40-60 measured on ResNet-18's at
 # 99% sparsity; solvers' 120 is a whole random layer's)
+_BATCH_PER_STEP = 1.5e-4  # a batched Lanczos step's own overhead, whatever the batch holds (about
+# 15 numpy calls; a run of 2 small problems took 12-16 ms where the Gram method takes 2-4 ms)
 _PER_ENTRY = 1.5e-7  # the sparse route's bookkeeping per stored entry (column_block_values)
 _PER_SLICE = 5e-5  # slicing a sparse block and copying it into a stack
 _FIRST_CHECK = 24  # first tolerance check (a tridiagonal eigen-solve per problem, ~0.2 ms:
@@ -132,8 +134,11 @@ def _values(p, k, layer, dense_max, max_side):
                                            layer=layer, dense_max=dense_max)
         values[ids] = v
     large = np.flatnonzero(~small & (nnz > 0))
-    krylov = [q for q in large.tolist() if p.value[p.bounds[q]:p.bounds[q + 1]].min() >= 0
-              and _lanczos_pays(m[q], s[q], nnz[q], p.binary[q])]
+    nonnegative = np.array([p.value[p.bounds[q]:p.bounds[q + 1]].min() >= 0
+                            for q in large.tolist()], dtype=bool)
+    krylov = large[nonnegative]
+    krylov = krylov[np.broadcast_to(_lanczos_pays(m[krylov], s[krylov], nnz[krylov],
+                                                  p.binary[krylov]), krylov.shape)].tolist()
     if krylov:
         values[krylov] = _components_top(p.subset(krylov), k, layer, dense_max, max_side)
     for q in sorted(set(large.tolist()) - set(krylov)):
@@ -142,13 +147,19 @@ def _values(p, k, layer, dense_max, max_side):
     return values
 
 
-def _lanczos_pays(m, s, nnz, binary) -> bool:
-    """Whether batched Lanczos is cheaper than the dense Gram eigen-solve (the cost model of
-    :func:`~.solvers.plan` without the per-step overhead, which the batch shares)."""
-    steps = min(s, _BATCH_STEPS)
+def _lanczos_pays(m, s, nnz, binary) -> np.ndarray:
+    """Which of these problems (arrays, one entry each) batched Lanczos solves more cheaply than
+    the dense Gram eigen-solve, by the cost model of :func:`~.solvers.plan`: those whose own
+    Lanczos work is below their Gram cost, provided that their savings together pay the batch's
+    per-step overhead (:data:`_BATCH_PER_STEP`, shared by the batch); else none."""
+    m, s, nnz = (np.asarray(v, dtype=np.float64) for v in (m, s, nnz))
+    steps = np.minimum(s, _BATCH_STEPS)
     lanczos = steps * 2 * _KRYLOV_PER_NNZ * nnz + _LANCZOS_PER_ORTH * s * steps * steps / 2
-    form = min(_SPARSE_GRAM_PER_TERM * nnz * nnz / m, _BLAS_PER_MS2[bool(binary)] * m * s * s)
-    return lanczos < form + _EIG_PER_S3 * s ** 3
+    blas = np.where(np.asarray(binary, dtype=bool), _BLAS_PER_MS2[True], _BLAS_PER_MS2[False])
+    form = np.minimum(_SPARSE_GRAM_PER_TERM * nnz * nnz / m, blas * m * s * s)
+    saving = form + _EIG_PER_S3 * s ** 3 - lanczos
+    pays = saving > 0
+    return pays & (saving[pays].sum() > _BATCH_PER_STEP * _BATCH_STEPS)
 
 
 def _tall(p):
