@@ -45,12 +45,23 @@ class NotConverged(Exception):
     """Lanczos used its step budget without meeting the tolerance."""
 
 
+_SAMPLE_MIN_NNZ = 2 ** 16  # below this many entries the components are found directly
+_SAMPLE_HITS = 16  # stored entries sampled per node of the other side, on average
+_SAMPLE_SHARE = 0.25  # ... unless that is more than this share of the entries (then no sample)
+
+
 def components(a):
     """Connected components of the bipartite graph of a matrix with no empty column.
 
     Returns ``(count, column_labels)``: the component of each column (rows follow their
     columns; an empty row would count as a component of its own). `a` is sparse (CSR or CSC
     are used as they are) or dense.
+
+    A large sparse matrix is first tried on a spanning sample of its entries (a few per row or
+    column, spread over each one's entries): a sample that connects every node proves the
+    whole graph connected (its edges are a subset), the usual case for a layer, at a few percent
+    of the full search (ImageNet VGG-16's fc1 at density 0.1: 8.0M entries); any other outcome
+    falls back to the full search, so the answer is exact either way.
     """
     m, s = a.shape
     if sp.issparse(a) and a.format == "csc":  # column j -> its rows: nodes 0..s-1, then rows
@@ -58,12 +69,40 @@ def components(a):
     else:
         csr = a if sp.issparse(a) and a.format == "csr" else sp.csr_array(a)
         first, second, indptr, indices = m, s, csr.indptr, csr.indices
+    if len(indices) >= _SAMPLE_MIN_NNZ and first and second:
+        sample = _spanning_sample(indptr, second)
+        if sample is not None and _search(first, second, sample[0], indices[sample[1]])[0] == 1:
+            return 1, np.zeros(s, dtype=np.int32)
+    count, labels = _search(first, second, indptr, indices)
+    return count, (labels[:s] if first == s else labels[m:])
+
+
+def _spanning_sample(indptr, second):
+    """``(indptr, positions)`` of a sample of a few stored entries of each major node (rows of
+    a CSR, columns of a CSC), spread evenly over its entries from a start that a hash of the
+    node rotates, enough for ``_SAMPLE_HITS`` per minor node on average; None when that would
+    not be much smaller than the whole."""
+    first = len(indptr) - 1
+    degree = np.diff(indptr).astype(np.int64)
+    take = np.minimum(degree, max(2, -(-_SAMPLE_HITS * second // first)))
+    sample_ptr = np.concatenate(([0], np.cumsum(take)))
+    total = int(sample_ptr[-1])
+    if total > _SAMPLE_SHARE * int(indptr[-1]):
+        return None
+    node = np.repeat(np.arange(first, dtype=np.int64), take)
+    rank = np.arange(total, dtype=np.int64) - sample_ptr[node]
+    d = degree[node]
+    offset = ((node * 2654435761) % d + rank * d // take[node]) % d
+    return sample_ptr, np.asarray(indptr[:-1], dtype=np.int64)[node] + offset
+
+
+def _search(first, second, indptr, indices):
+    """Connected components of the whole bipartite graph: (count, labels of all nodes)."""
     n = first + second
     indptr = np.concatenate((indptr, np.full(second, indptr[-1], dtype=indptr.dtype)))
     graph = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices + first, indptr),
                          shape=(n, n))
-    count, labels = connected_components(graph, directed=True, connection="weak")
-    return count, (labels[:s] if first == s else labels[m:])
+    return connected_components(graph, directed=True, connection="weak")
 
 
 def lanczos_ritz(apply, s, p, *, tol, seed=0, max_steps=None, eager=False):

@@ -83,6 +83,82 @@ def test_random_nonnegative_matrices(m, n, density, weighted, copies, method, se
     _close(got, ref)
 
 
+def _oracle_components(a):
+    """(count, column labels) from the dense (m + s)^2 bipartite adjacency."""
+    a = np.asarray(a.toarray() if sp.issparse(a) else a)
+    m, s = a.shape
+    full = np.zeros((m + s, m + s))
+    full[:m, m:] = a != 0
+    full[m:, :m] = (a != 0).T
+    count, labels = connected_components(sp.csr_array(full), directed=False)
+    return count, labels[m:]
+
+
+def _same_partition(labels, ref):
+    pairs = set(zip(labels.tolist(), ref.tolist()))
+    return len(pairs) == len(set(labels.tolist())) == len(set(ref.tolist()))
+
+
+def _block_cases():
+    rng = np.random.default_rng(8)
+    block = lambda m, s, p: (rng.random((m, s)) < p).astype(float)  # noqa: E731
+    connected = block(700, 800, 0.12)  # sparse enough that a sample is a fraction of it
+    two = sp.block_diag([block(30, 90, 0.4), block(40, 110, 0.3)]).toarray()
+    bridged = two.copy()
+    bridged[0, -1] = 1.0  # one edge joins the blocks: a sample would rarely hold it
+    empty_row = connected.copy()
+    empty_row[7] = 0.0  # a CSR row without entries is a component of its own
+    return {"connected": connected, "two blocks": two, "bridged": bridged,
+            "empty row": empty_row}
+
+
+@pytest.mark.parametrize("case", sorted(_block_cases()))
+def test_sampled_components_are_exact(monkeypatch, case):
+    # every matrix tries the spanning sample first: a connected sample proves connectivity,
+    # anything else (a missed bridge, two blocks, an empty row) goes to the full search
+    monkeypatch.setattr(lanczos, "_SAMPLE_MIN_NNZ", 0)
+    if case != "connected":  # a thin sample, taken even of the small matrices
+        monkeypatch.setattr(lanczos, "_SAMPLE_HITS", 2)
+        monkeypatch.setattr(lanczos, "_SAMPLE_SHARE", 1.0)
+    searches = []
+    real = lanczos._search
+    monkeypatch.setattr(lanczos, "_search", lambda *a: searches.append(len(a[3])) or real(*a))
+    a = _block_cases()[case]
+    for matrix in (sp.csr_array(a), sp.csc_array(a), sp.csr_array(a.T), sp.csc_array(a.T)):
+        if matrix.shape[1] and not np.diff(sp.csc_array(matrix).indptr).all():
+            continue  # components() wants no empty column
+        searches.clear()
+        count, labels = lanczos.components(matrix)
+        ref_count, ref = _oracle_components(matrix)
+        assert count == ref_count  # an empty row counts as a component of its own
+        assert _same_partition(labels, ref)
+        if case == "connected":  # the sample alone decided (far fewer entries than the whole)
+            assert len(searches) == 1 and searches[0] < matrix.nnz / 2
+
+
+@given(st.integers(0, 2 ** 32 - 1), st.integers(1, 4), st.floats(0.02, 0.5),
+       st.sampled_from([1, 3, 16]))
+def test_sampled_components_match_the_full_search(seed, blocks, density, hits):
+    rng = np.random.default_rng(seed)
+    parts = [(rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 40)))) < density)
+             for _ in range(blocks)]
+    a = sp.block_diag([p.astype(float) for p in parts]).toarray()
+    if blocks > 1 and rng.random() < 0.5:
+        a[rng.integers(a.shape[0]), rng.integers(a.shape[1])] = 1.0  # maybe a bridge
+    a = a[:, a.any(axis=0)]
+    if a.size == 0 or not a.any():
+        return
+    saved = lanczos._SAMPLE_MIN_NNZ, lanczos._SAMPLE_HITS, lanczos._SAMPLE_SHARE
+    try:  # a sample of every matrix, thin (often not covering it) or thick
+        lanczos._SAMPLE_MIN_NNZ, lanczos._SAMPLE_HITS, lanczos._SAMPLE_SHARE = 0, hits, 1.0
+        got = [lanczos.components(sp.csc_array(a)), lanczos.components(sp.csr_array(a))]
+    finally:
+        lanczos._SAMPLE_MIN_NNZ, lanczos._SAMPLE_HITS, lanczos._SAMPLE_SHARE = saved
+    ref_count, ref = _oracle_components(a)
+    assert got[0][0] == got[1][0] == ref_count
+    assert all(_same_partition(labels, ref) for _, labels in got)
+
+
 def test_components_against_the_full_bipartite_adjacency():
     rng = np.random.default_rng(2)
     for density in (0.02, 0.05, 0.2):
