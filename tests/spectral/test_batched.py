@@ -336,3 +336,26 @@ def test_single_solves_in_two_threads_give_the_serial_numbers(monkeypatch, pool_
     ref = naive_layer_spectrum(b, x, profile="neurips23")  # dense numpy SVD
     for key in ("imdb", "imdb_r", "imdb_lambda"):
         assert getattr(threaded, key) == pytest.approx(ref[key], rel=1e-9), key
+
+
+def test_batched_lanczos_only_when_the_savings_pay_its_overhead():
+    # the cost model's own terms, by hand: each problem's Gram cost minus its Lanczos work
+    m, s, nnz = 1300.0, 400.0, 2000.0
+    steps = min(s, batched._BATCH_STEPS)
+    lanczos = steps * 2 * batched._KRYLOV_PER_NNZ * nnz + (batched._LANCZOS_PER_ORTH * s
+                                                            * steps * steps / 2)
+    gram = (min(batched._SPARSE_GRAM_PER_TERM * nnz * nnz / m,
+                batched._BLAS_PER_MS2[True] * m * s * s) + batched._EIG_PER_S3 * s ** 3)
+    saving = gram - lanczos
+    assert saving > 0
+    overhead = batched._BATCH_PER_STEP * batched._BATCH_STEPS
+    few = int(overhead // saving)  # together they save no more than the overhead
+    assert few >= 1
+    many = few + 1
+    pays = batched._lanczos_pays
+    assert not pays([m] * few, [s] * few, [nnz] * few, [True] * few).any()
+    assert pays([m] * many, [s] * many, [nnz] * many, [True] * many).all()
+    # a problem whose Gram solve is cheaper never joins, however many others pay
+    tiny = [m] * many + [300.0], [s] * many + [20.0], [nnz] * many + [60.0], [True] * (many + 1)
+    assert pays(*tiny).tolist() == [True] * many + [False]
+    assert pays([], [], [], []).shape == (0,)
