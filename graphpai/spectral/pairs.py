@@ -118,6 +118,18 @@ def _count(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.add.reduce(mask.view(np.uint8), axis=axis, dtype=dtype).astype(np.int64)
 
 
+def _all_taps(taps: np.ndarray) -> np.ndarray:
+    """``taps.all(axis=3)``, as an AND of the tap slices: 2-3 times faster than numpy's
+    reduction over a short last axis (ResNet-50's 3x3 convs: 23 against 9 ms), and it stops
+    once nothing is left."""
+    out = taps[..., 0].copy()
+    for k in range(1, taps.shape[3]):
+        if not out.any():
+            break
+        out &= taps[..., k]
+    return out
+
+
 def _tap_degrees(layer: Layer, mask: np.ndarray) -> np.ndarray:
     """out_deg[c, k]: kept weights out of input channel c, tap k (groups respected)."""
     c_out, c_in_g = layer.weight_shape[:2]
@@ -199,7 +211,7 @@ def channel_overlap(graph: NetGraph, masks=None) -> dict:
         m = graph._mask_of(layer, masks)
         c_out, c_in_g = layer.weight_shape[:2]
         taps = m.reshape(layer.groups, c_out // layer.groups, c_in_g, -1)
-        common = _count(taps.all(axis=3), 1).reshape(-1)              # |intersection| per c
+        common = _count(_all_taps(taps), 1).reshape(-1)               # |intersection| per c
         smallest = _count(taps, 1).min(axis=2).reshape(-1)            # min_k |T_ck| per c
         ok = smallest > 0
         out[name] = float(np.mean(common[ok] / smallest[ok])) if ok.any() else None

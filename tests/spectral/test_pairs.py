@@ -6,10 +6,12 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from graphpai import Group, Layer, MaskSet, NetGraph
 from graphpai.graph import Link
-from graphpai.spectral import channel_overlap, layer_spectrum, pair_scores, spectral
+from graphpai.spectral import channel_overlap, layer_spectrum, pair_scores, pairs, spectral
 
 
 # ----------------------------------------------------------------------------- ism, expansion
@@ -222,3 +224,10 @@ def test_narrow_counts_equal_numpy_sums(shape, axis):
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, m.sum(axis=axis))
     np.testing.assert_array_equal(_count(m.astype(np.int64) * 3, axis), m.sum(axis=axis))
+
+
+@given(st.integers(0, 2 ** 32 - 1), st.integers(1, 3), st.integers(1, 9), st.floats(0.0, 1.0))
+def test_all_taps_is_numpys_all_over_the_taps(seed, groups, taps, density):
+    rng = np.random.default_rng(seed)
+    m = rng.random((groups, 5, 4, taps)) < density
+    assert np.array_equal(pairs._all_taps(m), m.all(axis=3))
