@@ -542,18 +542,21 @@ def _dense32(a):
     return out
 
 
-def _eigh_top(gram, p, layer):
-    """Top-p eigenpairs (ascending) of a symmetric matrix: LAPACK dsyevr, then dsyevd."""
+def _eigh_top(gram, p, layer, vectors=True):
+    """Top-p eigenvalues (ascending) of a symmetric matrix and, with `vectors`, their
+    eigenvectors (else None): LAPACK dsyevr, then dsyevd."""
     s = gram.shape[0]
     reasons = []
     try:
-        w, v, _, _, info = _dsyevr(gram, compute_v=1, range="I", il=s - p + 1, iu=s)
+        w, v, _, _, info = _dsyevr(gram, compute_v=int(vectors), range="I", il=s - p + 1, iu=s)
         if info == 0:
-            return w[:p], v[:, :p]
+            return w[:p], (v[:, :p] if vectors else None)
         reasons.append(f"dsyevr info={info}")
     except (np.linalg.LinAlgError, ValueError) as exc:
         reasons.append(f"dsyevr: {exc}")
     try:
+        if not vectors:
+            return sla.eigh(gram, driver="evd", eigvals_only=True, check_finite=False)[s - p:], None
         w, v = sla.eigh(gram, driver="evd", check_finite=False)
         return w[s - p:], v[:, s - p:]
     except (np.linalg.LinAlgError, ValueError) as exc:
@@ -565,16 +568,19 @@ def _gram_top(a, p, binary, layer):
     """Top-p singular values of a tall `a` (m >= s) through its s x s Gram matrix.
 
     When ``sigma_p^2 >= 1e-4 sigma_1^2`` the square roots of the Gram eigenvalues are already
-    accurate to about ``1e-12`` relative; below that (rank-deficient or nearly so) the singular
-    values of ``a V`` replace them (Rayleigh-Ritz), with an error near ``eps sigma_1^2 /
+    accurate to about ``1e-12`` relative (computed without eigenvectors: 20% less time at
+    s = 160-256); below that (rank-deficient or nearly so) the eigenvectors are computed and the
+    singular values of ``a V`` replace them (Rayleigh-Ritz), with an error near ``eps sigma_1^2 /
     sigma_p``. Where that could exceed ``1e-10 sigma_1`` (``sigma_p < 1e-6 sigma_1`` but not a
     numerical 0), numpy's dense SVD of `a` decides; a 0/1 matrix never gets there (its
     ``sigma_2`` is 0 or at least 0.618).
     """
-    w, vectors = _eigh_top(_gram(a, binary), p, layer)
+    gram = _gram(a, binary)
+    w, _ = _eigh_top(gram, p, layer, vectors=False)
     w = np.clip(w, 0.0, None)
     if w[0] >= _SQRT_SAFE * w[-1]:
         return np.sqrt(w)
+    _, vectors = _eigh_top(gram, p, layer)
     dense = None if sp.issparse(a) else np.asarray(a, dtype=np.float64)
     values = np.linalg.svd((a if dense is None else dense) @ vectors, compute_uv=False)
     if max(a.shape) * _EPS * values[0] < values[-1] < _RITZ_SAFE * values[0]:

@@ -297,3 +297,20 @@ def test_gram_of_sparse_matrices_by_either_product(monkeypatch, f32_factor):
                 got = solvers._gram_top(fmt(tall), min(3, tall.shape[1]), not weighted, None)
                 _close(np.pad(np.sort(got)[::-1], (0, 3 - len(got))), ref)
     assert solvers._dense32(sp.csr_array((3, 4))).tolist() == np.zeros((3, 4)).tolist()
+
+
+def test_gram_method_computes_eigenvectors_only_for_the_rayleigh_ritz_step(monkeypatch):
+    # the square roots need no eigenvectors; a rank-deficient matrix asks for them (a V)
+    calls = []
+    real = solvers._eigh_top
+    monkeypatch.setattr(solvers, "_eigh_top", lambda g, p, layer, vectors=True:
+                        calls.append(vectors) or real(g, p, layer, vectors))
+    rng = np.random.default_rng(4)
+    full = rng.random((40, 30))
+    rank1 = np.outer(rng.random(40) + 0.1, rng.random(30) + 0.1)
+    for a, expected in ((full, [False]), (rank1, [False, True])):
+        calls.clear()
+        got = np.sort(solvers._gram_top(a, 2, False, "layer"))[::-1]  # (ascending)
+        assert calls == expected
+        _close(got, dense_top_singular_values(a))
+    assert got[1] <= 1e-12 * got[0]  # rank 1: sigma_2 at rounding level, not 1e-8 sigma_1
