@@ -7,9 +7,10 @@ fixed size:
 - **Gram**: the dense Gram matrix of the smaller side ``s``, ``A^T A`` (a sparse product when
   that is cheaper, else BLAS; in float32 for 0/1 matrices, where every entry is an integer below
   2**24 and so exact), then LAPACK's subset eigensolver ``dsyevr`` (what
-  ``scipy.linalg.eigh(subset_by_index=...)`` calls) for the top-k eigenpairs. Cost: about
+  ``scipy.linalg.eigh(subset_by_index=...)`` calls) for the top-k eigenvalues. Cost: about
   ``s^3`` for the eigensolver plus the product. When ``sigma_k^2 >= 1e-4 sigma_1^2`` their square
-  roots are accurate to ~1e-12 relative; below that, the singular values of ``A V`` in float64
+  roots are accurate to ~1e-12 relative; below that, the eigenvectors ``V`` are computed too and
+  the singular values of ``A V`` in float64
   replace them (a Rayleigh-Ritz step): the square root of a Gram eigenvalue would lose half the
   digits of a small ``sigma_2`` (a rank-1 matrix would get ``sigma_2 ~ 1e-8 sigma_1`` instead of
   0), ``A V`` keeps the error near ``eps sigma_1^2 / sigma_2``; for
