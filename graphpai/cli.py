@@ -472,12 +472,13 @@ def _spectral(args) -> int:
     import torch
 
     from .spectral import spectral
-    from .torch.extract import layer_weights
+    from .torch.extract import layer_tensors
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model, graph, masks = load_graph_and_masks(args)
-    report = spectral(graph, masks, layer_weights(model), profile=args.profile,
+    # the model's own tensors: the report makes its float64 copies after its memory check
+    report = spectral(graph, masks, layer_tensors(model), profile=args.profile,
                       **progress_option(spectral, args))
     emit(args, report.to_dict(), report.to_text())
     return 0

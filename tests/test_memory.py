@@ -167,7 +167,16 @@ def test_the_cli_writes_nothing_when_a_check_fails(free, monkeypatch, tmp_path, 
     assert code == 2 and "would take about" in capsys.readouterr().err
     assert not out.exists()
 
+    # the spectral check comes before any float64 copy of the weights
+    import graphpai.torch.extract as extract
+
+    def no_copies(*args, **kwargs):
+        raise AssertionError("float64 weights were made before the check")
+
+    monkeypatch.setattr(extract, "layer_weights", no_copies)
+    monkeypatch.setattr(report_module, "_resolve_weights", no_copies)
     free(1000)
     code = main(["spectral", "--model", "mlp", "--out", str(out)])
-    assert code == 2 and "spectral report" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "spectral report" in err and "float64 weights" in err
     assert not out.exists()

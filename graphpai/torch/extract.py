@@ -179,17 +179,24 @@ def model_weight(weight, transposed: bool, groups: int = 1):
     return canonical_weight(weight, transposed, groups)
 
 
-def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """Layer name -> float64 copy of its weight in the layer's ``(out, in, ...)`` order
-    (``weight_orig`` when torch prune is applied), for every layer of :func:`layer_parameters`."""
+def layer_tensors(model: nn.Module) -> dict:
+    """Layer name -> its weight as a torch tensor in the layer's ``(out, in, ...)`` order
+    (``weight_orig`` when torch prune is applied), detached, without a copy: for a caller that
+    converts them later, one at a time or after a memory check (``graphpai spectral``)."""
     out = {}
     for name, (module, attr, transposed) in layer_parameters(model).items():
         weight = getattr(module, f"{attr}_orig", None)
         if weight is None:
             weight = getattr(module, attr)
-        weight = weight.detach().to("cpu", torch.float64)
-        out[name] = canonical_weight(weight, transposed, getattr(module, "groups", 1)).numpy().copy()
+        out[name] = canonical_weight(weight.detach(), transposed, getattr(module, "groups", 1))
     return out
+
+
+def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """Layer name -> float64 copy of its weight in the layer's ``(out, in, ...)`` order
+    (``weight_orig`` when torch prune is applied), for every layer of :func:`layer_parameters`."""
+    return {name: weight.to("cpu", torch.float64).numpy().copy()
+            for name, weight in layer_tensors(model).items()}
 
 
 def _first_line(exc) -> str:
