@@ -310,12 +310,14 @@ _SPARSE_PER_WEIGHT, _SPARSE_PER_EDGE, _SPARSE_WEIGHTED = 2, 185, 220
 _GRAM_PER_ENTRY = 8
 
 
-def _row_need(layer, mask, weighted: bool, dense_max: int) -> int:
-    """Bytes :func:`layer_row` allocates for `layer` (see the constants above)."""
+def _row_need(layer, mask, weighted: bool, dense_max: int, kept: int | None = None) -> int:
+    """Bytes :func:`layer_row` allocates for `layer` (see the constants above); `kept`, the
+    mask's kept weights if already counted."""
     from .layer import _BIG_SIDE, _BIG_SPARSE_BELOW, _SPARSE_BELOW
 
     n = layer.numel
-    kept = n if mask is None else int(np.count_nonzero(mask))
+    if kept is None:
+        kept = n if mask is None else int(np.count_nonzero(mask))
     side = min(layer.out_channels, layer.fan_in)
     density = kept / max(n, 1)
     if density < _SPARSE_BELOW or (side > _BIG_SIDE and density < _BIG_SPARSE_BELOW):
@@ -325,10 +327,10 @@ def _row_need(layer, mask, weighted: bool, dense_max: int) -> int:
     return need + (_GRAM_PER_ENTRY * side * side if side <= dense_max else 0)
 
 
-def _check_memory(net, graph, masks, weights, workers: int, dense_max: int) -> None:
+def _check_memory(net, graph, masks, weights, workers: int, dense_max: int, kept=None) -> None:
     """One error before anything is allocated when the report cannot fit: the float64 weights
     and all-ones masks it holds for every layer, plus the rows of the `workers` largest layers
-    computed at the same time."""
+    computed at the same time (`kept`: layer -> kept weights, if already counted)."""
     n = graph.num_weights
     held, parts = 0, []
     if masks is None:
@@ -346,8 +348,8 @@ def _check_memory(net, graph, masks, weights, workers: int, dense_max: int) -> N
             parts.append("float64 weights")
     weighted = weights is not None or not isinstance(net, NetGraph)
     needs = sorted(((_row_need(layer, None if masks is None else masks[name], weighted,
-                               dense_max), name) for name, layer in graph.layers.items()),
-                   reverse=True)
+                               dense_max, None if kept is None else kept[name]), name)
+                    for name, layer in graph.layers.items()), reverse=True)
     if not needs:
         return
     at_once = sum(need for need, _ in needs[:max(1, workers)])
@@ -472,7 +474,7 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
     if workers is None:
         workers = _default_workers() if sum(kept.values()) >= _POOL_MIN_KEPT else 1
     workers = int(workers)
-    _check_memory(net, graph, masks, weights, workers, dense_max)
+    _check_memory(net, graph, masks, weights, workers, dense_max, kept)
     weight_map, source = _resolve_weights(net, graph, weights, seed)
     jobs = []
     for name, layer in graph.layers.items():
