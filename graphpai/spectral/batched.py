@@ -41,8 +41,8 @@ import scipy.sparse as sp
 
 from .lanczos import components, tridiagonal_top
 from .solvers import (_BLAS_PER_MS2, _EIG_PER_S3, _EPS, _F32_EXACT, _KRYLOV_PER_NNZ,
-                      _KRYLOV_TOL, _LANCZOS_PER_ORTH, _SPARSE_GRAM_PER_TERM,
-                      _SQRT_SAFE, DENSE_MAX, singular_values_compact)
+                      _KRYLOV_TOL, _LANCZOS_PER_ORTH, _SPARSE_GRAM_PER_TERM, _SQRT_SAFE,
+                      DENSE_MAX, _dsyevr, singular_values_compact)
 
 __all__ = ["BATCH_MAX_SIDE", "batchable", "singular_values_many", "column_block_values"]
 
@@ -62,6 +62,7 @@ _BATCH_PER_STEP = 1.5e-4  # a batched Lanczos step's own overhead, whatever the 
 # 15 numpy calls; a run of 2 small problems took 12-16 ms where the Gram method takes 2-4 ms)
 _PER_ENTRY = 1.5e-7  # the sparse route's bookkeeping per stored entry (column_block_values)
 _PER_SLICE = 5e-5  # slicing a sparse block and copying it into a stack
+_SUBSET_ABOVE = 64  # stacked Gram matrices of a larger side get their top-k one by one
 _FIRST_CHECK = 24  # first tolerance check (a tridiagonal eigen-solve per problem, ~0.2 ms:
 # the batch checks seldom, by the residuals' rate of fall, and takes a few more cheap steps)
 
@@ -390,6 +391,20 @@ def _grams(stack):
     return np.matmul(stack.transpose(0, 2, 1), stack).astype(np.float64, copy=False)
 
 
+def _top_eigenvalues(grams, k):
+    """The k largest eigenvalues (decreasing) of each symmetric matrix of a stack: one stacked
+    ``eigvalsh`` for small sides, LAPACK's subset solver ``dsyevr`` without eigenvectors per
+    matrix above :data:`_SUBSET_ABOVE` (0.29 against 0.45 ms at 96, 0.61 against 0.78 at 128)."""
+    g, s = grams.shape[:2]
+    if s > _SUBSET_ABOVE:
+        out = np.empty((g, k))
+        for t in range(g):
+            w, _, _, _, info = _dsyevr(grams[t], compute_v=0, range="I", il=s - k + 1, iu=s)
+            out[t] = w[:k][::-1] if info == 0 else np.linalg.eigvalsh(grams[t])[::-1][:k]
+        return out
+    return np.linalg.eigvalsh(grams)[:, ::-1][:, :k]
+
+
 def _eig_top(grams, s, k):
     """One stacked ``eigvalsh`` per padded size, then the Gram method's accuracy rule.
 
@@ -399,8 +414,8 @@ def _eig_top(grams, s, k):
     safe = np.ones(len(s), dtype=bool)
     for sp_, parts in grams.items():
         members = np.concatenate([ids for ids, _ in parts])
-        w = np.linalg.eigvalsh(np.concatenate([g for _, g in parts]))[:, ::-1]
-        w = np.clip(w[:, :min(k, sp_)], 0.0, None)
+        w = _top_eigenvalues(np.concatenate([g for _, g in parts]), min(k, sp_))
+        w = np.clip(w, 0.0, None)
         top = np.minimum(s[members], k)  # true values: a matrix has s of them
         true = np.arange(w.shape[1])[None, :] < top[:, None]
         w = np.where(true, w, 0.0)

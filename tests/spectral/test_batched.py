@@ -359,3 +359,16 @@ def test_batched_lanczos_only_when_the_savings_pay_its_overhead():
     tiny = [m] * many + [300.0], [s] * many + [20.0], [nnz] * many + [60.0], [True] * (many + 1)
     assert pays(*tiny).tolist() == [True] * many + [False]
     assert pays([], [], [], []).shape == (0,)
+
+
+@pytest.mark.parametrize("side", [batched._SUBSET_ABOVE, batched._SUBSET_ABOVE + 32])
+def test_top_eigenvalues_of_a_stack_match_numpy(side):
+    # both routes (stacked eigvalsh, dsyevr one by one), zero-padded and rank-deficient Grams
+    rng = np.random.default_rng(side)
+    a = rng.random((5, 2 * side, side)) * (rng.random((5, 2 * side, side)) < 0.3)
+    a[1, :, side // 2:] = 0.0       # zero-padded columns: zero eigenvalues
+    a[2] = np.outer(rng.random(2 * side), rng.random(side))  # rank 1
+    grams = np.matmul(a.transpose(0, 2, 1), a)
+    got = batched._top_eigenvalues(grams, 3)
+    ref = np.linalg.eigvalsh(grams)[:, ::-1][:, :3]
+    assert np.allclose(got, ref, rtol=0, atol=1e-12 * ref[:, :1])
