@@ -14,7 +14,8 @@ are solved together, with the same mathematics as the Gram method of :mod:`.solv
    columns never returns in place of a true one;
 3. one stacked product forms all the Gram matrices of a stack (float32 for 0/1 matrices, whose
    integer Gram entries below 2**24 are then exact, float64 otherwise), and one stacked
-   ``numpy.linalg.eigvalsh`` call per padded size solves the 0/1 and weighted ones together;
+   ``numpy.linalg.eigvalsh`` call per padded size solves the 0/1 and weighted ones together
+   (above a padded side of 64, ``dsyevr`` for the top-k eigenvalues only, matrix by matrix);
 4. the accuracy rule of the Gram method: the square roots of the top-k eigenvalues are the
    answer when ``lambda_k >= 1e-4 lambda_1`` (then accurate to about 1e-12 relative); any other
    matrix (rank-deficient or nearly so; a matrix with fewer than k true columns is exempt: its
@@ -406,7 +407,8 @@ def _top_eigenvalues(grams, k):
 
 
 def _eig_top(grams, s, k):
-    """One stacked ``eigvalsh`` per padded size, then the Gram method's accuracy rule.
+    """The top-k eigenvalues per padded size (:func:`_top_eigenvalues`), then the Gram method's
+    accuracy rule.
 
     `grams` maps a padded size to ``[(problem ids, Gram stack), ...]``, `s` is every problem's
     true smaller side. Returns ``(values, safe)`` as :func:`_solve`."""
