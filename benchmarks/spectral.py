@@ -11,7 +11,8 @@ VGG-16 (built here: torchvision is not a dependency) at 0.01 and 0.1, with RPI-E
 budget at that density, weights placed uniformly at random, seed 0) and the models' initial
 weights; and one 11008 x 4096 LLM MLP layer at density 0.5 (RPI, Gaussian weights).
 
-For each point, in one interleaved loop (each round runs the three in turn, the best round of
+For each point, in one interleaved loop (each round runs the three in turn, half a second
+apart so that no run inherits the previous one's spinning BLAS threads, the best round of
 each is reported, so load spikes on a shared machine hit all three alike; with
 ``--restatement-once`` the restatement, minutes long at the big points, runs in the first round
 only; one small report runs before the table, so that no point pays the process's start-up):
@@ -153,6 +154,10 @@ POINTS = ["cifar-vgg16:0.01", "cifar-vgg16:0.05", "cifar-vgg16:0.1", "cifar-vgg1
           "imagenet-vgg16:0.01", "imagenet-vgg16:0.1", "llm-mlp:0.5"]
 
 
+_SETTLE = 0.5  # seconds between runs: OpenBLAS's threads spin for a while after a parallel call
+# (the restatement's and the floor's), taking a core from the next run and counting as its CPU
+
+
 def _warm_up():
     """One small report first: a process's first report imports and starts up (lazy imports,
     BLAS and thread pools), which no point should be charged for."""
@@ -191,6 +196,7 @@ def bench_points(points, repeat, seed, skip=(), restatement_once=False):
             for i, fn in enumerate(runs):
                 if fn is None or (i == 1 and restatement_once and round_):
                     continue
+                time.sleep(_SETTLE)  # the previous run's BLAS threads stop spinning first
                 start, start_cpu = time.perf_counter(), time.process_time()
                 result = fn()
                 wall = time.perf_counter() - start
