@@ -244,8 +244,9 @@ def _group_values(lay, scored, s, w, name, dense_max):
 
         work = sum(scored[i][0] * scored[i][2] for _, i, _, _, _ in single)
         if work >= _PARALLEL_EDGES and len(single) > 1:
-            # two threads (scipy's products, BLAS and LAPACK release the GIL; BLAS on one
-            # thread each): a big layer's K_d are most of the report's critical path
+            # two threads (scipy's sparse products and BLAS release the GIL, scipy's dsyevr
+            # wrapper does not; BLAS on one thread each): a big layer's K_d are most of the
+            # report's critical path
             with one_blas_thread(), ThreadPoolExecutor(2) as pool:
                 results = list(pool.map(solve, single))
         else:

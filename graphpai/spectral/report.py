@@ -497,7 +497,8 @@ def spectral(net, masks=None, weights=None, *, profile="iclr23", seed=None, inpu
         jobs.append((name, mask, w2d))
     with one_blas_thread(), bar(None, progress, total=len(jobs), desc="spectral",
                                 unit="layer") as shown:
-        def row(job):  # parallel over layers: LAPACK, BLAS and sparse products release the GIL
+        def row(job):  # parallel over layers: BLAS and sparse products release the GIL
+            # (scipy's dsyevr wrapper and numpy's eigvalsh do not: benchmarks/README.md)
             out = layer_row(*job, gate, dense_max)
             shown.update(1)
             return out
