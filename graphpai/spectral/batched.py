@@ -43,7 +43,7 @@ import scipy.sparse as sp
 from .lanczos import components, tridiagonal_top
 from .solvers import (_BLAS_PER_MS2, _EIG_PER_S3, _EPS, _F32_EXACT, _KRYLOV_PER_NNZ,
                       _KRYLOV_TOL, _LANCZOS_PER_ORTH, _SPARSE_GRAM_PER_TERM, _SQRT_SAFE,
-                      DENSE_MAX, _dsyevr, singular_values_compact)
+                      DENSE_MAX, _eigh_top, singular_values_compact)
 
 __all__ = ["BATCH_MAX_SIDE", "batchable", "singular_values_many", "column_block_values"]
 
@@ -399,9 +399,8 @@ def _top_eigenvalues(grams, k):
     g, s = grams.shape[:2]
     if s > _SUBSET_ABOVE:
         out = np.empty((g, k))
-        for t in range(g):
-            w, _, _, _, info = _dsyevr(grams[t], compute_v=0, range="I", il=s - k + 1, iu=s)
-            out[t] = w[:k][::-1] if info == 0 else np.linalg.eigvalsh(grams[t])[::-1][:k]
+        for t in range(g):  # the Gram method's own eigensolver (dsyevr, then dsyevd)
+            out[t] = _eigh_top(grams[t], k, None, vectors=False)[0][::-1]
         return out
     return np.linalg.eigvalsh(grams)[:, ::-1][:, :k]
 
